@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine with only the Rust toolchain lacks for building and testing
+# ticketgate: cmake (Pingora's zlib-ng build needs it) and redis-server (the ticket-store
+# tests run a real one). Uses apt-get when run as root; otherwise says what to install.
+set -euo pipefail
+
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing ${missing[*]} with apt-get" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing ${missing[*]} with sudo apt-get" >&2
+  sudo apt-get update -qq
+  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "setup: please install: ${missing[*]} (Debian/Ubuntu: apt-get install ${missing[*]})" >&2
+  exit 1
+fi

@@ -1,0 +1,58 @@
+//! Who is calling: bearer JWTs (`jwt`), their keys (`keys`, `jwks`) and the reasons a
+//! credential is refused (`error`). `authenticate` is the one entry point the proxy calls.
+
+pub mod error;
+pub mod jwks;
+pub mod jwt;
+pub mod keys;
+
+use std::collections::BTreeMap;
+
+use http::header::AUTHORIZATION;
+use pingora::http::RequestHeader;
+
+pub use error::{AuthError, TokenProblem};
+
+/// A caller whose credential verified. Holds only what the forward headers need, because a
+/// ticket carries it too and must stay short.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    #[serde(rename = "s")]
+    pub subject: String,
+    /// Configured claim name -> its value as a header-ready string.
+    #[serde(rename = "c", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+}
+
+/// A token longer than this is refused before any parsing: no real login JWT comes close,
+/// and parsing attacker-sized input is how denial-of-service starts.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The bearer token of a request, if it sent one.
+///
+/// `Ok(None)` means no credentials at all (no `Authorization` header, or another scheme);
+/// a header that claims to be Bearer but is unusable is an error.
+pub fn bearer_token(req: &RequestHeader) -> Result<Option<&str>, AuthError> {
+    let mut values = req.headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::Token(TokenProblem::Malformed));
+    }
+    if value.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
+        return Err(AuthError::Token(TokenProblem::TooLarge));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Token(TokenProblem::Malformed))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::Token(TokenProblem::Malformed));
+    }
+    Ok(Some(token))
+}

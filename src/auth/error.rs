@@ -1,0 +1,67 @@
+//! Why a credential was refused. Each variant knows its metric label and the text a client
+//! sees; none of them can hold the credential itself, so an error can be logged anywhere.
+
+/// A refusal of the caller's credentials (always a 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials")]
+    Missing,
+    #[error("{0}")]
+    Token(TokenProblem),
+}
+
+impl AuthError {
+    /// The `reason` label of `ticketgate_auth_failures_total` and of the access log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Token(p) => p.reason(),
+        }
+    }
+}
+
+/// What was wrong with a bearer JWT. The description of `Expired` is the only one that says
+/// "expired": clients look for it to know that refreshing their login will help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenProblem {
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    #[error("token issuer not accepted")]
+    WrongIssuer,
+    #[error("token audience not accepted")]
+    WrongAudience,
+    #[error("token algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("token signature invalid")]
+    BadSignature,
+    #[error("no key for this token")]
+    UnknownKey,
+    #[error("token lacks a required claim")]
+    MissingClaim,
+    #[error("token too large")]
+    TooLarge,
+    #[error("token malformed")]
+    Malformed,
+}
+
+impl TokenProblem {
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenProblem::Expired => "expired",
+            TokenProblem::NotYetValid => "not_yet_valid",
+            TokenProblem::IssuedInFuture => "issued_in_future",
+            TokenProblem::WrongIssuer => "wrong_issuer",
+            TokenProblem::WrongAudience => "wrong_audience",
+            TokenProblem::AlgorithmNotAllowed => "algorithm_not_allowed",
+            TokenProblem::BadSignature => "bad_signature",
+            TokenProblem::UnknownKey => "unknown_key",
+            TokenProblem::MissingClaim => "missing_claim",
+            TokenProblem::TooLarge => "too_large",
+            TokenProblem::Malformed => "malformed",
+        }
+    }
+}

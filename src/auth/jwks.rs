@@ -1,0 +1,175 @@
+//! The keys of one issuer: the static ones from the config plus, for a `jwks_url`, the last
+//! JWK Set fetched. Identity providers rotate keys by publishing a new `kid` first, so an
+//! unknown `kid` triggers an early fetch — at most one per `MIN_REFETCH_INTERVAL`, so a
+//! flood of tokens with made-up kids cannot become a flood of fetches. A failed fetch keeps
+//! the last good keys.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::Algorithm;
+
+use super::keys::{self, KeyError, VerifyKey};
+use crate::metrics::Metrics;
+
+const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Until the first fetch succeeds the issuer is not ready; retry sooner than the period.
+const RETRY_BEFORE_FIRST_LOAD: Duration = Duration::from_secs(2);
+
+pub struct IssuerKeys {
+    issuer: String,
+    static_keys: Vec<Arc<VerifyKey>>,
+    url: Option<String>,
+    refresh: Duration,
+    fetched: RwLock<Option<Arc<Vec<Arc<VerifyKey>>>>>,
+    /// When the last unknown-kid fetch started; held across the fetch so concurrent
+    /// unknown-kid requests wait for one fetch instead of each starting their own. The
+    /// periodic refresh does not count: a key rotated just after it must still be found.
+    last_early_fetch: tokio::sync::Mutex<Option<Instant>>,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("body larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Keys(#[from] KeyError),
+}
+
+impl IssuerKeys {
+    pub fn new(
+        issuer: &str,
+        static_keys: Vec<VerifyKey>,
+        url: Option<String>,
+        refresh: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        IssuerKeys {
+            issuer: issuer.to_string(),
+            static_keys: static_keys.into_iter().map(Arc::new).collect(),
+            url,
+            refresh,
+            fetched: RwLock::new(None),
+            last_early_fetch: tokio::sync::Mutex::new(None),
+            client: reqwest::Client::new(),
+            metrics,
+        }
+    }
+
+    /// Ready once there is at least one key to verify with.
+    pub fn is_ready(&self) -> bool {
+        !self.static_keys.is_empty() || self.snapshot().is_some()
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    fn snapshot(&self) -> Option<Arc<Vec<Arc<VerifyKey>>>> {
+        self.fetched
+            .read()
+            .map(|guard| guard.clone())
+            .unwrap_or(None)
+    }
+
+    /// Keys that may verify a token with this header, fetching the JWK Set early when the
+    /// token names a `kid` nobody has published yet.
+    pub async fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<VerifyKey>> {
+        let found = self.matching(kid, alg);
+        let knows_kid = kid.is_none_or(|kid| found.iter().any(|k| k.kid.as_deref() == Some(kid)));
+        if knows_kid || self.url.is_none() {
+            return found;
+        }
+        self.refetch_unless_recent().await;
+        self.matching(kid, alg)
+    }
+
+    /// With a `kid`, the keys published under it plus static keys that carry none (a PEM
+    /// file is not tied to a kid); without one, every key of the algorithm's family.
+    fn matching(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<VerifyKey>> {
+        let fetched = self.snapshot();
+        let fetched = fetched.as_deref().map(Vec::as_slice).unwrap_or_default();
+        self.static_keys
+            .iter()
+            .chain(fetched)
+            .filter(|k| k.accepts(alg))
+            .filter(|k| match (kid, &k.kid) {
+                (Some(wanted), Some(has)) => wanted == has,
+                _ => true,
+            })
+            .cloned()
+            .collect()
+    }
+
+    async fn refetch_unless_recent(&self) {
+        let mut last = self.last_early_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.fetch_and_store().await;
+    }
+
+    /// The periodic refresh, run as a background task for issuers with a `jwks_url`.
+    pub async fn refresh_forever(&self) {
+        if self.url.is_none() {
+            return;
+        }
+        loop {
+            self.fetch_and_store().await;
+            let wait = if self.snapshot().is_some() {
+                self.refresh
+            } else {
+                RETRY_BEFORE_FIRST_LOAD.min(self.refresh)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn fetch_and_store(&self) {
+        let Some(url) = &self.url else { return };
+        match self.fetch(url).await {
+            Ok(keys) => {
+                log::info!(
+                    "JWKS for issuer {} loaded: {} key(s)",
+                    self.issuer,
+                    keys.len()
+                );
+                if let Ok(mut slot) = self.fetched.write() {
+                    *slot = Some(Arc::new(keys.into_iter().map(Arc::new).collect()));
+                }
+                self.metrics.jwks_refresh(&self.issuer, true);
+            }
+            Err(e) => {
+                log::warn!(
+                    "JWKS fetch for issuer {} failed, keeping the last good keys: {e}",
+                    self.issuer
+                );
+                self.metrics.jwks_refresh(&self.issuer, false);
+            }
+        }
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Vec<VerifyKey>, FetchError> {
+        let mut response = self.client.get(url).timeout(FETCH_TIMEOUT).send().await?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status(response.status().as_u16()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(keys::from_jwk_set(&body)?)
+    }
+}

@@ -1,0 +1,31 @@
+//! ticketgate: a WebSocket-auth sidecar on Pingora.
+//!
+//! Browsers cannot set `Authorization` on a WebSocket upgrade. ticketgate sits in front of
+//! a legacy service, verifies bearer JWTs on ordinary requests, and forwards the caller's
+//! identity in headers the client cannot forge.
+//!
+//! # Layout
+//! - `config`: the YAML file, validated whole before anything starts.
+//! - `server`: assembles Pingora's services from the config.
+//! - `proxy`: the request's life, one hook per step (`proxy/route`, `proxy/authenticate`,
+//!   `proxy/forward`, `proxy/respond`, `proxy/log`).
+//! - `auth`: bearer JWTs, their keys and JWK Sets, and why a credential is refused.
+//! - `redact` and `query`: what of a URL may be logged, and query-string parsing.
+//! - `access_log`, `metrics`, `admin`: what operators see.
+//!
+//! # Life of a request
+//! route (first matching prefix, or 404) -> authenticate (per the route's `auth`, upgrade or
+//! not) -> forward (identity headers set, client copies and `Authorization` removed) ->
+//! log (one JSON line with the redacted path, metrics).
+
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod query;
+pub mod redact;
+pub mod server;

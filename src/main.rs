@@ -1,0 +1,90 @@
+//! The `ticketgate` command: `run` and `check`, both on one config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ticketgate",
+    version,
+    about = "WebSocket-auth sidecar on Pingora"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate the config file and every key or secret it names, then exit.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => match ticketgate::config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let config = match ticketgate::config::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match ticketgate::server::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ticketgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `TICKETGATE_LOG` sets the level (default `info`). Pingora's and the HTTP libraries'
+/// modules are held at `info` whatever it says: their `debug`/`trace` lines dump request
+/// headers, `Authorization` and ticket URLs included.
+fn init_logging() {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Info);
+    if let Ok(spec) = std::env::var("TICKETGATE_LOG") {
+        builder.parse_filters(&spec);
+    }
+    for chatty in [
+        "pingora",
+        "pingora_core",
+        "pingora_proxy",
+        "pingora_http",
+        "h2",
+        "hyper",
+        "hyper_util",
+        "reqwest",
+        "redis",
+        "rustls",
+    ] {
+        builder.filter_module(chatty, log::LevelFilter::Info);
+    }
+    builder.init();
+}

@@ -1,0 +1,127 @@
+//! Every metric ticketgate exports, in one registry owned by the process (not prometheus'
+//! global one, so tests can run several gates side by side). Help texts say what an
+//! operator reads from each.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    auth_failures: IntCounterVec,
+    upstream_errors: IntCounter,
+    jwks_refreshes: IntCounterVec,
+}
+
+/// Building a fixed set of well-formed metrics cannot fail; if it did, it would be a bug in
+/// this file, found by every test on its first line.
+fn must<T>(result: prometheus::Result<T>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => panic!("metric definition is invalid: {e}"),
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let metrics = Metrics {
+            requests: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_requests_total",
+                    "Requests answered, by matched route prefix and status code.",
+                ),
+                &["route", "status"],
+            )),
+            request_duration: must(HistogramVec::new(
+                HistogramOpts::new(
+                    "ticketgate_request_duration_seconds",
+                    "Time from request to end of response (to close, for WebSockets), by route.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 60.0, 600.0, 3600.0,
+                ]),
+                &["route"],
+            )),
+            auth_failures: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_auth_failures_total",
+                    "Credentials refused, by reason; a jump in one reason points at its cause.",
+                ),
+                &["reason"],
+            )),
+            upstream_errors: must(IntCounter::new(
+                "ticketgate_upstream_errors_total",
+                "Requests that failed because the upstream could not be reached or broke off.",
+            )),
+            jwks_refreshes: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_jwks_refreshes_total",
+                    "JWK Set fetches by issuer and result; failures mean rotated keys may be missed.",
+                ),
+                &["issuer", "result"],
+            )),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
+            Box::new(self.requests.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.auth_failures.clone()),
+            Box::new(self.upstream_errors.clone()),
+            Box::new(self.jwks_refreshes.clone()),
+        ];
+        for collector in collectors {
+            must(self.registry.register(collector));
+        }
+    }
+
+    pub fn request_done(&self, route: &str, status: u16, duration: Duration) {
+        self.requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn upstream_error(&self) {
+        self.upstream_errors.inc();
+    }
+
+    pub fn jwks_refresh(&self, issuer: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.jwks_refreshes
+            .with_label_values(&[issuer, result])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on a malformed metric family, which `new` rules out.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

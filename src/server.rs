@@ -1,0 +1,106 @@
+//! Assembles the Pingora server from a validated `Config`: the proxy service on `listen`,
+//! the admin service on `admin.listen`, and the background work (JWKS refresh).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::listening::Service;
+
+use crate::access_log::AccessLog;
+use crate::admin::Admin;
+use crate::auth::jwks::IssuerKeys;
+use crate::auth::jwt::JwtVerifier;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::TicketGate;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// Builds every service and runs until SIGTERM (graceful) or SIGINT (immediate).
+pub fn run(config: Config) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let forwarded_claims = config
+        .forward
+        .claim_headers
+        .iter()
+        .map(|(claim, _)| claim.clone())
+        .collect();
+    let verifier = Arc::new(JwtVerifier::new(&config.jwt, forwarded_claims, &metrics));
+    let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
+
+    let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
+    server.bootstrap();
+
+    let gate = TicketGate {
+        config: config.clone(),
+        verifier: verifier.clone(),
+        metrics: metrics.clone(),
+        access_log,
+    };
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "ticketgate");
+    proxy.add_tcp(&config.listen.to_string());
+
+    let mut admin = Service::new(
+        "admin".to_string(),
+        Admin {
+            metrics,
+            verifier: verifier.clone(),
+        },
+    );
+    admin.add_tcp(&config.admin_listen.to_string());
+    admin.threads = Some(1);
+
+    let jwks = JwksRefresh {
+        issuers: verifier.issuer_keys().cloned().collect(),
+    };
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(background_service("jwks refresh", jwks));
+    log::info!(
+        "ticketgate listening on {}, admin on {}, upstream {}",
+        config.listen,
+        config.admin_listen,
+        config.upstream
+    );
+    server.run(pingora::server::RunArgs::default());
+    Ok(())
+}
+
+/// Pingora's own settings, derived from ours. Pingora's default grace period would keep a
+/// terminating pod around for five minutes; ours is `shutdown_grace_seconds`.
+fn pingora_conf(config: &Config) -> ServerConf {
+    ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    }
+}
+
+/// Keeps every `jwks_url` issuer's keys fresh until shutdown.
+struct JwksRefresh {
+    issuers: Vec<Arc<IssuerKeys>>,
+}
+
+#[async_trait]
+impl BackgroundService for JwksRefresh {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for keys in &self.issuers {
+            let keys = keys.clone();
+            tasks.spawn(async move { keys.refresh_forever().await });
+        }
+        // Either outcome means the process is shutting down.
+        let _ = shutdown.changed().await;
+        tasks.abort_all();
+    }
+}

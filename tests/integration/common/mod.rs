@@ -1,0 +1,249 @@
+//! The test harness: real servers on ephemeral loopback ports, and ticketgate itself run as
+//! the built binary so that every byte it prints can be checked for leaked credentials.
+
+pub mod tokens;
+pub mod upstream;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(15);
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn fixture(name: &str) -> String {
+    fixtures().join(name).display().to_string()
+}
+
+/// A port nothing listens on right now. The tiny race between this and the bind is the
+/// price of letting ticketgate bind its own listeners, as it does in production.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// Polls `check` every 20 ms until it returns true or `deadline` passes.
+pub async fn wait_for<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running ticketgate process with its output captured to files.
+pub struct Gate {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin_port: u16,
+    child: Option<Child>,
+}
+
+impl Gate {
+    /// Starts ticketgate with `body` appended to a generated `listen`/`admin` header.
+    /// `{fixtures}` in `body` becomes the fixtures folder.
+    pub async fn start(body: &str) -> Gate {
+        let gate = Gate::spawn(body);
+        gate.wait_until_serving().await;
+        gate
+    }
+
+    pub fn spawn(body: &str) -> Gate {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let admin_port = free_port();
+        let yaml = format!(
+            "listen: \"127.0.0.1:{port}\"\nadmin:\n  listen: \"127.0.0.1:{admin_port}\"\n{}",
+            body.replace("{fixtures}", &fixtures().display().to_string())
+        );
+        let config = dir.path().join("ticketgate.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let stdout = std::fs::File::create(dir.path().join("stdout.log")).expect("stdout file");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ticketgate"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn ticketgate");
+        Gate {
+            dir,
+            port,
+            admin_port,
+            child: Some(child),
+        }
+    }
+
+    pub async fn wait_until_serving(&self) {
+        let proxy = format!("127.0.0.1:{}", self.port);
+        let admin = self.admin_url("/healthz");
+        wait_for("ticketgate to listen", STARTUP_DEADLINE, || async {
+            let admin_up = reqwest::get(&admin).await.is_ok_and(|r| r.status() == 200);
+            admin_up && tokio::net::TcpStream::connect(&proxy).await.is_ok()
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Every byte ticketgate wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        let mut all = String::new();
+        for name in ["stdout.log", "stderr.log"] {
+            if let Ok(mut f) = std::fs::File::open(self.dir.path().join(name)) {
+                let _ = f.read_to_string(&mut all);
+            }
+        }
+        all
+    }
+
+    /// Lines of the access log (stdout) parsed as JSON.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("stdout.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until the access log has at least `n` lines (lines are written at request end,
+    /// which may be just after the client saw the response).
+    pub async fn wait_for_log_lines(&self, n: usize) -> Vec<serde_json::Value> {
+        wait_for("access log lines", Duration::from_secs(5), || async {
+            self.access_log().len() >= n
+        })
+        .await;
+        self.access_log()
+    }
+
+    /// Fails the test if any of `secrets` appears anywhere in ticketgate's output.
+    pub fn assert_never_printed(&self, secrets: &[&str]) {
+        let output = self.output();
+        for secret in secrets {
+            assert!(!secret.is_empty());
+            assert!(
+                !output.contains(secret),
+                "ticketgate printed a credential; output:\n{output}"
+            );
+        }
+    }
+
+    /// Sends `signal` and waits for the exit status.
+    pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("still running");
+        Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill");
+        child.wait().expect("exit status")
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `ticketgate check` on a config file; returns (success, stdout + stderr).
+pub fn check(config: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ticketgate"))
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("run check");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A gate config with one issuer (`https://auth.test/`, audience `chat-api`) whose
+/// algorithms and key sources are `issuer_keys` (YAML lines indented for the issuer entry),
+/// a public route, a JWT route for everything else, and identity headers.
+pub fn jwt_config(upstream: std::net::SocketAddr, issuer_keys: &str) -> String {
+    format!(
+        r#"upstream: "{upstream}"
+shutdown_grace_seconds: 1
+jwt:
+  leeway_seconds: 5
+  issuers:
+    - issuer: "{issuer}"
+      audiences: ["{audience}"]
+{issuer_keys}
+routes:
+  - prefix: /public
+    auth: none
+  - prefix: /
+    auth: jwt
+forward:
+  subject_header: X-Auth-Subject
+  claim_headers:
+    email: X-Auth-Email
+"#,
+        issuer = tokens::ISSUER,
+        audience = tokens::AUDIENCE,
+    )
+}
+
+/// Static keys for every algorithm family, from the fixtures.
+pub const ALL_STATIC_KEYS: &str = r#"      algorithms: [HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
+      secret_file: "{fixtures}/hs.secret"
+      public_key_files: ["{fixtures}/rsa.pub.pem", "{fixtures}/ec256.pub.pem", "{fixtures}/ec384.pub.pem", "{fixtures}/ed25519.pub.pem"]"#;
+
+/// GETs `url` with an optional bearer token; returns status, headers and body.
+pub async fn get(url: &str, token: Option<&str>) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.expect("body"))
+}
+
+/// The upstream echo's JSON for a request that got through.
+pub fn echoed(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).expect("upstream echo JSON")
+}
+
+impl Gate {
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child
+            .take()
+            .expect("still running")
+            .wait()
+            .expect("exit status")
+    }
+}

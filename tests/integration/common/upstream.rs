@@ -1,0 +1,138 @@
+//! Real HTTP servers for ticketgate to talk to: an upstream that reports back what it
+//! received, and a JWKS endpoint whose keys and availability a test controls.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// A server on an ephemeral port; `stop` closes the listener and every open connection.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Server {
+    pub async fn start(handler: Handler) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, mut stopped) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let handler = handler.clone();
+                        connections.spawn(async move {
+                            let service = service_fn(move |req| {
+                                let response = handler(&req);
+                                async move { Ok::<_, Infallible>(response) }
+                            });
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                    _ = &mut stopped => break,
+                }
+            }
+            connections.abort_all();
+        });
+        Server {
+            addr,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An upstream answering every request with JSON: method, URI and headers as received.
+pub async fn echo() -> Server {
+    Server::start(Arc::new(|req: &Request<Incoming>| {
+        let mut headers = serde_json::Map::new();
+        for (name, value) in req.headers() {
+            let entry = headers
+                .entry(name.as_str())
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if let serde_json::Value::Array(values) = entry {
+                values.push(String::from_utf8_lossy(value.as_bytes()).into());
+            }
+        }
+        let body = serde_json::json!({
+            "method": req.method().as_str(),
+            "uri": req.uri().to_string(),
+            "headers": headers,
+        });
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("response")
+    }))
+    .await
+}
+
+/// A JWKS endpoint: serves `body` (503 while it is `None`) and counts fetches.
+pub struct Jwks {
+    pub server: Server,
+    pub body: Arc<Mutex<Option<String>>>,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Jwks {
+    pub async fn start(initial: String) -> Jwks {
+        let body = Arc::new(Mutex::new(Some(initial)));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (body.clone(), hits.clone());
+        let server = Server::start(Arc::new(move |_req: &Request<Incoming>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let current = served.lock().expect("jwks body").clone();
+            match current {
+                Some(json) => Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(json))),
+                None => Response::builder()
+                    .status(503)
+                    .body(Full::new(Bytes::new())),
+            }
+            .expect("response")
+        }))
+        .await;
+        Jwks { server, body, hits }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.server.addr)
+    }
+
+    pub fn set(&self, json: Option<String>) {
+        *self.body.lock().expect("jwks body") = json;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}

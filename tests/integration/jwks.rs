@@ -1,0 +1,135 @@
+//! `jwks_url`: fetched at startup, refreshed, refetched early for an unknown `kid` (rate
+//! limited), last good keys kept when the server goes away, and readiness until then.
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use crate::common::tokens::{self, mint_with, valid_claims};
+use crate::common::upstream::{self, Jwks};
+use crate::common::{Gate, get, jwt_config, wait_for};
+
+fn issuer_block(url: &str, refresh_seconds: u64) -> String {
+    format!(
+        "      algorithms: [RS256, ES256]\n      jwks_url: \"{url}\"\n      jwks_refresh_seconds: {refresh_seconds}"
+    )
+}
+
+async fn readyz(gate: &Gate) -> u16 {
+    reqwest::get(gate.admin_url("/readyz"))
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn rotation_to_a_new_kid_needs_no_restart() {
+    let upstream = upstream::echo().await;
+    let jwks = Jwks::start(tokens::jwks(&[(Algorithm::RS256, "rsa.key.pem", "k1")])).await;
+    let gate = Gate::start(&jwt_config(upstream.addr, &issuer_block(&jwks.url(), 3600))).await;
+    wait_for("keys to load", Duration::from_secs(10), || async {
+        readyz(&gate).await == 200
+    })
+    .await;
+
+    let old = mint_with(Algorithm::RS256, "rsa.key.pem", Some("k1"), &valid_claims());
+    assert_eq!(get(&gate.url("/api"), Some(&old)).await.0, 200);
+
+    // The provider publishes a new key; a token under its kid triggers an early refetch.
+    jwks.set(Some(tokens::jwks(&[
+        (Algorithm::RS256, "rsa.key.pem", "k1"),
+        (Algorithm::ES256, "ec256.key.pem", "k2"),
+    ])));
+    let new = mint_with(
+        Algorithm::ES256,
+        "ec256.key.pem",
+        Some("k2"),
+        &valid_claims(),
+    );
+    let (status, _, body) = get(&gate.url("/api"), Some(&new)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&gate.url("/api"), Some(&old)).await.0, 200);
+    gate.assert_never_printed(&[&old, &new]);
+}
+
+#[tokio::test]
+async fn unknown_kids_cannot_flood_the_jwks_server() {
+    let upstream = upstream::echo().await;
+    let jwks = Jwks::start(tokens::jwks(&[(Algorithm::RS256, "rsa.key.pem", "k1")])).await;
+    let gate = Gate::start(&jwt_config(upstream.addr, &issuer_block(&jwks.url(), 3600))).await;
+    wait_for("keys to load", Duration::from_secs(10), || async {
+        readyz(&gate).await == 200
+    })
+    .await;
+    let before = jwks.hits();
+    for i in 0..30 {
+        let bogus = mint_with(
+            Algorithm::RS256,
+            "rsa.key.pem",
+            Some(&format!("bogus-{i}")),
+            &valid_claims(),
+        );
+        assert_eq!(get(&gate.url("/api"), Some(&bogus)).await.0, 401);
+    }
+    let fetched = jwks.hits() - before;
+    assert!(fetched <= 1, "30 unknown kids caused {fetched} fetches");
+}
+
+#[tokio::test]
+async fn last_good_keys_survive_the_jwks_server_going_down() {
+    let upstream = upstream::echo().await;
+    let mut jwks = Jwks::start(tokens::jwks(&[(Algorithm::RS256, "rsa.key.pem", "k1")])).await;
+    let gate = Gate::start(&jwt_config(upstream.addr, &issuer_block(&jwks.url(), 1))).await;
+    wait_for("keys to load", Duration::from_secs(10), || async {
+        readyz(&gate).await == 200
+    })
+    .await;
+    let loaded = jwks.hits();
+    jwks.server.stop();
+    // Wait until at least one refresh has failed against the stopped server.
+    wait_for("a failed refresh", Duration::from_secs(10), || async {
+        gate.metrics().await.contains(
+            r#"ticketgate_jwks_refreshes_total{issuer="https://auth.test/",result="error"}"#,
+        )
+    })
+    .await;
+    assert!(loaded >= 1);
+    let token = mint_with(Algorithm::RS256, "rsa.key.pem", Some("k1"), &valid_claims());
+    assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 200);
+    assert_eq!(readyz(&gate).await, 200);
+}
+
+#[tokio::test]
+async fn not_ready_until_the_first_keys_arrive() {
+    let upstream = upstream::echo().await;
+    let jwks = Jwks::start(String::new()).await;
+    jwks.set(None);
+    let gate = Gate::start(&jwt_config(upstream.addr, &issuer_block(&jwks.url(), 3600))).await;
+    wait_for("a failed first fetch", Duration::from_secs(10), || async {
+        jwks.hits() >= 1
+    })
+    .await;
+    let response = reqwest::get(gate.admin_url("/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(response.status(), 503);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("body")
+            .contains("issuer https://auth.test/ has no usable keys")
+    );
+    let token = mint_with(Algorithm::RS256, "rsa.key.pem", Some("k1"), &valid_claims());
+    assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 401);
+
+    jwks.set(Some(tokens::jwks(&[(
+        Algorithm::RS256,
+        "rsa.key.pem",
+        "k1",
+    )])));
+    wait_for("readiness", Duration::from_secs(10), || async {
+        readyz(&gate).await == 200
+    })
+    .await;
+    assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 200);
+}

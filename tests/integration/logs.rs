@@ -1,0 +1,88 @@
+//! The access log and the never-leak rule: a run full of requests, every credential it used
+//! grepped for in everything ticketgate printed.
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+use crate::common::tokens::{mint, valid_claims};
+use crate::common::{ALL_STATIC_KEYS, Gate, free_port, get, jwt_config, upstream};
+
+#[tokio::test]
+async fn access_log_lines_carry_the_contract_fields() {
+    let upstream = upstream::echo().await;
+    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let token = mint(Algorithm::ES256, &valid_claims());
+    assert_eq!(
+        get(&gate.url("/api/me?ticket=t0p&room=1"), Some(&token))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(get(&gate.url("/api/me"), Some("garbage")).await.0, 401);
+    let lines = gate.wait_for_log_lines(2).await;
+    let ok = &lines[0];
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/api/me?ticket=REDACTED&room=1");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["subject"], "alice");
+    assert_eq!(ok["auth"], "jwt");
+    assert_eq!(ok["route"], "/");
+    assert!(ok["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert!(ok["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
+    assert!(ok.get("reason").is_none());
+    let denied = &lines[1];
+    assert_eq!(denied["status"], 401);
+    assert_eq!(denied["reason"], "malformed");
+    assert_eq!(denied["subject"], json!(null));
+}
+
+#[tokio::test]
+async fn no_credential_reaches_any_output() {
+    // An upstream that is down makes Pingora write its own error log lines too.
+    let down = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gate = Gate::start(&jwt_config(down, ALL_STATIC_KEYS)).await;
+    let mut secrets = Vec::new();
+    for alg in [
+        Algorithm::HS256,
+        Algorithm::RS256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ] {
+        let token = mint(alg, &valid_claims());
+        for path in [
+            format!("/api?access_token={token}"),
+            format!("/api?ticket={token}"),
+            format!("/public/x?q={token}"),
+            "/api/plain".to_string(),
+        ] {
+            let (status, _, body) = get(&gate.url(&path), Some(&token)).await;
+            assert_eq!(status, 502, "{path}");
+            assert!(!body.contains(&token));
+        }
+        secrets.push(token);
+    }
+    gate.wait_for_log_lines(16).await;
+    let output = gate.output();
+    assert!(output.contains("access_token=REDACTED"), "{output}");
+    assert!(output.contains("ticket=REDACTED"));
+    gate.assert_never_printed(&secrets.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_within_the_grace_period() {
+    let upstream = upstream::echo().await;
+    let mut gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || gate.stop_with("TERM"))
+        .await
+        .expect("join");
+    assert!(status.success(), "{status:?}");
+    // shutdown_grace_seconds is 1 in the test config; Pingora's default would be 300 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: ticketgate as a built binary between real clients and real servers on
+//! loopback ports. One test binary, so the suite links once.
+
+mod common;
+
+mod admin;
+mod check;
+mod jwks;
+mod jwt;
+mod logs;
+mod routing;
