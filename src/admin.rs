@@ -10,20 +10,27 @@ use pingora::protocols::http::ServerSession;
 
 use crate::auth::jwt::JwtVerifier;
 use crate::metrics::Metrics;
+use crate::tickets::Tickets;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub verifier: Arc<JwtVerifier>,
+    pub tickets: Option<Arc<Tickets>>,
 }
 
 impl Admin {
     /// What still keeps the proxy from serving every route; empty when ready.
     fn not_ready(&self) -> Vec<String> {
-        self.verifier
+        let mut waiting: Vec<String> = self
+            .verifier
             .issuer_keys()
             .filter(|keys| !keys.is_ready())
             .map(|keys| format!("issuer {} has no usable keys yet", keys.issuer()))
-            .collect()
+            .collect();
+        if self.tickets.as_ref().is_some_and(|t| !t.is_ready()) {
+            waiting.push("ticket store unreachable".to_string());
+        }
+        waiting
     }
 }
 

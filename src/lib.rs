@@ -1,8 +1,9 @@
 //! ticketgate: a WebSocket-auth sidecar on Pingora.
 //!
 //! Browsers cannot set `Authorization` on a WebSocket upgrade. ticketgate sits in front of
-//! a legacy service, verifies bearer JWTs on ordinary requests, and forwards the caller's
-//! identity in headers the client cannot forge.
+//! a legacy service, verifies bearer JWTs on ordinary requests, trades a JWT for a
+//! short-lived single-use ticket that a browser puts in the upgrade URL, and forwards the
+//! caller's identity in headers the client cannot forge.
 //!
 //! # Layout
 //! - `config`: the YAML file, validated whole before anything starts.
@@ -10,13 +11,15 @@
 //! - `proxy`: the request's life, one hook per step (`proxy/route`, `proxy/authenticate`,
 //!   `proxy/forward`, `proxy/respond`, `proxy/log`).
 //! - `auth`: bearer JWTs, their keys and JWK Sets, and why a credential is refused.
+//! - `tickets`: WebSocket tickets, minted statelessly and redeemed once (memory or Redis).
 //! - `redact` and `query`: what of a URL may be logged, and query-string parsing.
 //! - `access_log`, `metrics`, `admin`: what operators see.
 //!
 //! # Life of a request
-//! route (first matching prefix, or 404) -> authenticate (per the route's `auth`, upgrade or
-//! not) -> forward (identity headers set, client copies and `Authorization` removed) ->
-//! log (one JSON line with the redacted path, metrics).
+//! route (the ticket endpoint, the first matching prefix, or 404) -> authenticate (per the
+//! route's `auth`, upgrade or not; a ticket only on an upgrade) -> forward (ticket stripped
+//! from the URI, identity headers set, client copies and `Authorization` removed) -> log (one
+//! JSON line with the redacted path, metrics; for a WebSocket when it closes).
 
 #![forbid(unsafe_code)]
 
@@ -29,3 +32,4 @@ pub mod proxy;
 pub mod query;
 pub mod redact;
 pub mod server;
+pub mod tickets;

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -15,6 +16,10 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     upstream_errors: IntCounter,
     jwks_refreshes: IntCounterVec,
+    tickets_issued: IntCounter,
+    tickets_redeemed: IntCounter,
+    tickets_rejected: IntCounterVec,
+    websocket_connections: IntGauge,
 }
 
 /// Building a fixed set of well-formed metrics cannot fail; if it did, it would be a bug in
@@ -66,6 +71,25 @@ impl Metrics {
                 ),
                 &["issuer", "result"],
             )),
+            tickets_issued: must(IntCounter::new(
+                "ticketgate_tickets_issued_total",
+                "Tickets handed out by the ticket endpoint.",
+            )),
+            tickets_redeemed: must(IntCounter::new(
+                "ticketgate_tickets_redeemed_total",
+                "Tickets that opened a WebSocket; far fewer than issued means clients fail between the two.",
+            )),
+            tickets_rejected: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_tickets_rejected_total",
+                    "Tickets refused, by reason; many `replayed` or `invalid` suggest tickets being guessed or stolen.",
+                ),
+                &["reason"],
+            )),
+            websocket_connections: must(IntGauge::new(
+                "ticketgate_websocket_connections",
+                "Upgraded connections open now.",
+            )),
             registry,
         };
         metrics.register_all();
@@ -73,12 +97,16 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
             Box::new(self.requests.clone()),
             Box::new(self.request_duration.clone()),
             Box::new(self.auth_failures.clone()),
             Box::new(self.upstream_errors.clone()),
             Box::new(self.jwks_refreshes.clone()),
+            Box::new(self.tickets_issued.clone()),
+            Box::new(self.tickets_redeemed.clone()),
+            Box::new(self.tickets_rejected.clone()),
+            Box::new(self.websocket_connections.clone()),
         ];
         for collector in collectors {
             must(self.registry.register(collector));
@@ -107,6 +135,26 @@ impl Metrics {
         self.jwks_refreshes
             .with_label_values(&[issuer, result])
             .inc();
+    }
+
+    pub fn ticket_issued(&self) {
+        self.tickets_issued.inc();
+    }
+
+    pub fn ticket_redeemed(&self) {
+        self.tickets_redeemed.inc();
+    }
+
+    pub fn ticket_rejected(&self, reason: &str) {
+        self.tickets_rejected.with_label_values(&[reason]).inc();
+    }
+
+    pub fn websocket_opened(&self) {
+        self.websocket_connections.inc();
+    }
+
+    pub fn websocket_closed(&self) {
+        self.websocket_connections.dec();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -1,16 +1,20 @@
 //! The request's life, one Pingora hook per step, in the order Pingora calls them:
 //!
-//! 1. `request_filter`: route (`route`), then authenticate (`authenticate`) or answer
-//!    ourselves (`respond`).
-//! 2. `upstream_peer`: the one legacy upstream, over HTTP/1.1.
-//! 3. `upstream_request_filter`: identity headers in, credentials out (`forward`).
-//! 4. `fail_to_proxy`: a JSON 502 when the upstream cannot be reached.
-//! 5. `logging`: access log line and metrics (`log`).
+//! 1. `request_filter`: route (`route`), then either answer here — the ticket endpoint
+//!    (`issue`) or a refusal (`respond`) — or authenticate (`authenticate`) and pass on.
+//! 2. `upstream_peer`: the one legacy upstream, over HTTP/1.1; WebSockets get the idle timeout.
+//! 3. `upstream_request_filter`: ticket out of the URI, identity headers in, credentials
+//!    out (`forward`).
+//! 4. `response_filter`: a 101 counts an open WebSocket.
+//! 5. `fail_to_proxy`: a JSON 502 when the upstream cannot be reached.
+//! 6. `logging`: access log line and metrics (`log`), at the end of the request or, for a
+//!    WebSocket, when it closes.
 //!
 //! `request_summary` is what Pingora's own error log prints: the redacted target.
 
 mod authenticate;
 mod forward;
+mod issue;
 mod log;
 mod respond;
 mod route;
@@ -19,7 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::http::RequestHeader;
+use http::header::ORIGIN;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
@@ -29,7 +34,9 @@ use crate::auth::jwt::JwtVerifier;
 use crate::config::{AuthMode, Config};
 use crate::metrics::Metrics;
 use crate::redact;
-use respond::Rejection;
+use crate::tickets::Tickets;
+use authenticate::Authenticators;
+use respond::{Rejection, Reply};
 use route::Destination;
 
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +47,7 @@ const DEFAULT_TICKET_PARAM: &str = "ticket";
 pub struct TicketGate {
     pub config: Arc<Config>,
     pub verifier: Arc<JwtVerifier>,
+    pub tickets: Option<Arc<Tickets>>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
 }
@@ -49,6 +57,8 @@ pub struct RequestCtx {
     started: Instant,
     destination: Destination,
     auth: AuthMode,
+    websocket: bool,
+    upgraded: bool,
     identity: Option<Identity>,
     rejection: Option<Rejection>,
 }
@@ -73,21 +83,56 @@ impl TicketGate {
             .map_or(DEFAULT_TICKET_PARAM, |t| &t.query_param)
     }
 
-    /// Route and authenticate; `Err` is the answer the client gets instead of the upstream.
-    async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
+    fn authenticators(&self) -> Authenticators<'_> {
+        Authenticators {
+            verifier: &self.verifier,
+            tickets: self.tickets.as_deref(),
+            ticket_param: self.ticket_param(),
+        }
+    }
+
+    /// The answer ticketgate gives itself, or `None` when the request may go upstream.
+    async fn answer(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<Reply> {
         let route = match ctx.destination {
             Destination::Route(i) => &self.config.routes[i],
-            Destination::IssueTicket | Destination::NotFound => return Err(Rejection::NoRoute),
-            Destination::DotSegments => return Err(Rejection::DotSegments),
+            Destination::IssueTicket => {
+                let tickets = self.tickets.as_deref()?;
+                ctx.auth = AuthMode::Jwt;
+                let (reply, identity) = issue::answer(
+                    req,
+                    tickets,
+                    &self.verifier,
+                    &self.config.cors_allowed_origins,
+                )
+                .await;
+                ctx.identity = identity;
+                return Some(reply);
+            }
+            Destination::NotFound => return Some(Rejection::NoRoute.into()),
+            Destination::DotSegments => return Some(Rejection::DotSegments.into()),
         };
         ctx.auth = route.auth;
-        ctx.identity = authenticate::authenticate(route.auth, session.req_header(), &self.verifier)
-            .await
-            .map_err(|e| {
-                self.metrics.auth_failure(e.reason());
-                Rejection::Auth(e)
-            })?;
-        Ok(())
+        if ctx.websocket && !self.origin_allowed(req) {
+            return Some(Rejection::OriginNotAllowed.into());
+        }
+        match authenticate::authenticate(route.auth, req, &self.authenticators()).await {
+            Ok(identity) => {
+                ctx.identity = identity;
+                None
+            }
+            Err(rejection) => Some(rejection.into()),
+        }
+    }
+
+    /// Cross-site WebSocket hijacking guard: a browser's upgrade from an origin not on
+    /// `websocket.allowed_origins` is refused. Non-browser clients send no `Origin`.
+    fn origin_allowed(&self, req: &RequestHeader) -> bool {
+        let allowed = &self.config.websocket.allowed_origins;
+        match req.headers.get(ORIGIN) {
+            None => true,
+            Some(_) if allowed.is_empty() => true,
+            Some(origin) => allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()),
+        }
     }
 }
 
@@ -100,31 +145,42 @@ impl ProxyHttp for TicketGate {
             started: Instant::now(),
             destination: Destination::NotFound,
             auth: AuthMode::None,
+            websocket: false,
+            upgraded: false,
             identity: None,
             rejection: None,
         }
     }
 
-    /// Routes the request and checks its credentials; answers it here when it may not pass.
+    /// Routes the request and checks its credentials; answers it here when it may not pass
+    /// or is addressed to ticketgate itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.destination = route::decide(&self.config, session.req_header().uri.path());
-        match self.admit(session, ctx).await {
-            Ok(()) => Ok(false),
-            Err(rejection) => {
-                ctx.rejection = Some(rejection);
-                respond::reject(session, rejection).await?;
-                Ok(true)
+        let req = session.req_header();
+        ctx.destination = route::decide(&self.config, req.uri.path());
+        ctx.websocket = authenticate::is_websocket_upgrade(req);
+        let Some(reply) = self.answer(req, ctx).await else {
+            if ctx.websocket {
+                // Pingora's 60 s downstream read timeout also applies to upgraded bytes.
+                let idle = self.config.websocket.idle_timeout;
+                session.as_downstream_mut().set_read_timeout(Some(idle));
             }
-        }
+            return Ok(false);
+        };
+        ctx.rejection = reply.rejection;
+        respond::send(session, reply).await?;
+        Ok(true)
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(self.config.upstream, false, String::new());
         peer.options.connection_timeout = Some(UPSTREAM_CONNECT_TIMEOUT);
+        if ctx.websocket {
+            peer.options.read_timeout = Some(self.config.websocket.idle_timeout);
+        }
         Ok(Box::new(peer))
     }
 
@@ -134,12 +190,28 @@ impl ProxyHttp for TicketGate {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.auth == AuthMode::Ticket {
+            forward::strip_ticket(upstream_request, self.ticket_param())?;
+        }
         forward::identity_headers(
             upstream_request,
             &self.config.forward,
             ctx.auth,
             ctx.identity.as_ref(),
         );
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if upstream_response.status == 101 && !ctx.upgraded {
+            ctx.upgraded = true;
+            self.metrics.websocket_opened();
+        }
         Ok(())
     }
 
@@ -160,16 +232,16 @@ impl ProxyHttp for TicketGate {
             (_, ErrorSource::Downstream) => 400,
             _ => 500,
         };
-        if code == 502 {
+        let written = if code == 502 && session.response_written().is_none() {
             self.metrics.upstream_error();
             ctx.rejection = Some(Rejection::UpstreamUnreachable);
-            if let Err(write_error) = respond::reject(session, Rejection::UpstreamUnreachable).await
-            {
-                ::log::debug!("cannot send the 502 downstream: {write_error}");
-            }
-        } else if code > 0
-            && let Err(write_error) = session.respond_error(code).await
-        {
+            respond::send(session, Rejection::UpstreamUnreachable.into()).await
+        } else if code > 0 && session.response_written().is_none() {
+            session.respond_error(code).await
+        } else {
+            Ok(())
+        };
+        if let Err(write_error) = written {
             ::log::debug!("cannot send the {code} downstream: {write_error}");
         }
         FailToProxy {
@@ -179,6 +251,12 @@ impl ProxyHttp for TicketGate {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.upgraded {
+            self.metrics.websocket_closed();
+        }
+        if let Some(Rejection::Auth(refusal)) = ctx.rejection {
+            self.metrics.auth_failure(refusal.reason());
+        }
         let outcome = log::Outcome {
             started: ctx.started,
             route: self.route_label(ctx.destination),

@@ -57,3 +57,71 @@ pub fn pairs(query: &str) -> impl Iterator<Item = Pair<'_>> {
         .filter(|raw| !raw.is_empty())
         .map(|raw| Pair { raw })
 }
+
+/// `target` without any `param` pair, other pairs kept in order; `None` when there was none.
+pub fn without(target: &str, param: &str) -> Option<String> {
+    let (path, Some(query)) = split(target) else {
+        return None;
+    };
+    if !pairs(query).any(|p| p.name() == param) {
+        return None;
+    }
+    let kept: Vec<&str> = pairs(query)
+        .filter(|p| p.name() != param)
+        .map(|p| p.raw)
+        .collect();
+    Some(if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    })
+}
+
+/// A parameter given more than once: which copy would the upstream read?
+#[derive(Debug)]
+pub struct Ambiguous;
+
+/// The decoded value of `param` when it occurs at most once.
+pub fn single_value<'a>(target: &'a str, param: &str) -> Result<Option<Cow<'a, str>>, Ambiguous> {
+    let (_, Some(query)) = split(target) else {
+        return Ok(None);
+    };
+    let mut found = pairs(query).filter(|p| p.name() == param);
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(Ambiguous);
+    }
+    Ok(first.map(|p| p.value().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{single_value, without};
+
+    #[test]
+    fn without_removes_every_occurrence_and_keeps_the_order() {
+        assert_eq!(
+            without("/ws?a=1&ticket=x&b=2", "ticket").as_deref(),
+            Some("/ws?a=1&b=2")
+        );
+        assert_eq!(without("/ws?ticket=x", "ticket").as_deref(), Some("/ws"));
+        assert_eq!(
+            without("/ws?tick%65t=x&c", "ticket").as_deref(),
+            Some("/ws?c")
+        );
+        assert_eq!(without("/ws?a=1", "ticket"), None);
+        assert_eq!(without("/ws", "ticket"), None);
+    }
+
+    #[test]
+    fn single_value_refuses_ambiguity() {
+        assert_eq!(
+            single_value("/ws?ticket=a%2Db", "ticket")
+                .expect("one")
+                .as_deref(),
+            Some("a-b")
+        );
+        assert_eq!(single_value("/ws?x=1", "ticket").expect("none"), None);
+        assert!(single_value("/ws?ticket=a&ticket=b", "ticket").is_err());
+    }
+}

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use crate::query;
+use crate::tickets::codec;
 
 pub const REDACTED: &str = "REDACTED";
 
@@ -12,7 +13,7 @@ pub const REDACTED: &str = "REDACTED";
 const CREDENTIAL_PARAMS: [&str; 2] = ["access_token", "id_token"];
 
 /// `target` (path and query) with every credential value replaced by `REDACTED`: the ticket
-/// parameter, the RFC 6750 token parameters, and any value shaped like a JWT.
+/// parameter, the RFC 6750 token parameters, and any value shaped like a JWT or a ticket.
 pub fn target<'a>(target: &'a str, ticket_param: &str) -> Cow<'a, str> {
     let (path, Some(query)) = query::split(target) else {
         return Cow::Borrowed(target);
@@ -21,7 +22,9 @@ pub fn target<'a>(target: &'a str, ticket_param: &str) -> Cow<'a, str> {
         let name = pair.name();
         name == ticket_param
             || CREDENTIAL_PARAMS.contains(&name.as_ref())
-            || pair.value().is_some_and(|v| looks_like_jwt(&v))
+            || pair
+                .value()
+                .is_some_and(|v| looks_like_jwt(&v) || v.starts_with(codec::PREFIX))
     };
     if !query::pairs(query).any(|p| needs_redaction(&p)) {
         return Cow::Borrowed(target);
@@ -69,6 +72,7 @@ mod tests {
             target("/a?access_token=x&q=eyJh.eyJi.c2ln&ok=1", "ticket"),
             "/a?access_token=REDACTED&q=REDACTED&ok=1"
         );
+        assert_eq!(target("/a?t=tg1.abc.def", "ticket"), "/a?t=REDACTED");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Assembles the Pingora server from a validated `Config`: the proxy service on `listen`,
-//! the admin service on `admin.listen`, and the background work (JWKS refresh).
+//! the admin service on `admin.listen`, and the background work (JWKS refresh, the ticket
+//! store's purge or Redis connection).
 
 use std::sync::Arc;
 
@@ -16,11 +17,15 @@ use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::TicketGate;
+use crate::tickets::Tickets;
+use crate::tickets::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("cannot set up the ticket store: {0}")]
+    TicketStore(#[from] StoreError),
 }
 
 /// Builds every service and runs until SIGTERM (graceful) or SIGINT (immediate).
@@ -35,6 +40,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .collect();
     let verifier = Arc::new(JwtVerifier::new(&config.jwt, forwarded_claims, &metrics));
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
+    let tickets = match &config.tickets {
+        Some(tickets) => Some(Arc::new(Tickets::new(tickets, metrics.clone())?)),
+        None => None,
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
     server.bootstrap();
@@ -42,6 +51,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let gate = TicketGate {
         config: config.clone(),
         verifier: verifier.clone(),
+        tickets: tickets.clone(),
         metrics: metrics.clone(),
         access_log,
     };
@@ -54,6 +64,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         Admin {
             metrics,
             verifier: verifier.clone(),
+            tickets: tickets.clone(),
         },
     );
     admin.add_tcp(&config.admin_listen.to_string());
@@ -65,6 +76,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service("jwks refresh", jwks));
+    if let Some(tickets) = tickets {
+        server.add_service(background_service(
+            "ticket store",
+            TicketStoreUpkeep(tickets),
+        ));
+    }
     log::info!(
         "ticketgate listening on {}, admin on {}, upstream {}",
         config.listen,
@@ -102,5 +119,18 @@ impl BackgroundService for JwksRefresh {
         // Either outcome means the process is shutting down.
         let _ = shutdown.changed().await;
         tasks.abort_all();
+    }
+}
+
+/// Purges expired ticket ids, or keeps the Redis connection and its health current.
+struct TicketStoreUpkeep(Arc<Tickets>);
+
+#[async_trait]
+impl BackgroundService for TicketStoreUpkeep {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.0.maintain() => {}
+            _ = shutdown.changed() => {}
+        }
     }
 }

@@ -8,6 +8,8 @@ pub enum AuthError {
     Missing,
     #[error("{0}")]
     Token(TokenProblem),
+    #[error("{0}")]
+    Ticket(TicketProblem),
 }
 
 impl AuthError {
@@ -16,6 +18,7 @@ impl AuthError {
         match self {
             AuthError::Missing => "missing",
             AuthError::Token(p) => p.reason(),
+            AuthError::Ticket(p) => p.auth_failure_reason(),
         }
     }
 }
@@ -62,6 +65,43 @@ impl TokenProblem {
             TokenProblem::MissingClaim => "missing_claim",
             TokenProblem::TooLarge => "too_large",
             TokenProblem::Malformed => "malformed",
+        }
+    }
+}
+
+/// What was wrong with a WebSocket ticket. None of the descriptions says "expired": that
+/// word is reserved for login tokens, where it tells the client to refresh its login. A
+/// client holding a stale ticket simply fetches a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TicketProblem {
+    #[error("ticket invalid")]
+    Invalid,
+    #[error("ticket too old, fetch a new one")]
+    Expired,
+    #[error("ticket already used")]
+    Replayed,
+    #[error("tickets are only accepted on WebSocket upgrades")]
+    NotUpgrade,
+}
+
+impl TicketProblem {
+    /// The `reason` label of `ticketgate_tickets_rejected_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TicketProblem::Invalid => "invalid",
+            TicketProblem::Expired => "expired",
+            TicketProblem::Replayed => "replayed",
+            TicketProblem::NotUpgrade => "not_upgrade",
+        }
+    }
+
+    /// The `reason` label of `ticketgate_auth_failures_total` and of the access log.
+    pub fn auth_failure_reason(self) -> &'static str {
+        match self {
+            TicketProblem::Invalid => "ticket_invalid",
+            TicketProblem::Expired => "ticket_expired",
+            TicketProblem::Replayed => "ticket_replayed",
+            TicketProblem::NotUpgrade => "ticket_not_upgrade",
         }
     }
 }

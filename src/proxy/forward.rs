@@ -7,6 +7,7 @@ use pingora::http::RequestHeader;
 
 use crate::auth::Identity;
 use crate::config::{AuthMode, ForwardConfig};
+use crate::query;
 
 /// Rewrites the upstream request's headers. Client-sent copies of identity headers are
 /// removed on every route, `auth: none` included, so the upstream can trust them.
@@ -38,4 +39,17 @@ fn insert(upstream: &mut RequestHeader, name: &http::HeaderName, value: &str) {
         // Inserting a valid name and value into a request header cannot fail.
         let _ = upstream.insert_header(name.clone(), value);
     }
+}
+
+/// Removes the ticket from the URI the upstream sees; other parameters stay, in order.
+pub fn strip_ticket(upstream: &mut RequestHeader, param: &str) -> pingora::Result<()> {
+    let target = upstream.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let Some(stripped) = query::without(target, param) else {
+        return Ok(());
+    };
+    let uri = http::Uri::try_from(stripped).map_err(|e| {
+        pingora::Error::because(pingora::ErrorType::InternalError, "rebuilding the URI", e)
+    })?;
+    upstream.set_uri(uri);
+    Ok(())
 }

@@ -3,7 +3,8 @@
 //! credentials.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::HeaderName;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
@@ -13,8 +14,12 @@ use crate::auth::AuthError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     Auth(AuthError),
+    OriginNotAllowed,
     NoRoute,
     DotSegments,
+    MethodNotAllowed,
+    StoreUnavailable,
+    TicketUnavailable,
     UpstreamUnreachable,
 }
 
@@ -22,8 +27,12 @@ impl Rejection {
     pub fn status(self) -> u16 {
         match self {
             Rejection::Auth(_) => 401,
+            Rejection::OriginNotAllowed => 403,
             Rejection::NoRoute => 404,
             Rejection::DotSegments => 400,
+            Rejection::MethodNotAllowed => 405,
+            Rejection::StoreUnavailable => 503,
+            Rejection::TicketUnavailable => 500,
             Rejection::UpstreamUnreachable => 502,
         }
     }
@@ -32,8 +41,12 @@ impl Rejection {
     pub fn reason(self) -> &'static str {
         match self {
             Rejection::Auth(e) => e.reason(),
+            Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::NoRoute => "no_route",
             Rejection::DotSegments => "dot_segments",
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::StoreUnavailable => "store_unavailable",
+            Rejection::TicketUnavailable => "ticket_unavailable",
             Rejection::UpstreamUnreachable => "upstream_unreachable",
         }
     }
@@ -42,8 +55,13 @@ impl Rejection {
         match self {
             Rejection::Auth(AuthError::Missing) => "missing_token",
             Rejection::Auth(AuthError::Token(_)) => "invalid_token",
+            Rejection::Auth(AuthError::Ticket(_)) => "invalid_ticket",
+            Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::NoRoute => "not_found",
             Rejection::DotSegments => "invalid_request",
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::StoreUnavailable => "ticket_store_unavailable",
+            Rejection::TicketUnavailable => "ticket_unavailable",
             Rejection::UpstreamUnreachable => "bad_gateway",
         }
     }
@@ -51,56 +69,96 @@ impl Rejection {
     fn description(self) -> String {
         match self {
             Rejection::Auth(e) => e.to_string(),
-            Rejection::NoRoute => "no route for this path".to_string(),
-            Rejection::DotSegments => "path has dot segments".to_string(),
-            Rejection::UpstreamUnreachable => "upstream unreachable".to_string(),
+            Rejection::OriginNotAllowed => "origin not allowed".into(),
+            Rejection::NoRoute => "no route for this path".into(),
+            Rejection::DotSegments => "path has dot segments".into(),
+            Rejection::MethodNotAllowed => "use POST".into(),
+            Rejection::StoreUnavailable => "ticket store unavailable, retry shortly".into(),
+            Rejection::TicketUnavailable => "cannot issue a ticket for this caller".into(),
+            Rejection::UpstreamUnreachable => "upstream unreachable".into(),
         }
     }
 
     /// RFC 6750 §3: a bare challenge when no credentials came, an `error` when bad ones did.
-    fn challenge(self) -> Option<String> {
+    fn headers(self) -> Vec<(HeaderName, String)> {
         match self {
-            Rejection::Auth(AuthError::Missing) => Some(r#"Bearer realm="ticketgate""#.into()),
-            Rejection::Auth(AuthError::Token(problem)) => Some(format!(
-                r#"Bearer realm="ticketgate", error="invalid_token", error_description="{problem}""#
-            )),
-            _ => None,
+            Rejection::Auth(AuthError::Missing) => {
+                vec![(WWW_AUTHENTICATE, r#"Bearer realm="ticketgate""#.into())]
+            }
+            Rejection::Auth(problem) => vec![(
+                WWW_AUTHENTICATE,
+                format!(
+                    r#"Bearer realm="ticketgate", error="invalid_token", error_description="{problem}""#
+                ),
+            )],
+            Rejection::MethodNotAllowed => vec![(ALLOW, "POST, OPTIONS".into())],
+            _ => Vec::new(),
         }
     }
 }
 
-/// Writes the refusal and closes the connection afterwards: the request body, if any, was
-/// never read, so the connection cannot safely carry another request.
-pub async fn reject(session: &mut Session, rejection: Rejection) -> pingora::Result<()> {
-    let body = serde_json::json!({
-        "error": rejection.error_code(),
-        "error_description": rejection.description(),
-    });
-    let mut extra = Vec::new();
-    if let Some(challenge) = rejection.challenge() {
-        extra.push((WWW_AUTHENTICATE, challenge));
-    }
-    session.set_keepalive(None);
-    send_json(session, rejection.status(), &body, extra).await
+/// A complete response ticketgate writes.
+pub struct Reply {
+    pub status: u16,
+    pub body: Option<serde_json::Value>,
+    pub headers: Vec<(HeaderName, String)>,
+    /// Set when the reply is a refusal, for the access log and metrics.
+    pub rejection: Option<Rejection>,
 }
 
-/// Writes a complete JSON response that no cache may keep.
-pub async fn send_json(
-    session: &mut Session,
-    status: u16,
-    body: &serde_json::Value,
-    headers: Vec<(http::HeaderName, String)>,
-) -> pingora::Result<()> {
-    let body = Bytes::from(body.to_string());
-    let mut header = ResponseHeader::build(status, Some(4 + headers.len()))?;
-    header.insert_header(CONTENT_TYPE, "application/json")?;
-    header.insert_header(CONTENT_LENGTH, body.len().to_string())?;
-    header.insert_header(CACHE_CONTROL, "no-store")?;
-    for (name, value) in headers {
-        header.insert_header(name, value)?;
+impl Reply {
+    pub fn new(
+        status: u16,
+        body: Option<serde_json::Value>,
+        headers: Vec<(HeaderName, String)>,
+    ) -> Self {
+        Reply {
+            status,
+            body,
+            headers,
+            rejection: None,
+        }
+    }
+}
+
+impl From<Rejection> for Reply {
+    fn from(rejection: Rejection) -> Self {
+        Reply {
+            status: rejection.status(),
+            body: Some(serde_json::json!({
+                "error": rejection.error_code(),
+                "error_description": rejection.description(),
+            })),
+            headers: rejection.headers(),
+            rejection: Some(rejection),
+        }
+    }
+}
+
+/// Writes the reply; JSON bodies are never cached. After a refusal the connection is
+/// closed: the request body, if any, was never read, so it cannot carry another request.
+pub async fn send(session: &mut Session, reply: Reply) -> pingora::Result<()> {
+    if reply.status >= 400 {
+        session.set_keepalive(None);
+    }
+    let body = reply.body.map(|json| Bytes::from(json.to_string()));
+    let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+    header.insert_header(
+        CONTENT_LENGTH,
+        body.as_ref().map_or(0, Bytes::len).to_string(),
+    )?;
+    if body.is_some() {
+        header.insert_header(CONTENT_TYPE, "application/json")?;
+        header.insert_header(CACHE_CONTROL, "no-store")?;
+    }
+    for (name, value) in reply.headers {
+        header.append_header(name, value)?;
     }
     session
-        .write_response_header(Box::new(header), false)
+        .write_response_header(Box::new(header), body.is_none())
         .await?;
-    session.write_response_body(Some(body), true).await
+    if body.is_some() {
+        session.write_response_body(body, true).await?;
+    }
+    Ok(())
 }

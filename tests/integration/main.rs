@@ -8,4 +8,7 @@ mod check;
 mod jwks;
 mod jwt;
 mod logs;
+mod redis_store;
 mod routing;
+mod tickets;
+mod websocket;

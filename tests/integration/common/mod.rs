@@ -1,8 +1,10 @@
 //! The test harness: real servers on ephemeral loopback ports, and ticketgate itself run as
 //! the built binary so that every byte it prints can be checked for leaked credentials.
 
+pub mod redis;
 pub mod tokens;
 pub mod upstream;
+pub mod ws;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -246,4 +248,68 @@ impl Gate {
             .wait()
             .expect("exit status")
     }
+}
+
+/// Knobs of `ticket_config`.
+pub struct TicketOptions {
+    pub ttl_seconds: u64,
+    pub store: String,
+    pub websocket_origins: &'static str,
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for TicketOptions {
+    fn default() -> Self {
+        TicketOptions {
+            ttl_seconds: 30,
+            store: "memory".into(),
+            websocket_origins: "[]",
+            idle_timeout_seconds: 3600,
+        }
+    }
+}
+
+/// A gate with a ticket route `/ws`, the ticket endpoint `/ws-ticket`, a public route and a
+/// JWT route, HS256/RS256 static keys, and CORS for `https://app.test`.
+pub fn ticket_config(upstream: std::net::SocketAddr, options: &TicketOptions) -> String {
+    format!(
+        r#"upstream: "{upstream}"
+shutdown_grace_seconds: 1
+jwt:
+  leeway_seconds: 5
+  issuers:
+    - issuer: "{issuer}"
+      audiences: ["{audience}"]
+      algorithms: [HS256, RS256]
+      secret_file: "{{fixtures}}/hs.secret"
+      public_key_files: ["{{fixtures}}/rsa.pub.pem"]
+routes:
+  - prefix: /ws
+    auth: ticket
+  - prefix: /public
+    auth: none
+  - prefix: /
+    auth: jwt
+tickets:
+  issue_path: /ws-ticket
+  ttl_seconds: {ttl}
+  secret_file: "{{fixtures}}/ticket.secret"
+  store: "{store}"
+forward:
+  subject_header: X-Auth-Subject
+  claim_headers:
+    email: X-Auth-Email
+cors:
+  allowed_origins: ["https://app.test"]
+websocket:
+  allowed_origins: {origins}
+  idle_timeout_seconds: {idle}
+"#,
+        issuer = tokens::ISSUER,
+        audience = tokens::AUDIENCE,
+        ttl = options.ttl_seconds,
+        store = options.store,
+        origins = options.websocket_origins,
+        idle = options.idle_timeout_seconds,
+    )
 }

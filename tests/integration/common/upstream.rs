@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
+type Handler = Arc<dyn Fn(Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
 
 /// A server on an ephemeral port; `stop` closes the listener and every open connection.
 pub struct Server {
@@ -38,11 +38,12 @@ impl Server {
                         let handler = handler.clone();
                         connections.spawn(async move {
                             let service = service_fn(move |req| {
-                                let response = handler(&req);
+                                let response = handler(req);
                                 async move { Ok::<_, Infallible>(response) }
                             });
                             let _ = http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades()
                                 .await;
                         });
                     }
@@ -70,29 +71,81 @@ impl Drop for Server {
     }
 }
 
-/// An upstream answering every request with JSON: method, URI and headers as received.
-pub async fn echo() -> Server {
-    Server::start(Arc::new(|req: &Request<Incoming>| {
-        let mut headers = serde_json::Map::new();
-        for (name, value) in req.headers() {
-            let entry = headers
-                .entry(name.as_str())
-                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-            if let serde_json::Value::Array(values) = entry {
-                values.push(String::from_utf8_lossy(value.as_bytes()).into());
-            }
+/// What the upstream received: method, URI and headers (each name with all its values).
+fn report(req: &Request<Incoming>) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    for (name, value) in req.headers() {
+        let entry = headers
+            .entry(name.as_str())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(values) = entry {
+            values.push(String::from_utf8_lossy(value.as_bytes()).into());
         }
-        let body = serde_json::json!({
-            "method": req.method().as_str(),
-            "uri": req.uri().to_string(),
-            "headers": headers,
-        });
+    }
+    serde_json::json!({
+        "method": req.method().as_str(),
+        "uri": req.uri().to_string(),
+        "headers": headers,
+    })
+}
+
+/// An upstream answering every request with its `report` as JSON. A WebSocket upgrade gets
+/// a 101; the server then sends the report as its first text message and echoes every
+/// message after it, frame for frame.
+pub async fn echo() -> Server {
+    Server::start(Arc::new(|req: Request<Incoming>| {
+        let seen = report(&req);
+        if req.headers().contains_key("upgrade") {
+            return websocket_echo(req, seen);
+        }
         Response::builder()
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(seen.to_string())))
             .expect("response")
     }))
     .await
+}
+
+fn websocket_echo(mut req: Request<Incoming>, seen: serde_json::Value) -> Response<Full<Bytes>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        if ws.send(Message::text(seen.to_string())).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = ws.next().await {
+            let echo = match message {
+                Message::Text(_) | Message::Binary(_) => message,
+                Message::Close(_) => return,
+                _ => continue,
+            };
+            if ws.send(echo).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", key)
+        .body(Full::new(Bytes::new()))
+        .expect("101")
 }
 
 /// A JWKS endpoint: serves `body` (503 while it is `None`) and counts fetches.
@@ -107,7 +160,7 @@ impl Jwks {
         let body = Arc::new(Mutex::new(Some(initial)));
         let hits = Arc::new(AtomicUsize::new(0));
         let (served, counted) = (body.clone(), hits.clone());
-        let server = Server::start(Arc::new(move |_req: &Request<Incoming>| {
+        let server = Server::start(Arc::new(move |_req: Request<Incoming>| {
             counted.fetch_add(1, Ordering::SeqCst);
             let current = served.lock().expect("jwks body").clone();
             match current {

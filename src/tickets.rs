@@ -1,0 +1,105 @@
+//! WebSocket tickets: minted statelessly for a verified caller (`codec`), redeemed once on
+//! an upgrade (`store`: in memory or in Redis).
+
+pub mod codec;
+pub mod memory;
+pub mod redis;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::Identity;
+use crate::auth::error::TicketProblem;
+use crate::config::TicketsConfig;
+use crate::metrics::Metrics;
+use codec::{Codec, SealError};
+use store::{Store, StoreError};
+
+pub struct Tickets {
+    codec: Codec,
+    store: Store,
+    ttl: Duration,
+    metrics: Arc<Metrics>,
+}
+
+pub struct Issued {
+    pub ticket: String,
+    pub expires_in: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// A ticket that cannot be redeemed is no use to the client.
+    #[error("ticket store unavailable")]
+    StoreUnavailable,
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    #[error("{0}")]
+    Ticket(TicketProblem),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Tickets {
+    pub fn new(config: &TicketsConfig, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        Ok(Tickets {
+            codec: Codec::new(&config.secret),
+            store: Store::new(&config.store)?,
+            ttl: config.ttl,
+            metrics,
+        })
+    }
+
+    pub fn issue(&self, identity: &Identity) -> Result<Issued, IssueError> {
+        if !self.store.is_healthy() {
+            return Err(IssueError::StoreUnavailable);
+        }
+        let expires_in = self.ttl.as_secs();
+        let ticket = self.codec.seal(identity, unix_now() + expires_in)?;
+        self.metrics.ticket_issued();
+        Ok(Issued { ticket, expires_in })
+    }
+
+    /// Verifies the ticket and consumes it atomically; the identity it carries is the caller.
+    pub async fn redeem(&self, ticket: &str) -> Result<Identity, RedeemError> {
+        let now = unix_now();
+        let result = match self.codec.open(ticket, now) {
+            Ok(opened) => match self.store.consume(&opened.id, opened.expires_at, now).await {
+                Ok(true) => Ok(opened.identity),
+                Ok(false) => Err(RedeemError::Ticket(TicketProblem::Replayed)),
+                Err(e) => Err(RedeemError::Store(e)),
+            },
+            Err(problem) => Err(RedeemError::Ticket(problem)),
+        };
+        match &result {
+            Ok(_) => self.metrics.ticket_redeemed(),
+            Err(RedeemError::Ticket(problem)) => self.metrics.ticket_rejected(problem.reason()),
+            Err(RedeemError::Store(_)) => self.metrics.ticket_rejected("store_unavailable"),
+        }
+        result
+    }
+
+    /// Counts a ticket refused before it reached `redeem` (sent on a non-upgrade request).
+    pub fn rejected(&self, problem: TicketProblem) {
+        self.metrics.ticket_rejected(problem.reason());
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.store.is_healthy()
+    }
+
+    pub async fn maintain(&self) {
+        self.store.maintain().await;
+    }
+}

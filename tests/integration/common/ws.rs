@@ -1,0 +1,93 @@
+//! A real WebSocket client (tokio-tungstenite) and the ticket endpoint as a browser uses it.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `ws://127.0.0.1:{port}{path}` with extra headers. `Err` carries the HTTP status
+/// and body of a refused handshake.
+pub async fn connect(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Socket, (u16, String)> {
+    let mut request = format!("ws://127.0.0.1:{port}{path}")
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value.parse().expect("value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, response)) => {
+            assert_eq!(response.status(), 101);
+            Ok(socket)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((status, body))
+        }
+        Err(other) => panic!("handshake failed below HTTP: {other}"),
+    }
+}
+
+/// The upstream's first message: what it received in the upgrade request.
+pub async fn upstream_report(socket: &mut Socket) -> serde_json::Value {
+    match next_message(socket).await {
+        Message::Text(text) => serde_json::from_str(&text).expect("report JSON"),
+        other => panic!("expected the upstream report, got {other:?}"),
+    }
+}
+
+pub async fn next_message(socket: &mut Socket) -> Message {
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next()).await;
+    next.expect("a message within 5 s")
+        .expect("stream open")
+        .expect("a frame")
+}
+
+/// Sends each message and asserts the echo comes back unchanged.
+pub async fn assert_echoes(socket: &mut Socket, messages: &[Message]) {
+    for message in messages {
+        socket.send(message.clone()).await.expect("send");
+        assert_eq!(&next_message(socket).await, message);
+    }
+}
+
+/// `POST` to the ticket endpoint with a bearer token; returns status, headers and JSON body.
+pub async fn request_ticket(
+    url: &str,
+    token: &str,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("ticket request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.expect("body");
+    (
+        status,
+        headers,
+        serde_json::from_str(&body).unwrap_or_default(),
+    )
+}
+
+/// A fresh ticket for `token`, asserting issuance works.
+pub async fn ticket(url: &str, token: &str) -> String {
+    let (status, _, body) = request_ticket(url, token).await;
+    assert_eq!(status, 200, "{body}");
+    body["ticket"].as_str().expect("ticket").to_string()
+}

@@ -1,0 +1,99 @@
+//! Upgraded connections over time: a long session against a fast local upstream
+//! (cloudflare/pingora#946 tore such sessions down right after the 101), and the idle
+//! timeout that replaces Pingora's 60 s read timeout on upgraded sessions.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use jsonwebtoken::Algorithm;
+use tokio_tungstenite::tungstenite::protocol::Message;
+
+use crate::common::tokens::{mint, valid_claims};
+use crate::common::ws::{self, assert_echoes, connect, upstream_report};
+use crate::common::{Gate, TicketOptions, ticket_config, upstream};
+
+async fn open(gate: &Gate, jwt: &str) -> ws::Socket {
+    let ticket = ws::ticket(&gate.url("/ws-ticket"), jwt).await;
+    let mut socket = connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
+        .await
+        .expect("101");
+    upstream_report(&mut socket).await;
+    socket
+}
+
+#[tokio::test]
+async fn sessions_against_a_fast_local_upstream_stay_up() {
+    let upstream = upstream::echo().await;
+    let gate = Gate::start(&ticket_config(upstream.addr, &TicketOptions::default())).await;
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    // Many fresh handshakes, each used at once: the race of #946 is right after the 101.
+    for i in 0..20 {
+        let mut socket = open(&gate, &jwt).await;
+        assert_echoes(&mut socket, &[Message::text(format!("first {i}"))]).await;
+    }
+    // One session that keeps talking for a while.
+    let mut socket = open(&gate, &jwt).await;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut round_trips = 0;
+    while Instant::now() < until {
+        assert_echoes(&mut socket, &[Message::text(format!("tick {round_trips}"))]).await;
+        round_trips += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(round_trips >= 20);
+}
+
+#[tokio::test]
+async fn a_quiet_session_lives_until_the_configured_idle_timeout() {
+    let upstream = upstream::echo().await;
+    let options = TicketOptions {
+        idle_timeout_seconds: 4,
+        ..Default::default()
+    };
+    let gate = Gate::start(&ticket_config(upstream.addr, &options)).await;
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    let mut socket = open(&gate, &jwt).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_echoes(&mut socket, &[Message::text("still here")]).await;
+}
+
+#[tokio::test]
+async fn a_session_quiet_past_the_idle_timeout_is_closed() {
+    let upstream = upstream::echo().await;
+    let options = TicketOptions {
+        idle_timeout_seconds: 2,
+        ..Default::default()
+    };
+    let gate = Gate::start(&ticket_config(upstream.addr, &options)).await;
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    let mut socket = open(&gate, &jwt).await;
+    let quiet_since = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the idle socket was not closed within 10 s");
+    let lived = quiet_since.elapsed();
+    assert!(
+        lived >= Duration::from_millis(1_500),
+        "closed after {lived:?}, before the idle timeout"
+    );
+    // The closed WebSocket is logged and no longer counted as open.
+    let lines = gate.wait_for_log_lines(2).await;
+    assert!(
+        lines.iter().any(
+            |l| l["status"] == 101 && l["duration_ms"].as_f64().is_some_and(|ms| ms >= 1_500.0)
+        )
+    );
+    crate::common::wait_for("the gauge to drop", Duration::from_secs(5), || async {
+        gate.metrics()
+            .await
+            .contains("ticketgate_websocket_connections 0")
+    })
+    .await;
+}
