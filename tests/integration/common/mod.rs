@@ -2,6 +2,7 @@
 //! the built binary so that every byte it prints can be checked for leaked credentials.
 
 pub mod redis;
+pub mod secrets;
 pub mod tokens;
 pub mod upstream;
 pub mod ws;
@@ -168,12 +169,20 @@ impl Gate {
     }
 }
 
+/// Every gate, when its test ends, is checked against every credential the suite handed
+/// out so far: no ticket or JWT may appear anywhere in what it printed.
 impl Drop for Gate {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking() {
+            return;
+        }
+        let output = self.output();
+        let leaked = secrets::all().into_iter().find(|secret| output.contains(secret.as_str()));
+        assert!(leaked.is_none(), "ticketgate printed a credential; output:\n{output}");
     }
 }
 

@@ -60,7 +60,9 @@ pub fn mint(alg: Algorithm, claims: &Value) -> String {
 pub fn mint_with(alg: Algorithm, key_file: &str, kid: Option<&str>, claims: &Value) -> String {
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_string);
-    jsonwebtoken::encode(&header, claims, &encoding_key(alg, key_file)).expect("sign")
+    let token = jsonwebtoken::encode(&header, claims, &encoding_key(alg, key_file)).expect("sign");
+    super::secrets::remember(&token);
+    token
 }
 
 /// A JWK Set with the public half of each (algorithm, key file, kid).
