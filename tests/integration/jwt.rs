@@ -298,3 +298,77 @@ async fn the_scheme_is_case_insensitive() {
         assert_eq!(response.status(), 200, "{scheme}");
     }
 }
+
+#[tokio::test]
+async fn the_tokens_iss_picks_its_issuer_entry() {
+    let upstream = upstream::echo().await;
+    let config = format!(
+        r#"upstream: "{}"
+jwt:
+  leeway_seconds: 5
+  issuers:
+    - issuer: "https://first.test/"
+      audiences: ["chat-api"]
+      algorithms: [HS256]
+      secret_file: "{{fixtures}}/hs.secret"
+    - issuer: "https://second.test/"
+      audiences: ["other-api", "chat-api"]
+      algorithms: [ES256]
+      public_key_files: ["{{fixtures}}/ec256.pub.pem"]
+routes:
+  - prefix: /
+    auth: jwt
+"#,
+        upstream.addr
+    );
+    let gate = Gate::start(&config).await;
+    let first = with(&[("iss", json!("https://first.test/"))]);
+    let second = with(&[
+        ("iss", json!("https://second.test/")),
+        ("aud", json!(["x", "other-api"])),
+    ]);
+    let unknown = with(&[("iss", json!("https://third.test/"))]);
+    assert_eq!(
+        get(&gate.url("/a"), Some(&mint(Algorithm::HS256, &first)))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&gate.url("/a"), Some(&mint(Algorithm::ES256, &second)))
+            .await
+            .0,
+        200
+    );
+    let cases = [
+        (
+            "first issuer, second's algorithm",
+            mint(Algorithm::ES256, &first),
+            "token algorithm not allowed",
+        ),
+        (
+            "second issuer, first's key",
+            mint(Algorithm::HS256, &second),
+            "token algorithm not allowed",
+        ),
+        (
+            "unknown issuer",
+            mint(Algorithm::HS256, &unknown),
+            "token issuer not accepted",
+        ),
+        (
+            "no issuer",
+            mint(Algorithm::HS256, &without("iss")),
+            "token lacks a required claim",
+        ),
+    ];
+    for (name, token, description) in cases {
+        let (status, headers, _) = get(&gate.url("/a"), Some(&token)).await;
+        assert_eq!(status, 401, "{name}");
+        assert!(
+            challenge(&headers).contains(description),
+            "{name}: {}",
+            challenge(&headers)
+        );
+    }
+}

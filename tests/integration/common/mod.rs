@@ -181,8 +181,13 @@ impl Drop for Gate {
             return;
         }
         let output = self.output();
-        let leaked = secrets::all().into_iter().find(|secret| output.contains(secret.as_str()));
-        assert!(leaked.is_none(), "ticketgate printed a credential; output:\n{output}");
+        let leaked = secrets::all()
+            .into_iter()
+            .find(|secret| output.contains(secret.as_str()));
+        assert!(
+            leaked.is_none(),
+            "ticketgate printed a credential; output:\n{output}"
+        );
     }
 }
 
