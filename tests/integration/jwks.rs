@@ -15,21 +15,22 @@ fn issuer_block(url: &str, refresh_seconds: u64) -> String {
     )
 }
 
-async fn readyz(gate: &Gate) -> u16 {
-    reqwest::get(gate.admin_url("/readyz"))
-        .await
-        .map_or(0, |r| r.status().as_u16())
+/// A gate whose only issuer takes its keys from `jwks`, once those keys have loaded.
+async fn gate_on(upstream: &upstream::Server, jwks: &Jwks, refresh_seconds: u64) -> Gate {
+    let gate = Gate::start(&jwt_config(
+        upstream.addr,
+        &issuer_block(&jwks.url(), refresh_seconds),
+    ))
+    .await;
+    gate.wait_for_readyz(200).await;
+    gate
 }
 
 #[tokio::test]
 async fn rotation_to_a_new_kid_needs_no_restart() {
     let upstream = upstream::echo().await;
     let jwks = Jwks::start(tokens::jwks(&[(Algorithm::RS256, "rsa.key.pem", "k1")])).await;
-    let gate = Gate::start(&jwt_config(upstream.addr, &issuer_block(&jwks.url(), 3600))).await;
-    wait_for("keys to load", Duration::from_secs(10), || async {
-        readyz(&gate).await == 200
-    })
-    .await;
+    let gate = gate_on(&upstream, &jwks, 3600).await;
 
     let old = mint_with(Algorithm::RS256, "rsa.key.pem", Some("k1"), &valid_claims());
     assert_eq!(get(&gate.url("/api"), Some(&old)).await.0, 200);
@@ -55,11 +56,7 @@ async fn rotation_to_a_new_kid_needs_no_restart() {
 async fn unknown_kids_cannot_flood_the_jwks_server() {
     let upstream = upstream::echo().await;
     let jwks = Jwks::start(tokens::jwks(&[(Algorithm::RS256, "rsa.key.pem", "k1")])).await;
-    let gate = Gate::start(&jwt_config(upstream.addr, &issuer_block(&jwks.url(), 3600))).await;
-    wait_for("keys to load", Duration::from_secs(10), || async {
-        readyz(&gate).await == 200
-    })
-    .await;
+    let gate = gate_on(&upstream, &jwks, 3600).await;
     let before = jwks.hits();
     for i in 0..30 {
         let bogus = mint_with(
@@ -78,11 +75,7 @@ async fn unknown_kids_cannot_flood_the_jwks_server() {
 async fn last_good_keys_survive_the_jwks_server_going_down() {
     let upstream = upstream::echo().await;
     let mut jwks = Jwks::start(tokens::jwks(&[(Algorithm::RS256, "rsa.key.pem", "k1")])).await;
-    let gate = Gate::start(&jwt_config(upstream.addr, &issuer_block(&jwks.url(), 1))).await;
-    wait_for("keys to load", Duration::from_secs(10), || async {
-        readyz(&gate).await == 200
-    })
-    .await;
+    let gate = gate_on(&upstream, &jwks, 1).await;
     let loaded = jwks.hits();
     jwks.server.stop();
     // Wait until at least one refresh has failed against the stopped server.
@@ -95,7 +88,7 @@ async fn last_good_keys_survive_the_jwks_server_going_down() {
     assert!(loaded >= 1);
     let token = mint_with(Algorithm::RS256, "rsa.key.pem", Some("k1"), &valid_claims());
     assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 200);
-    assert_eq!(readyz(&gate).await, 200);
+    assert_eq!(gate.readyz().await, 200);
 }
 
 #[tokio::test]
@@ -127,9 +120,6 @@ async fn not_ready_until_the_first_keys_arrive() {
         "rsa.key.pem",
         "k1",
     )])));
-    wait_for("readiness", Duration::from_secs(10), || async {
-        readyz(&gate).await == 200
-    })
-    .await;
+    gate.wait_for_readyz(200).await;
     assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 200);
 }

@@ -1,14 +1,12 @@
 //! The Redis ticket store: single use across replicas, fail-closed while Redis is down,
 //! and recovery without a restart. Runs a real `redis-server`.
 
-use std::time::Duration;
-
 use jsonwebtoken::Algorithm;
 
 use crate::common::redis::Redis;
 use crate::common::tokens::{mint, valid_claims};
 use crate::common::ws::{self, connect, request_ticket};
-use crate::common::{Gate, TicketOptions, get, ticket_config, upstream, wait_for};
+use crate::common::{Gate, TicketOptions, get, ticket_config, upstream};
 
 async fn replica(upstream: std::net::SocketAddr, redis: &Redis) -> Gate {
     let options = TicketOptions {
@@ -16,23 +14,8 @@ async fn replica(upstream: std::net::SocketAddr, redis: &Redis) -> Gate {
         ..Default::default()
     };
     let gate = Gate::start(&ticket_config(upstream, &options)).await;
-    wait_until_ready(&gate, 200).await;
+    gate.wait_for_readyz(200).await;
     gate
-}
-
-async fn readyz(gate: &Gate) -> u16 {
-    reqwest::get(gate.admin_url("/readyz"))
-        .await
-        .map_or(0, |r| r.status().as_u16())
-}
-
-async fn wait_until_ready(gate: &Gate, status: u16) {
-    wait_for(
-        &format!("/readyz {status}"),
-        Duration::from_secs(15),
-        || async { readyz(gate).await == status },
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -54,24 +37,10 @@ async fn replicas_sharing_redis_redeem_each_ticket_once() {
     assert!(body.contains("ticket already used"));
 
     let contested = ws::ticket(&a.url("/ws-ticket"), &jwt).await;
-    let attempts: Vec<_> = (0..20)
-        .map(|i| {
-            let port = if i % 2 == 0 { a.port } else { b.port };
-            let path = format!("/ws?ticket={contested}");
-            tokio::spawn(async move {
-                connect(port, &path, &[])
-                    .await
-                    .map_err(|(status, _)| status)
-            })
-        })
+    let ports: Vec<u16> = (0..20)
+        .map(|i| if i % 2 == 0 { a.port } else { b.port })
         .collect();
-    let mut opened = 0;
-    for attempt in attempts {
-        match attempt.await.expect("join") {
-            Ok(_) => opened += 1,
-            Err(status) => assert_eq!(status, 401),
-        }
-    }
+    let opened = ws::count_upgrades(&ports, &format!("/ws?ticket={contested}")).await;
     assert_eq!(opened, 1, "one ticket, two replicas: exactly one upgrade");
     a.assert_never_printed(&[&jwt, &ticket, &contested]);
     b.assert_never_printed(&[&jwt, &ticket, &contested]);
@@ -86,7 +55,7 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
     let held = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
 
     redis.stop();
-    wait_until_ready(&gate, 503).await;
+    gate.wait_for_readyz(503).await;
     let (status, body) = connect(gate.port, &format!("/ws?ticket={held}"), &[])
         .await
         .expect_err("store down");
@@ -101,7 +70,7 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
     );
 
     redis.restart().await;
-    wait_until_ready(&gate, 200).await;
+    gate.wait_for_readyz(200).await;
     connect(gate.port, &format!("/ws?ticket={held}"), &[])
         .await
         .expect("the held ticket, unused, now works");

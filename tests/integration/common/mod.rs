@@ -107,6 +107,21 @@ impl Gate {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    pub async fn readyz(&self) -> u16 {
+        reqwest::get(self.admin_url("/readyz"))
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    }
+
+    pub async fn wait_for_readyz(&self, status: u16) {
+        wait_for(
+            &format!("/readyz {status}"),
+            Duration::from_secs(15),
+            || async { self.readyz().await == status },
+        )
+        .await;
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(self.admin_url("/metrics"))
             .await

@@ -91,3 +91,27 @@ pub async fn ticket(url: &str, token: &str) -> String {
     assert_eq!(status, 200, "{body}");
     body["ticket"].as_str().expect("ticket").to_string()
 }
+
+/// Races one upgrade per entry of `ports` with the same `path` (and so the same ticket);
+/// every loser must get 401. Returns how many opened.
+pub async fn count_upgrades(ports: &[u16], path: &str) -> usize {
+    let attempts: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            let path = path.to_string();
+            tokio::spawn(async move {
+                connect(port, &path, &[])
+                    .await
+                    .map_err(|(status, _)| status)
+            })
+        })
+        .collect();
+    let mut opened = 0;
+    for attempt in attempts {
+        match attempt.await.expect("join") {
+            Ok(_) => opened += 1,
+            Err(status) => assert_eq!(status, 401),
+        }
+    }
+    opened
+}
