@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine with only the Rust toolchain lacks for building and testing
-# ticketgate: cmake (Pingora's zlib-ng build needs it) and redis-server (the ticket-store
-# tests run a real one). Uses apt-get when run as root; otherwise says what to install.
+# ticketgate: cmake (Pingora's zlib-ng build needs it), redis-server (the ticket-store tests
+# run a real one), Chromium and Node.js (the browser test drives the demo in headless
+# Chromium). Uses apt-get as root or with sudo; otherwise says what to install.
 set -euo pipefail
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, then runs every test (unit and end-to-end,
-# which start real upstreams, JWKS servers and ticketgate itself on loopback ports).
+# The test command: installs what is missing, then runs every test: unit and end-to-end in
+# Rust (real upstreams, JWKS servers, redis-server and ticketgate itself on loopback ports),
+# then the demo in headless Chromium (tests/browser, playwright-core from npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo test --all-targets "$@"
+(cd tests/browser && npm ci --no-audit --no-fund --silent && npm test)

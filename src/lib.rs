@@ -14,6 +14,8 @@
 //! - `tickets`: WebSocket tickets, minted statelessly and redeemed once (memory or Redis).
 //! - `redact` and `query`: what of a URL may be logged, and query-string parsing.
 //! - `access_log`, `metrics`, `admin`: what operators see.
+//! - `demo`: `ticketgate demo`, the whole flow with a built-in upstream, development
+//!   identity provider and page.
 //!
 //! # Life of a request
 //! route (the ticket endpoint, the first matching prefix, or 404) -> authenticate (per the
@@ -27,6 +29,7 @@ pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod proxy;
 pub mod query;

@@ -1,5 +1,6 @@
 //! The `ticketgate` command: `run` and `check`, both on one config file.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,6 +29,14 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Show the whole flow in a browser: ticketgate, an echo upstream and a development
+    /// identity provider (for trying out only), no files needed.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +50,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => match ticketgate::demo::run(listen, admin_listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ticketgate demo: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -131,7 +131,11 @@ fn websocket_echo(mut req: Request<Incoming>, seen: serde_json::Value) -> Respon
         while let Some(Ok(message)) = ws.next().await {
             let echo = match message {
                 Message::Text(_) | Message::Binary(_) => message,
-                Message::Close(_) => return,
+                Message::Close(_) => {
+                    // Completes the closing handshake the peer started.
+                    let _ = ws.flush().await;
+                    return;
+                }
                 _ => continue,
             };
             if ws.send(echo).await.is_err() {

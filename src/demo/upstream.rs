@@ -1,0 +1,231 @@
+//! The demo's stand-in for a legacy service — it knows nothing about JWTs or tickets and
+//! trusts the identity headers ticketgate sets. It serves the demo page and the JS helper,
+//! the development identity provider, the tail of ticketgate's access log, and a WebSocket
+//! echo that greets each connection with what it received.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+
+use super::idp::DevIdp;
+
+const PAGE: &str = include_str!("page.html");
+const CLIENT: &str = include_str!("../../clients/js/ticketgate.js");
+const MAX_BODY_BYTES: usize = 4096;
+const ACCESS_LOG_LINES: usize = 30;
+
+pub struct DemoUpstream {
+    pub idp: DevIdp,
+    pub access_log: PathBuf,
+    pub subject_header: String,
+}
+
+impl DemoUpstream {
+    /// Serves connections from `listener` until the process ends.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let app = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.handle(req).await) }
+                });
+                let served = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+                if let Err(e) = served {
+                    log::debug!("demo upstream connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        match (req.method().clone(), path.as_str()) {
+            (Method::GET, p) if p == "/ws" || p.starts_with("/ws/") => self.websocket(req),
+            (Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+            (Method::GET, "/ticketgate.js") => reply(StatusCode::OK, "text/javascript", CLIENT),
+            (Method::GET, "/api/me") => json_reply(StatusCode::OK, &self.identity(&req)),
+            (Method::GET, "/demo/access-log") => {
+                json_reply(StatusCode::OK, &self.access_log_tail())
+            }
+            (Method::POST, "/idp/login") => self.login(req).await,
+            (Method::POST, "/idp/refresh") => self.refresh(req).await,
+            (Method::POST, "/idp/expired-token") => {
+                self.idp_answer(self.idp.expired("alice").map(Some))
+            }
+            _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
+        }
+    }
+
+    /// What ticketgate told this service about the caller.
+    fn identity(&self, req: &Request<Incoming>) -> Value {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        json!({
+            "subject": header(&self.subject_header),
+            "email": header("x-auth-email"),
+            "uri": req.uri().to_string(),
+        })
+    }
+
+    async fn login(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = read_json(req).await;
+        let user = body["user"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .unwrap_or("alice");
+        self.idp_answer(self.idp.login(user).map(Some))
+    }
+
+    async fn refresh(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = read_json(req).await;
+        let token = body["refresh_token"].as_str().unwrap_or_default();
+        self.idp_answer(self.idp.refresh(token))
+    }
+
+    fn idp_answer(
+        &self,
+        answer: Result<Option<Value>, super::idp::IdpError>,
+    ) -> Response<Full<Bytes>> {
+        match answer {
+            Ok(Some(body)) => json_reply(StatusCode::OK, &body),
+            Ok(None) => json_reply(StatusCode::UNAUTHORIZED, &json!({"error": "invalid_grant"})),
+            Err(e) => json_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": e.to_string()}),
+            ),
+        }
+    }
+
+    /// The last access-log lines, without the page's own polling of this endpoint.
+    fn access_log_tail(&self) -> Value {
+        let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| {
+                !line["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/demo/"))
+            })
+            .collect();
+        let start = lines.len().saturating_sub(ACCESS_LOG_LINES);
+        Value::Array(lines[start..].to_vec())
+    }
+
+    /// Accepts the upgrade ticketgate forwarded, greets with what it received, then echoes.
+    fn websocket(&self, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(accept) = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|k| derive_accept_key(k.as_bytes()))
+        else {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "not a WebSocket handshake"}),
+            );
+        };
+        let hello = json!({ "hello": self.identity(&req) });
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let mut socket =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            if socket.send(Message::text(hello.to_string())).await.is_err() {
+                return;
+            }
+            while let Some(Ok(message)) = socket.next().await {
+                let echo = match message {
+                    Message::Text(_) | Message::Binary(_) => message,
+                    Message::Close(_) => {
+                        // Completes the closing handshake the peer started.
+                        let _ = socket.flush().await;
+                        return;
+                    }
+                    _ => continue,
+                };
+                if socket.send(echo).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(
+            "upgrade",
+            hyper::header::HeaderValue::from_static("websocket"),
+        );
+        headers.insert(
+            "connection",
+            hyper::header::HeaderValue::from_static("Upgrade"),
+        );
+        if let Ok(value) = accept.parse() {
+            headers.insert("sec-websocket-accept", value);
+        }
+        response
+    }
+}
+
+async fn read_json(req: Request<Incoming>) -> Value {
+    match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => serde_json::from_slice(&body.to_bytes()).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    response
+}

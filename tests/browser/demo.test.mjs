@@ -1,0 +1,182 @@
+// End-to-end: `ticketgate demo` in Debian's headless Chromium, driven by playwright-core.
+// A person's flow: log in, get a ticket, open the socket, see the echo; a socket without a
+// ticket is refused; an expired login is refreshed before the next ticket. Every assertion is
+// made twice: on what the page shows, and on what really went over the wire.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, "target");
+const binary = process.env.TICKETGATE_BIN || path.join(targetDir, "debug", "ticketgate");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const DEADLINE_MS = 15_000;
+
+let demo;
+let output = "";
+let browser;
+let base;
+const secretsSeen = new Set();
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitUntilServing(url) {
+  const start = Date.now();
+  for (;;) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch (_) { /* not listening yet */ }
+    if (Date.now() - start > DEADLINE_MS) throw new Error(`timed out waiting for ${url}\n${output}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+before(async () => {
+  const port = await freePort();
+  const admin = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  demo = spawn(binary, ["demo", "--listen", `127.0.0.1:${port}`, "--admin-listen", `127.0.0.1:${admin}`]);
+  demo.stdout.on("data", (d) => (output += d));
+  demo.stderr.on("data", (d) => (output += d));
+  await waitUntilServing(`${base}/`);
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--no-first-run", "--disable-sync", "--disable-quic"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  demo?.kill("SIGINT");
+  // Nothing the page handled — login tokens, tickets — may appear in anything ticketgate wrote.
+  const files = /files\s+(\S+)/.exec(output)?.[1];
+  const accessLog = files ? readFileSync(path.join(files, "access.log"), "utf8") : "";
+  assert.ok(accessLog.includes("ticket=REDACTED"), "the access log shows redacted tickets");
+  for (const secret of secretsSeen) {
+    assert.ok(!output.includes(secret), "a credential reached ticketgate's output");
+    assert.ok(!accessLog.includes(secret), "a credential reached the access log");
+  }
+});
+
+/** The status line of a bare WebSocket handshake sent over a raw socket. */
+function upgradeStatus(target) {
+  const { port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), "127.0.0.1", () => {
+      socket.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    });
+    socket.once("data", (data) => {
+      socket.destroy();
+      resolve(Number(String(data).split(" ")[1]));
+    });
+    socket.once("error", reject);
+    socket.setTimeout(DEADLINE_MS, () => reject(new Error("no answer to the handshake")));
+  });
+}
+
+/** A page on the demo that records every WebSocket URL and ticket it used. */
+async function openDemo() {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const sockets = [];
+  page.on("websocket", (ws) => {
+    sockets.push(ws.url());
+    const ticket = new URL(ws.url()).searchParams.get("ticket");
+    if (ticket) secretsSeen.add(ticket);
+  });
+  await page.goto(`${base}/`);
+  return { page, sockets };
+}
+
+async function logInAndConnect(page) {
+  await page.click("#login");
+  await page.waitForFunction(() => window.demo.login?.access_token);
+  secretsSeen.add(await page.evaluate(() => window.demo.login.access_token));
+  await page.click("#connect");
+  await page.waitForFunction(() => window.demo.upstreamSaw, null, { timeout: DEADLINE_MS });
+}
+
+async function echo(page, text) {
+  await page.fill("#message", text);
+  await page.click("#send");
+  await page.waitForFunction((t) => window.demo.echoes.includes(t), text, { timeout: DEADLINE_MS });
+}
+
+test("logs in, gets a ticket, opens the WebSocket through ticketgate and receives the echo", async () => {
+  const { page, sockets } = await openDemo();
+  await logInAndConnect(page);
+  await echo(page, "ping from chromium");
+
+  // In the page.
+  assert.match(await page.textContent("#status"), /Connected/);
+  assert.match(await page.textContent("#echoes"), /echo: ping from chromium/);
+  assert.match(await page.textContent("#steps"), /Got a ticket/);
+  // On the wire and at the upstream.
+  assert.equal(sockets.length, 1);
+  assert.match(sockets[0], /\/ws\/chat\?room=demo&ticket=tg1\./);
+  const saw = await page.evaluate(() => window.demo.upstreamSaw);
+  assert.deepEqual(saw, { uri: "/ws/chat?room=demo", subject: "alice", email: "alice@demo.test" });
+  // Once the socket closes, the live access log shows its line with the ticket redacted.
+  await page.click("#disconnect");
+  await page.waitForFunction(() => document.querySelector("#log").textContent.includes("ticket=REDACTED"), null,
+    { timeout: DEADLINE_MS });
+
+  const shot = await page.screenshot({ fullPage: true });
+  mkdirSync(targetDir, { recursive: true });
+  writeFileSync(path.join(targetDir, "demo-screenshot.png"), shot);
+  const blankPage = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const blank = await blankPage.screenshot({ fullPage: true });
+  assert.ok(shot.length > 4 * blank.length, `screenshot looks blank (${shot.length} vs ${blank.length} bytes)`);
+  await blankPage.close();
+  await page.close();
+});
+
+test("a socket opened without a ticket is refused", async () => {
+  const { page, sockets } = await openDemo();
+  await page.click("#no-ticket");
+  await page.waitForFunction(() => window.demo.noTicket, null, { timeout: DEADLINE_MS });
+  assert.match(await page.evaluate(() => window.demo.noTicket), /^refused/);
+  assert.match(await page.textContent("#steps"), /without a ticket was refused/);
+  assert.equal(sockets.length, 1);
+  assert.ok(!sockets[0].includes("ticket="));
+  // The refusal is ticketgate's 401, seen from outside the browser too.
+  assert.equal(await upgradeStatus("/ws/chat?room=demo"), 401);
+  await page.close();
+});
+
+test("after the login expires the helper refreshes it and reconnects with a fresh ticket", async () => {
+  const { page, sockets } = await openDemo();
+  await logInAndConnect(page);
+  await echo(page, "before expiry");
+
+  await page.click("#expire");
+  await page.waitForFunction(() => window.demo.steps.some((s) => s.includes("expired one")));
+  await page.evaluate(() => { window.demo.upstreamSaw = null; });
+  await page.click("#reconnect");
+  await page.waitForFunction(() => window.demo.upstreamSaw && window.demo.refreshes === 1, null, { timeout: DEADLINE_MS });
+  secretsSeen.add(await page.evaluate(() => window.demo.login.access_token));
+  await echo(page, "after refresh");
+
+  assert.match(await page.textContent("#steps"), /401 token expired → refreshing the login/);
+  assert.match(await page.textContent("#status"), /Connected/);
+  assert.equal(sockets.length, 2);
+  const tickets = sockets.map((url) => new URL(url).searchParams.get("ticket"));
+  assert.notEqual(tickets[0], tickets[1], "every connection uses a fresh ticket");
+  await page.close();
+});
