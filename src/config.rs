@@ -9,7 +9,7 @@ mod file;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,7 +31,8 @@ const DEFAULT_WEBSOCKET_IDLE_SECONDS: u64 = 3600;
 /// The validated configuration: every address parsed, every key file read and parsed.
 pub struct Config {
     pub listen: SocketAddr,
-    pub upstream: SocketAddr,
+    /// `host:port`, resolved when the server starts (so `check` needs no DNS).
+    pub upstream: String,
     pub admin_listen: SocketAddr,
     pub threads: usize,
     pub shutdown_grace: Duration,
@@ -221,7 +222,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
     if raw.listen == raw.admin.listen {
         problems.add("admin.listen", "must differ from `listen`");
     }
-    let upstream = upstream_addr(&raw.upstream, &mut problems);
+    check_host_port(&raw.upstream, "upstream", &mut problems);
     let threads = raw.threads.unwrap_or(1);
     if threads == 0 {
         problems.add("threads", "must be at least 1");
@@ -263,8 +264,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
     }
     let access_log = access_log_target(raw.access_log.path, base, &mut problems);
 
-    let (Some(listen), Some(admin_listen), Some(upstream)) = (listen, admin_listen, upstream)
-    else {
+    let (Some(listen), Some(admin_listen)) = (listen, admin_listen) else {
         return Err(problems.0);
     };
     if !problems.0.is_empty() {
@@ -272,7 +272,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
     }
     Ok(Config {
         listen,
-        upstream,
+        upstream: raw.upstream,
         admin_listen,
         threads,
         shutdown_grace: Duration::from_secs(
@@ -296,17 +296,13 @@ fn socket_addr(value: &str, key: &str, problems: &mut Problems) -> Option<Socket
         .ok()
 }
 
-/// The upstream may be a name (`legacy:9000`); it is resolved once, here.
-fn upstream_addr(value: &str, problems: &mut Problems) -> Option<SocketAddr> {
-    match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
-        Ok(Some(addr)) => Some(addr),
-        _ => {
-            problems.add(
-                "upstream",
-                format!("{value:?} is not a resolvable host:port address"),
-            );
-            None
-        }
+/// The upstream may be a name (`legacy:9000` in a compose file); only its shape is checked.
+fn check_host_port(value: &str, key: &str, problems: &mut Problems) {
+    let valid = value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !valid {
+        problems.add(key, format!("{value:?} is not a host:port address"));
     }
 }
 

@@ -29,6 +29,11 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Exit 0 if `url` answers 2xx within two seconds: a health probe for images without curl.
+    Probe {
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+    },
     /// Show the whole flow in a browser: ticketgate, an echo upstream and a development
     /// identity provider (for trying out only), no files needed.
     Demo {
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Probe { url } => probe(&url),
         Command::Demo {
             listen,
             admin_listen,
@@ -78,6 +84,34 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn probe(url: &str) -> ExitCode {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                reqwest::Client::new()
+                    .get(url)
+                    .timeout(std::time::Duration::from_secs(2))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+    match answer {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("{url}: {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -20,6 +20,7 @@ pub struct Metrics {
     tickets_redeemed: IntCounter,
     tickets_rejected: IntCounterVec,
     websocket_connections: IntGauge,
+    ready: IntGauge,
 }
 
 /// Building a fixed set of well-formed metrics cannot fail; if it did, it would be a bug in
@@ -90,6 +91,10 @@ impl Metrics {
                 "ticketgate_websocket_connections",
                 "Upgraded connections open now.",
             )),
+            ready: must(IntGauge::new(
+                "ticketgate_ready",
+                "1 when /readyz would answer 200 (keys loaded, ticket store reachable); for alerts.",
+            )),
             registry,
         };
         metrics.register_all();
@@ -97,7 +102,8 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(self.ready.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.request_duration.clone()),
             Box::new(self.auth_failures.clone()),
@@ -155,6 +161,10 @@ impl Metrics {
 
     pub fn websocket_closed(&self) {
         self.websocket_connections.dec();
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -19,6 +19,7 @@ mod log;
 mod respond;
 mod route;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ const DEFAULT_TICKET_PARAM: &str = "ticket";
 /// The Pingora proxy application.
 pub struct TicketGate {
     pub config: Arc<Config>,
+    /// `config.upstream`, resolved at start.
+    pub upstream: SocketAddr,
     pub verifier: Arc<JwtVerifier>,
     pub tickets: Option<Arc<Tickets>>,
     pub metrics: Arc<Metrics>,
@@ -176,7 +179,7 @@ impl ProxyHttp for TicketGate {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.config.upstream, false, String::new());
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
         peer.options.connection_timeout = Some(UPSTREAM_CONNECT_TIMEOUT);
         if ctx.websocket {
             peer.options.read_timeout = Some(self.config.websocket.idle_timeout);

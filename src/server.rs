@@ -2,6 +2,7 @@
 //! the admin service on `admin.listen`, and the background work (JWKS refresh, the ticket
 //! store's purge or Redis connection).
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,10 +27,13 @@ pub enum StartError {
     AccessLog(std::io::Error),
     #[error("cannot set up the ticket store: {0}")]
     TicketStore(#[from] StoreError),
+    #[error("cannot resolve the upstream {0:?}")]
+    Upstream(String),
 }
 
 /// Builds every service and runs until SIGTERM (graceful) or SIGINT (immediate).
 pub fn run(config: Config) -> Result<(), StartError> {
+    let upstream = resolve(&config.upstream)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let forwarded_claims = config
@@ -50,6 +54,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let gate = TicketGate {
         config: config.clone(),
+        upstream,
         verifier: verifier.clone(),
         tickets: tickets.clone(),
         metrics: metrics.clone(),
@@ -86,10 +91,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         "ticketgate listening on {}, admin on {}, upstream {}",
         config.listen,
         config.admin_listen,
-        config.upstream
+        upstream
     );
     server.run(pingora::server::RunArgs::default());
     Ok(())
+}
+
+/// The upstream is resolved once, at start: a sidecar's upstream is a fixed local address.
+fn resolve(upstream: &str) -> Result<SocketAddr, StartError> {
+    upstream
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| StartError::Upstream(upstream.to_string()))
 }
 
 /// Pingora's own settings, derived from ours. Pingora's default grace period would keep a

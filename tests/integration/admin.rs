@@ -38,6 +38,7 @@ async fn metrics_count_requests_by_route_and_status() {
         r#"ticketgate_auth_failures_total{reason="missing"} 1"#,
         r#"ticketgate_request_duration_seconds_count{route="/"} 3"#,
         "ticketgate_upstream_errors_total 0",
+        "ticketgate_ready 1",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
@@ -45,4 +46,24 @@ async fn metrics_count_requests_by_route_and_status() {
         !metrics.contains("/api/a"),
         "raw paths must not become labels"
     );
+}
+
+#[tokio::test]
+async fn the_probe_command_reports_health() {
+    let upstream = upstream::echo().await;
+    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let probe = |url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ticketgate"))
+            .args(["probe", "--url", &url])
+            .output()
+            .expect("probe")
+            .status
+            .success()
+    };
+    assert!(probe(gate.admin_url("/healthz")));
+    assert!(!probe(gate.admin_url("/nothing-here")));
+    assert!(!probe(format!(
+        "http://127.0.0.1:{}/healthz",
+        crate::common::free_port()
+    )));
 }

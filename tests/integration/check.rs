@@ -7,17 +7,19 @@ use crate::common::{Gate, check, fixture};
 
 #[test]
 fn every_shipped_config_passes() {
-    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;
-    for entry in std::fs::read_dir(&conf).expect("conf/") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let (ok, output) = check(&path);
-            assert!(ok, "{}: {output}", path.display());
-            checked += 1;
+    for folder in ["conf", "deploy/compose"] {
+        for entry in std::fs::read_dir(root.join(folder)).expect("config folder") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let (ok, output) = check(&path);
+                assert!(ok, "{}: {output}", path.display());
+                checked += 1;
+            }
         }
     }
-    assert!(checked >= 1, "no config in conf/");
+    assert!(checked >= 2, "no config in conf/ or deploy/compose/");
 }
 
 const GOOD: &str = r#"listen: "127.0.0.1:8080"
@@ -122,6 +124,11 @@ fn each_mistake_names_its_key() {
             "bad listen",
             GOOD.replace("127.0.0.1:8080", "localhost"),
             "listen: \"localhost\" is not an IP:port address",
+        ),
+        (
+            "bad upstream",
+            GOOD.replace("127.0.0.1:9000", "legacy"),
+            r#"upstream: "legacy" is not a host:port address"#,
         ),
         (
             "wrong type",
