@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --bin ticketgate
-exec target/release/ticketgate demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/ticketgate" demo "$@"
