@@ -1,6 +1,7 @@
 //! Who is calling: bearer JWTs (`jwt`), their keys (`keys`, `jwks`) and the reasons a
 //! credential is refused (`error`). `authenticate` is the one entry point the proxy calls.
 
+pub mod cache;
 pub mod error;
 pub mod jwks;
 pub mod jwt;

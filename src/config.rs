@@ -25,6 +25,7 @@ const MAX_TICKET_TTL_SECONDS: u64 = 3600;
 const MIN_TICKET_SECRET_BYTES: usize = 32;
 const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
 const DEFAULT_LEEWAY_SECONDS: u64 = 60;
+const DEFAULT_TOKEN_CACHE_SIZE: usize = 10_000;
 const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 const DEFAULT_WEBSOCKET_IDLE_SECONDS: u64 = 3600;
 
@@ -47,6 +48,8 @@ pub struct Config {
 
 pub struct JwtConfig {
     pub leeway_seconds: u64,
+    /// Verified tokens remembered until their `exp`; 0 turns the cache off.
+    pub cache_size: usize,
     pub issuers: Vec<IssuerConfig>,
 }
 
@@ -314,6 +317,7 @@ fn jwt_config(raw: Option<file::Jwt>, base: &Path, problems: &mut Problems) -> J
     let Some(raw) = raw else {
         return JwtConfig {
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            cache_size: DEFAULT_TOKEN_CACHE_SIZE,
             issuers: Vec::new(),
         };
     };
@@ -335,6 +339,7 @@ fn jwt_config(raw: Option<file::Jwt>, base: &Path, problems: &mut Problems) -> J
         .collect();
     JwtConfig {
         leeway_seconds: raw.leeway_seconds.unwrap_or(DEFAULT_LEEWAY_SECONDS),
+        cache_size: raw.cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE),
         issuers,
     }
 }

@@ -9,6 +9,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
+use super::cache::TokenCache;
 use super::error::TokenProblem;
 use super::jwks::IssuerKeys;
 use super::{Identity, MAX_TOKEN_BYTES};
@@ -17,6 +18,7 @@ use crate::metrics::Metrics;
 
 pub struct JwtVerifier {
     issuers: Vec<Issuer>,
+    cache: TokenCache,
     leeway_seconds: u64,
     /// Claim names the forward headers need; only these are copied into an `Identity`.
     forwarded_claims: Vec<String>,
@@ -43,6 +45,7 @@ struct Claims {
     /// Optional here so that a token without `sub` is reported as a missing claim by the
     /// validation rather than as malformed JSON.
     sub: Option<String>,
+    exp: Option<serde_json::Value>,
     iat: Option<serde_json::Value>,
     #[serde(flatten)]
     other: BTreeMap<String, serde_json::Value>,
@@ -75,6 +78,7 @@ impl JwtVerifier {
             .collect();
         JwtVerifier {
             issuers,
+            cache: TokenCache::new(config.cache_size),
             leeway_seconds: config.leeway_seconds,
             forwarded_claims,
         }
@@ -89,6 +93,21 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenProblem::TooLarge);
         }
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(identity) = self.cache.get(token, now) {
+            return Ok(identity);
+        }
+        let (identity, expires_at) = self.verify_uncached(token, now).await?;
+        self.cache.insert(token, &identity, expires_at);
+        Ok(identity)
+    }
+
+    /// The full check; also returns the token's `exp`, until which it may be cached.
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Identity, u64), TokenProblem> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenProblem::Malformed)?;
         let issuer = self.issuer_for(token)?;
         let validation = issuer
@@ -103,7 +122,7 @@ impl JwtVerifier {
         }
         for key in keys {
             match jsonwebtoken::decode::<Claims>(token, &key.key, validation) {
-                Ok(data) => return self.identity(data.claims),
+                Ok(data) => return self.identity(data.claims, now),
                 Err(e) if is_wrong_key(e.kind()) => continue,
                 Err(e) => return Err(problem(e.kind())),
             }
@@ -127,26 +146,32 @@ impl JwtVerifier {
             .ok_or(TokenProblem::WrongIssuer)
     }
 
-    fn identity(&self, claims: Claims) -> Result<Identity, TokenProblem> {
-        let now = jsonwebtoken::get_current_timestamp() as f64;
+    fn identity(&self, claims: Claims, now: u64) -> Result<(Identity, u64), TokenProblem> {
         let iat = claims
             .iat
             .as_ref()
             .map(|v| v.as_f64().ok_or(TokenProblem::Malformed));
         if let Some(iat) = iat.transpose()?
-            && iat > now + self.leeway_seconds as f64
+            && iat > (now + self.leeway_seconds) as f64
         {
             return Err(TokenProblem::IssuedInFuture);
         }
+        // The validation already required a numeric `exp`.
+        let expires_at = claims
+            .exp
+            .as_ref()
+            .and_then(serde_json::Value::as_f64)
+            .ok_or(TokenProblem::MissingClaim)? as u64;
         let claims_for_headers = self
             .forwarded_claims
             .iter()
             .filter_map(|name| Some((name.clone(), header_text(claims.other.get(name)?))))
             .collect();
-        Ok(Identity {
+        let identity = Identity {
             subject: claims.sub.ok_or(TokenProblem::MissingClaim)?,
             claims: claims_for_headers,
-        })
+        };
+        Ok((identity, expires_at))
     }
 }
 

@@ -35,6 +35,7 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct Jwt {
     pub leeway_seconds: Option<u64>,
+    pub cache_size: Option<usize>,
     pub issuers: Vec<Issuer>,
 }
 

@@ -372,3 +372,29 @@ routes:
         );
     }
 }
+
+#[tokio::test]
+async fn the_token_cache_changes_no_refusal() {
+    let upstream = upstream::echo().await;
+    let config = jwt_config(upstream.addr, ALL_STATIC_KEYS)
+        .replace("leeway_seconds: 5", "leeway_seconds: 0");
+    let gate = Gate::start(&config).await;
+    let token = mint(
+        Algorithm::ES256,
+        &with(&[("exp", json!(tokens::now() + 2))]),
+    );
+    for _ in 0..3 {
+        assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 200);
+    }
+    // Near-copies of a cached token are verified on their own, and fail.
+    assert_eq!(get(&gate.url("/api"), Some(&tampered(&token))).await.0, 401);
+    assert_eq!(
+        get(&gate.url("/api"), Some(&format!("{token}x"))).await.0,
+        401
+    );
+    // Once the token's exp has passed, the cached verification is gone: "token expired".
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    let (status, headers, _) = get(&gate.url("/api"), Some(&token)).await;
+    assert_eq!(status, 401);
+    assert!(challenge(&headers).contains("token expired"));
+}

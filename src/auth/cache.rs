@@ -1,0 +1,106 @@
+//! Verified-token cache: a token that verified once is not verified again until it expires.
+//! Signature checks dominate the cost of a JWT route (RS256/ES256 especially), and a browser
+//! or service sends the same token for every request of its session.
+//!
+//! Only tokens that passed every check are stored, keyed by the whole token (exact equality,
+//! no hash collisions to worry about), and each entry dies at the token's `exp`. A token with
+//! leeway left after `exp` falls through to full verification, which decides as it would
+//! without the cache, so no refusal changes. Bounded: the least recently used entry goes.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
+
+use super::Identity;
+
+pub struct TokenCache {
+    entries: Option<Mutex<LruCache<Box<str>, Verified>>>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    identity: Identity,
+    expires_at: u64,
+}
+
+impl TokenCache {
+    /// A cache of `capacity` tokens; 0 turns caching off.
+    pub fn new(capacity: usize) -> Self {
+        TokenCache {
+            entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+        }
+    }
+
+    /// The identity of a token verified earlier and not expired at `now`.
+    pub fn get(&self, token: &str, now: u64) -> Option<Identity> {
+        let mut entries = self.entries.as_ref()?.lock().ok()?;
+        match entries.get(token) {
+            Some(hit) if now < hit.expires_at => Some(hit.identity.clone()),
+            Some(_) => {
+                entries.pop(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn insert(&self, token: &str, identity: &Identity, expires_at: u64) {
+        let Some(entries) = &self.entries else { return };
+        if let Ok(mut entries) = entries.lock() {
+            entries.put(
+                token.into(),
+                Verified {
+                    identity: identity.clone(),
+                    expires_at,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Identity {
+        Identity {
+            subject: "alice".into(),
+            claims: Default::default(),
+        }
+    }
+
+    #[test]
+    fn entries_die_at_the_tokens_expiry() {
+        let cache = TokenCache::new(10);
+        cache.insert("t", &alice(), 100);
+        assert_eq!(cache.get("t", 99), Some(alice()));
+        assert_eq!(cache.get("t", 100), None);
+        assert_eq!(
+            cache.get("t", 50),
+            None,
+            "an expired entry is dropped, not kept"
+        );
+    }
+
+    #[test]
+    fn only_the_exact_token_hits() {
+        let cache = TokenCache::new(10);
+        cache.insert("token-a", &alice(), 100);
+        assert_eq!(cache.get("token-b", 1), None);
+        assert_eq!(cache.get("token-", 1), None);
+    }
+
+    #[test]
+    fn it_is_bounded_and_can_be_off() {
+        let cache = TokenCache::new(2);
+        for token in ["a", "b", "c"] {
+            cache.insert(token, &alice(), 100);
+        }
+        assert_eq!(cache.get("a", 1), None);
+        assert!(cache.get("c", 1).is_some());
+        let off = TokenCache::new(0);
+        off.insert("a", &alice(), 100);
+        assert_eq!(off.get("a", 1), None);
+    }
+}
