@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""The benchmark: ticketgate against a plain Pingora passthrough and the upstream itself.
+
+Started by bench/run.sh, which builds the binaries first. Every proxy and the upstream run
+pinned to one core, the load generator to the other; scenarios are interleaved (A B C A B C
+...) so drift hits all of them alike; each figure is the median over rounds and is reported
+as a ratio against the passthrough (and direct) measured in the same run.
+
+    bench/run.sh            full run, writes BENCHMARKS.md
+    bench/run.sh --smoke    a few seconds per scenario; asserts every scenario produced
+                            numbers and no request failed (CI runs this)
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+ALGORITHMS = ["HS256", "RS256", "ES256", "EdDSA"]
+KEY_FOR = {"HS256": "secret_file: \"{f}/hs.secret\"", "RS256": "public_key_files: [\"{f}/rsa.pub.pem\"]",
+           "ES256": "public_key_files: [\"{f}/ec256.pub.pem\"]", "EdDSA": "public_key_files: [\"{f}/ed25519.pub.pem\"]"}
+# Smaller than the 10,000 rotated tokens: rotation then measures full verification, while a
+# repeated token measures the cache.
+TOKEN_CACHE_SIZE = 1000
+DISTINCT_TOKENS = 10_000
+
+
+class Settings:
+    def __init__(self, smoke, profile):
+        self.smoke = smoke
+        self.bin = ROOT / "target" / ("debug" if profile == "dev" else profile)
+        self.seconds = 1 if smoke else 4
+        self.rounds = 1 if smoke else 3
+        self.http_connections = 64
+        self.ws_handshake_workers = 32
+        self.tickets = 1_000 if smoke else 20_000
+        self.echo_connections = 64
+        self.idle_connections = 200 if smoke else 5_000
+        self.wave_connections = 100 if smoke else 3_000
+        self.waves = 3
+        cpus = os.cpu_count() or 1
+        self.pin_servers = ["taskset", "-c", "1"] if cpus >= 2 else []
+        self.pin_load = ["taskset", "-c", "0"] if cpus >= 2 else []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, deadline=20.0):
+    start = time.time()
+    while time.time() - start < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {deadline} s")
+
+
+class Processes:
+    """Every server the bench starts, stopped together at the end."""
+
+    def __init__(self, settings, work):
+        self.settings = settings
+        self.work = work
+        self.running = []
+
+    def start(self, name, argv, port):
+        log = open(self.work / f"{name}.log", "w")
+        proc = subprocess.Popen(self.settings.pin_servers + argv, stdout=log, stderr=subprocess.STDOUT)
+        self.running.append(proc)
+        wait_for_port(port)
+        return proc
+
+    def stop(self, proc):
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.running.remove(proc)
+
+    def stop_all(self):
+        for proc in list(self.running):
+            self.stop(proc)
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def ticketgate_config(work, name, upstream_port, store):
+    port, admin = free_port(), free_port()
+    issuers = "\n".join(
+        f"    - issuer: \"bench-{alg}\"\n      audiences: [\"bench\"]\n      algorithms: [{alg}]\n      "
+        + KEY_FOR[alg].format(f=FIXTURES) for alg in ALGORITHMS)
+    path = work / f"{name}.yaml"
+    path.write_text(f"""listen: "127.0.0.1:{port}"
+upstream: "127.0.0.1:{upstream_port}"
+admin:
+  listen: "127.0.0.1:{admin}"
+threads: 1
+shutdown_grace_seconds: 0
+jwt:
+  cache_size: {TOKEN_CACHE_SIZE}
+  issuers:
+{issuers}
+routes:
+  - prefix: /none
+    auth: none
+  - prefix: /ws-none
+    auth: none
+  - prefix: /ws
+    auth: ticket
+  - prefix: /
+    auth: jwt
+tickets:
+  issue_path: /ws-ticket
+  ttl_seconds: 600
+  secret_file: "{FIXTURES}/ticket.secret"
+  store: "{store}"
+access_log:
+  path: "{work}/{name}-access.log"
+""")
+    return path, port
+
+
+class Bench:
+    def __init__(self, settings, work):
+        self.s = settings
+        self.work = work
+        self.procs = Processes(settings, work)
+        self.results = {}  # scenario -> list of figure dicts, one per round
+
+    # --- set-up -------------------------------------------------------------------------
+
+    def start(self):
+        s = self.s
+        self.redis_port = free_port()
+        self.procs.start("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "no"], self.redis_port)
+        self.upstream_port = free_port()
+        self.upstream = self.procs.start("upstream", [str(s.bin / "upstream"), "--listen",
+                                                      f"127.0.0.1:{self.upstream_port}"], self.upstream_port)
+        self.passthrough_port = free_port()
+        self.passthrough = self.start_passthrough("passthrough", self.passthrough_port)
+        config, self.tg_port = ticketgate_config(self.work, "ticketgate", self.upstream_port, "memory")
+        self.tg = self.procs.start("ticketgate", [str(s.bin / "ticketgate"), "run", "-c", str(config)], self.tg_port)
+        config, self.tg_redis_port = ticketgate_config(self.work, "ticketgate-redis", self.upstream_port,
+                                                       f"redis://127.0.0.1:{self.redis_port}/0")
+        self.tg_redis = self.procs.start("ticketgate-redis", [str(s.bin / "ticketgate"), "run", "-c", str(config)],
+                                         self.tg_redis_port)
+        self.wait_until_tickets_issue(self.tg_redis_port)
+        self.tokens = {}
+        for alg in ALGORITHMS:
+            for count in (1, DISTINCT_TOKENS):
+                path = self.work / f"tokens-{alg}-{count}.txt"
+                with open(path, "w") as out:
+                    subprocess.run([str(s.bin / "tokens"), "--alg", alg, "--count", str(count), "--keys",
+                                    str(FIXTURES), "--issuer", f"bench-{alg}"], stdout=out, check=True)
+                self.tokens[(alg, count)] = path
+        self.hs256_token = self.tokens[("HS256", 1)].read_text().strip()
+
+    def start_passthrough(self, name, port):
+        return self.procs.start(name, [str(self.s.bin / "passthrough"), "--listen", f"127.0.0.1:{port}",
+                                       "--upstream", f"127.0.0.1:{self.upstream_port}"], port)
+
+    def wait_until_tickets_issue(self, port):
+        """The Redis store is healthy after its first ping; issuance answers 503 until then."""
+        for _ in range(100):
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                                  f"http://127.0.0.1:{port}/ws-ticket"], capture_output=True, text=True)
+            if out.stdout == "401":
+                return
+            time.sleep(0.1)
+        raise RuntimeError("ticketgate with the Redis store never became ready")
+
+    # --- load ---------------------------------------------------------------------------
+
+    def wrk(self, port, path, headers=(), tokens_file="-", method="GET"):
+        argv = self.s.pin_load + ["wrk", "-t1", f"-c{self.s.http_connections}", f"-d{self.s.seconds}s",
+                                  "-s", str(ROOT / "bench" / "wrk" / "bench.lua")]
+        for header in headers:
+            argv += ["-H", header]
+        argv += [f"http://127.0.0.1:{port}{path}", "--", str(tokens_file), method]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        figures = json.loads(out.strip().splitlines()[-1])
+        return {"rate": figures["requests"] / figures["seconds"], "count": figures["requests"],
+                "errors": figures["errors"] + figures["non2xx"], "p50_us": figures["p50_us"],
+                "p99_us": figures["p99_us"]}
+
+    def wsload(self, port, path, mode, ticket_port=None, extra=()):
+        argv = self.s.pin_load + [str(self.s.bin / "wsload"), "--url", f"ws://127.0.0.1:{port}{path}"]
+        if ticket_port:
+            argv += ["--ticket-url", f"http://127.0.0.1:{ticket_port}/ws-ticket", "--token", self.hs256_token]
+        argv += list(extra) + [mode]
+        if mode == "handshakes":
+            argv += ["--seconds", str(self.s.seconds), "--tickets", str(self.s.tickets)]
+        if mode == "echo":
+            argv += ["--seconds", str(self.s.seconds), "--size", "128"]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    def measured(self, proc, load):
+        """Runs `load`, adding the CPU the serving process spent per request or message."""
+        before = cpu_seconds(proc.pid)
+        figures = load()
+        spent = cpu_seconds(proc.pid) - before
+        figures["cpu_us"] = spent * 1e6 / figures["count"] if figures["count"] else 0
+        return figures
+
+    def scenarios(self):
+        """(name, category, serving process, load) in interleaving order."""
+        s, tg, u, p = self, self.tg, self.upstream, self.passthrough
+        out = [
+            ("HTTP direct", "http", u, lambda: s.wrk(s.upstream_port, "/none")),
+            ("HTTP Pingora passthrough", "http", p, lambda: s.wrk(s.passthrough_port, "/none")),
+            ("HTTP ticketgate auth: none", "http", tg, lambda: s.wrk(s.tg_port, "/none")),
+        ]
+        for alg in ALGORITHMS:
+            token = self.tokens[(alg, 1)].read_text().strip()
+            out.append((f"HTTP jwt {alg}, one token", "http", tg,
+                        lambda token=token: s.wrk(s.tg_port, "/api", headers=[f"Authorization: Bearer {token}"])))
+            out.append((f"HTTP jwt {alg}, {DISTINCT_TOKENS} tokens", "http", tg,
+                        lambda alg=alg: s.wrk(s.tg_port, "/api", tokens_file=s.tokens[(alg, DISTINCT_TOKENS)])))
+        out += [
+            ("Ticket issuance (HS256 login)", "http", tg,
+             lambda: s.wrk(s.tg_port, "/ws-ticket", headers=[f"Authorization: Bearer {s.hs256_token}"],
+                           method="POST")),
+            ("WS handshake direct", "ws-handshake", u, lambda: s.wsload(s.upstream_port, "/ws", "handshakes",
+                                                                       extra=["--connections", "32"])),
+            ("WS handshake Pingora passthrough", "ws-handshake", p,
+             lambda: s.wsload(s.passthrough_port, "/ws", "handshakes", extra=["--connections", "32"])),
+            ("WS handshake ticketgate auth: none", "ws-handshake", tg,
+             lambda: s.wsload(s.tg_port, "/ws-none", "handshakes", extra=["--connections", "32"])),
+            ("WS handshake ticket, memory store", "ws-handshake", tg,
+             lambda: s.wsload(s.tg_port, "/ws", "handshakes", ticket_port=s.tg_port, extra=["--connections", "32"])),
+            ("WS handshake ticket, Redis store", "ws-handshake", self.tg_redis,
+             lambda: s.wsload(s.tg_redis_port, "/ws", "handshakes", ticket_port=s.tg_redis_port,
+                              extra=["--connections", "32"])),
+            ("WS echo direct", "ws-echo", u, lambda: s.wsload(s.upstream_port, "/ws", "echo", extra=["--connections", "64"])),
+            ("WS echo Pingora passthrough", "ws-echo", p,
+             lambda: s.wsload(s.passthrough_port, "/ws", "echo", extra=["--connections", "64"])),
+            ("WS echo ticketgate (ticket)", "ws-echo", tg,
+             lambda: s.wsload(s.tg_port, "/ws", "echo", ticket_port=s.tg_port, extra=["--connections", "64"])),
+        ]
+        return out
+
+    def run_rounds(self):
+        for round_number in range(self.s.rounds):
+            for name, category, proc, load in self.scenarios():
+                figures = self.measured(proc, load)
+                self.results.setdefault(name, {"category": category, "rounds": []})["rounds"].append(figures)
+                print(f"  round {round_number + 1}: {name}: {figures['rate']:.0f}/s, "
+                      f"errors {figures['errors']}, cpu {figures['cpu_us']:.1f} us", flush=True)
+
+    # --- memory -------------------------------------------------------------------------
+
+    def hold_idle(self, port, path, count, ticket_port):
+        """Opens `count` idle sockets and returns the running load tool (after `ready`)."""
+        argv = self.s.pin_load + [str(self.s.bin / "wsload"), "--url", f"ws://127.0.0.1:{port}{path}",
+                                  "--connections", str(count)]
+        if ticket_port:
+            argv += ["--ticket-url", f"http://127.0.0.1:{ticket_port}/ws-ticket", "--token", self.hs256_token]
+        holder = subprocess.Popen(argv + ["idle"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = holder.stdout.readline()
+        if not line.startswith("ready"):
+            raise RuntimeError(f"the load tool did not open {count} sockets: {line!r}")
+        return holder
+
+    def settled_rss(self, pid):
+        """RSS once it stops falling (allocators return memory with some delay), at most 10 s."""
+        last = rss_bytes(pid)
+        for _ in range(20):
+            time.sleep(0.5)
+            now = rss_bytes(pid)
+            if abs(now - last) < 256 * 1024:
+                return now
+            last = now
+        return last
+
+    def memory(self):
+        """Fresh processes, so the HTTP scenarios' high-water marks do not blur the figures."""
+        out = {}
+        for label, make in [("Pingora passthrough", self.fresh_passthrough), ("ticketgate", self.fresh_ticketgate)]:
+            proc, port, path, ticket_port = make()
+            base = self.settled_rss(proc.pid)
+            holder = self.hold_idle(port, path, self.s.idle_connections, ticket_port)
+            loaded = self.settled_rss(proc.pid)
+            holder.stdin.close()
+            holder.wait()
+            waves = []
+            for _ in range(self.s.waves):
+                holder = self.hold_idle(port, path, self.s.wave_connections, ticket_port)
+                holder.stdin.close()
+                holder.wait()
+                waves.append(self.settled_rss(proc.pid))
+            out[label] = {"base": base, "per_connection": (loaded - base) / self.s.idle_connections, "waves": waves}
+            self.procs.stop(proc)
+            print(f"  memory {label}: {out[label]['per_connection'] / 1024:.1f} KiB per idle WebSocket, "
+                  f"after waves {[round(w / 2**20, 1) for w in waves]} MiB", flush=True)
+        return out
+
+    def fresh_passthrough(self):
+        port = free_port()
+        return self.start_passthrough("passthrough-memory", port), port, "/ws", None
+
+    def fresh_ticketgate(self):
+        config, port = ticketgate_config(self.work, "ticketgate-memory", self.upstream_port, "memory")
+        proc = self.procs.start("ticketgate-memory", [str(self.s.bin / "ticketgate"), "run", "-c", str(config)], port)
+        return proc, port, "/ws", port
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def median(rounds, key):
+    return statistics.median(r[key] for r in rounds)
+
+
+def table(results, memory):
+    rows = []
+    baseline = {}
+    for name, entry in results.items():
+        if "Pingora passthrough" in name:
+            baseline[entry["category"]] = median(entry["rounds"], "rate")
+        if "direct" in name:
+            baseline["direct-" + entry["category"]] = median(entry["rounds"], "rate")
+    unit = {"http": "req/s", "ws-handshake": "handshakes/s", "ws-echo": "msgs/s"}
+    for name, entry in results.items():
+        rate = median(entry["rounds"], "rate")
+        category = entry["category"]
+        rows.append([name, f"{rate:,.0f} {unit[category]}",
+                     f"{rate / baseline[category]:.2f}" if category in baseline else "",
+                     f"{rate / baseline['direct-' + category]:.2f}" if "direct-" + category in baseline else "",
+                     f"{median(entry['rounds'], 'p50_us') / 1000:.2f} / {median(entry['rounds'], 'p99_us') / 1000:.2f}",
+                     f"{median(entry['rounds'], 'cpu_us'):.1f}"])
+    header = ["scenario", "median", "× passthrough", "× direct", "p50 / p99 ms", "server CPU µs per op"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if memory:
+        pt = memory["Pingora passthrough"]["per_connection"]
+        lines += ["", "| memory | per idle WebSocket | × passthrough | RSS after waves 1, 2, 3 |", "|---|---|---|---|"]
+        for label, m in memory.items():
+            waves = ", ".join(f"{w / 2**20:.1f} MiB" for w in m["waves"])
+            lines.append(f"| {label} | {m['per_connection'] / 1024:.1f} KiB | {m['per_connection'] / pt:.2f} | "
+                         f"{waves} (start {m['base'] / 2**20:.1f} MiB) |")
+    return "\n".join(lines)
+
+
+def ratio(results, name, against):
+    return median(results[name]["rounds"], "rate") / median(results[against]["rounds"], "rate")
+
+
+def targets(results, memory):
+    none = "HTTP ticketgate auth: none"
+    checks = [("auth: none ≥ 0.97× passthrough", ratio(results, none, "HTTP Pingora passthrough"), 0.97)]
+    for alg in ALGORITHMS:
+        checks.append((f"jwt {alg}, one token ≥ 0.95× auth: none", ratio(results, f"HTTP jwt {alg}, one token", none), 0.95))
+    checks += [
+        ("ticket handshake (memory) ≥ 0.9× auth: none handshake",
+         ratio(results, "WS handshake ticket, memory store", "WS handshake ticketgate auth: none"), 0.9),
+        ("ticket handshake (Redis) ≥ 0.8× auth: none handshake",
+         ratio(results, "WS handshake ticket, Redis store", "WS handshake ticketgate auth: none"), 0.8),
+        ("ticket issuance ≥ 0.9× HS256 JWT route",
+         ratio(results, "Ticket issuance (HS256 login)", "HTTP jwt HS256, one token"), 0.9),
+        ("echo ≥ 0.97× passthrough", ratio(results, "WS echo ticketgate (ticket)", "WS echo Pingora passthrough"), 0.97),
+    ]
+    if memory:
+        checks.append(("idle WebSocket memory ≤ 0.5× passthrough",
+                       memory["ticketgate"]["per_connection"] / memory["Pingora passthrough"]["per_connection"], None))
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for label, value, floor in checks:
+        met = (value >= floor) if floor is not None else (value <= 0.5)
+        lines.append(f"| {label} | {value:.2f} | {'yes' if met else 'no'} |")
+    return "\n".join(lines)
+
+
+def machine():
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    memory = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    return f"{os.cpu_count()} × {model}, {int(memory) // 2**20} GiB, Linux {platform.release()}"
+
+
+def check_smoke(results, memory):
+    problems = []
+    for name, entry in results.items():
+        for figures in entry["rounds"]:
+            if not figures["count"] > 0:
+                problems.append(f"{name}: no operations")
+            if figures["errors"]:
+                problems.append(f"{name}: {figures['errors']} errors")
+    for label, m in memory.items():
+        if not m["waves"] or m["per_connection"] <= 0:
+            problems.append(f"memory {label}: no figures")
+    return problems
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--profile", default="release")
+    args = parser.parse_args()
+    settings = Settings(args.smoke, args.profile)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+
+    with tempfile.TemporaryDirectory(prefix="ticketgate-bench-") as work:
+        bench = Bench(settings, Path(work))
+        started = time.time()
+        try:
+            bench.start()
+            print(f"bench: {settings.rounds} round(s) of {len(bench.scenarios())} scenarios, "
+                  f"{settings.seconds:g} s each", flush=True)
+            bench.run_rounds()
+            memory = bench.memory()
+        finally:
+            bench.procs.stop_all()
+        report = table(bench.results, memory)
+        goals = targets(bench.results, memory)
+        print("\n" + report + "\n\n" + goals)
+        print(f"\nbench took {time.time() - started:.0f} s")
+        if settings.smoke:
+            problems = check_smoke(bench.results, memory)
+            for problem in problems:
+                print(f"smoke: {problem}", file=sys.stderr)
+            print(f"smoke: {len(bench.results) + len(memory) - len(problems)} passed, {len(problems)} failed")
+            sys.exit(1 if problems else 0)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        (ROOT / "BENCHMARKS.md").write_text(f"""# Benchmarks
+
+Command: `bench/run.sh` ({settings.rounds} interleaved rounds of {settings.seconds:g} s per scenario;
+medians). Date: {now}. Machine: {machine()}.
+Proxies and upstream pinned to CPU 1, the load generators (wrk -t1 -c64; the Rust WebSocket
+tool) to CPU 0. Ratios are against the plain Pingora passthrough and the upstream reached
+directly, measured in the same run. "server CPU" is the CPU time of the process serving the
+scenario (proxy, or the upstream for direct) per request, handshake or message.
+
+Ticket handshakes: each connection uses its own fresh ticket, fetched before the timed phase
+(issuance is measured on its own row). JWT rotation uses {DISTINCT_TOKENS:,} distinct tokens
+against a {TOKEN_CACHE_SIZE:,}-entry token cache, so it measures full verification.
+
+{report}
+
+## Targets
+
+{goals}
+""")
+        print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()

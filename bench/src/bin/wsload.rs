@@ -1,0 +1,290 @@
+//! The WebSocket load tool. Tickets are single-use, so for a ticket route it first fetches a
+//! fresh ticket per connection from the ticket endpoint (over keep-alive HTTP), then:
+//!
+//! - `handshakes`: opens and drops connections as fast as `--connections` workers can,
+//! - `echo`: keeps `--connections` sockets sending `--size`-byte messages and timing echoes,
+//! - `idle`: opens `--connections` sockets, prints `ready N`, holds them until stdin closes.
+//!
+//! Every mode prints one JSON line with its figures and error count.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncBufReadExt;
+use tokio_tungstenite::tungstenite::protocol::Message;
+
+#[derive(Parser)]
+struct Args {
+    /// ws://host:port/path of the socket to open.
+    #[arg(long)]
+    url: String,
+    /// The ticket endpoint (http://host:port/ws-ticket); without it no ticket is sent.
+    #[arg(long)]
+    ticket_url: Option<String>,
+    /// The bearer JWT for the ticket endpoint.
+    #[arg(long, default_value = "")]
+    token: String,
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    Handshakes {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Tickets fetched before the timed phase (one per handshake); ignored without --ticket-url.
+        #[arg(long, default_value_t = 20_000)]
+        tickets: usize,
+    },
+    Echo {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+    },
+    Idle,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    match args.mode {
+        Mode::Handshakes { seconds, tickets } => {
+            let wanted = if args.ticket_url.is_some() {
+                tickets
+            } else {
+                0
+            };
+            let tickets = fetch_tickets(&args, wanted).await?;
+            handshakes(&args, tickets, Duration::from_secs_f64(seconds)).await
+        }
+        Mode::Echo { seconds, size } => {
+            let sockets = open_many(&args, args.connections).await?;
+            echo(sockets, size, Duration::from_secs_f64(seconds)).await
+        }
+        Mode::Idle => idle(&args).await,
+    }
+}
+
+/// The socket URL for one connection: with its own ticket when there is one.
+fn socket_url(url: &str, ticket: Option<&str>) -> String {
+    match ticket {
+        Some(ticket) => {
+            let joiner = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{joiner}ticket={ticket}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `count` fresh tickets, fetched over four keep-alive connections.
+async fn fetch_tickets(args: &Args, count: usize) -> Result<Vec<String>, Error> {
+    let Some(url) = &args.ticket_url else {
+        return Ok(Vec::new());
+    };
+    let uri: hyper::Uri = url.parse()?;
+    let authority = uri.authority().ok_or("ticket url has no host")?.to_string();
+    let mut tasks = Vec::new();
+    let fetchers = 4.min(count.max(1));
+    for f in 0..fetchers {
+        let share = count / fetchers + usize::from(f < count % fetchers);
+        let (authority, uri, token) = (authority.clone(), uri.clone(), args.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&authority).await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let mut tickets = Vec::with_capacity(share);
+            for _ in 0..share {
+                let request = Request::post(uri.clone())
+                    .header("host", &authority)
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Empty::<Bytes>::new())?;
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                let body = response.into_body().collect().await?.to_bytes();
+                if !status.is_success() {
+                    return Err(format!("ticket endpoint answered {status}").into());
+                }
+                let json: serde_json::Value = serde_json::from_slice(&body)?;
+                let ticket = json["ticket"].as_str().ok_or("no ticket in the answer")?;
+                tickets.push(ticket.to_string());
+            }
+            Ok::<_, Error>(tickets)
+        }));
+    }
+    let mut all = Vec::with_capacity(count);
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(all)
+}
+
+async fn connect(url: &str) -> Result<Socket, Error> {
+    let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+    Ok(socket)
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn handshakes(args: &Args, tickets: Vec<String>, limit: Duration) -> Result<(), Error> {
+    let with_tickets = args.ticket_url.is_some();
+    let tickets = std::sync::Arc::new(std::sync::Mutex::new(tickets));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.connections {
+        let tickets = tickets.clone();
+        let url = args.url.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            while start.elapsed() < limit {
+                let ticket = if with_tickets {
+                    match tickets.lock().map(|mut t| t.pop()) {
+                        Ok(Some(ticket)) => Some(ticket),
+                        _ => break,
+                    }
+                } else {
+                    None
+                };
+                let began = Instant::now();
+                match connect(&socket_url(&url, ticket.as_deref())).await {
+                    Ok(socket) => {
+                        latencies.push(began.elapsed().as_micros() as u64);
+                        done += 1;
+                        drop(socket);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (done, errors, latencies)
+        }));
+    }
+    let (mut done, mut errors, mut latencies) = (0, 0, Vec::new());
+    for worker in workers {
+        let (d, e, l) = worker.await?;
+        done += d;
+        errors += e;
+        latencies.extend(l);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    report(serde_json::json!({
+        "mode": "handshakes",
+        "count": done,
+        "errors": errors,
+        "seconds": seconds,
+        "rate": done as f64 / seconds,
+        "p50_us": percentile(&mut latencies, 0.50),
+        "p99_us": percentile(&mut latencies, 0.99),
+    }));
+    Ok(())
+}
+
+async fn open_many(args: &Args, count: usize) -> Result<Vec<Socket>, Error> {
+    let tickets = fetch_tickets(args, if args.ticket_url.is_some() { count } else { 0 }).await?;
+    let mut sockets = Vec::with_capacity(count);
+    let mut tickets = tickets.into_iter();
+    // Opened in batches so that a few thousand handshakes do not all land at once.
+    let mut remaining = count;
+    while remaining > 0 {
+        let batch = remaining.min(100);
+        let mut opening = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            let url = socket_url(&args.url, tickets.next().as_deref());
+            opening.push(tokio::spawn(async move { connect(&url).await }));
+        }
+        for task in opening {
+            sockets.push(task.await??);
+        }
+        remaining -= batch;
+    }
+    Ok(sockets)
+}
+
+async fn echo(sockets: Vec<Socket>, size: usize, limit: Duration) -> Result<(), Error> {
+    let payload = Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for mut socket in sockets {
+        let payload = payload.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            while start.elapsed() < limit {
+                let began = Instant::now();
+                if socket.send(Message::Binary(payload.clone())).await.is_err() {
+                    errors += 1;
+                    break;
+                }
+                match socket.next().await {
+                    Some(Ok(Message::Binary(echoed))) if echoed.len() == payload.len() => {
+                        latencies.push(began.elapsed().as_micros() as u64);
+                        done += 1;
+                    }
+                    _ => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            let _ = socket.close(None).await;
+            (done, errors, latencies)
+        }));
+    }
+    let (mut done, mut errors, mut latencies) = (0, 0, Vec::new());
+    for worker in workers {
+        let (d, e, l) = worker.await?;
+        done += d;
+        errors += e;
+        latencies.extend(l);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    report(serde_json::json!({
+        "mode": "echo",
+        "count": done,
+        "errors": errors,
+        "seconds": seconds,
+        "rate": done as f64 / seconds,
+        "p50_us": percentile(&mut latencies, 0.50),
+        "p99_us": percentile(&mut latencies, 0.99),
+    }));
+    Ok(())
+}
+
+async fn idle(args: &Args) -> Result<(), Error> {
+    let sockets = open_many(args, args.connections).await?;
+    println!("ready {}", sockets.len());
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(_)) = lines.next_line().await {}
+    drop(sockets);
+    report(serde_json::json!({ "mode": "idle", "count": args.connections, "errors": 0 }));
+    Ok(())
+}
+
+fn percentile(samples: &mut [u64], q: f64) -> u64 {
+    if samples.is_empty() {
+        return 0;
+    }
+    samples.sort_unstable();
+    let index = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[index]
+}
+
+fn report(figures: serde_json::Value) {
+    println!("{figures}");
+}
