@@ -148,8 +148,9 @@ access_log:
 
 
 class Bench:
-    def __init__(self, settings, work):
+    def __init__(self, settings, work, only=None):
         self.s = settings
+        self.only = only
         self.work = work
         self.procs = Processes(settings, work)
         self.results = {}  # scenario -> list of figure dicts, one per round
@@ -266,6 +267,8 @@ class Bench:
             ("WS echo ticketgate (ticket)", "ws-echo", tg,
              lambda: s.wsload(s.tg_port, "/ws", "echo", ticket_port=s.tg_port, extra=["--connections", "64"])),
         ]
+        if self.only:
+            out = [entry for entry in out if any(part in entry[0] for part in self.only)]
         return out
 
     def run_rounds(self):
@@ -423,6 +426,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--profile", default="release")
+    parser.add_argument("--only", help="comma-separated parts of scenario names to run (for development; "
+                        "BENCHMARKS.md is then not written)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory scenarios")
     args = parser.parse_args()
     settings = Settings(args.smoke, args.profile)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -430,18 +436,19 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
 
     with tempfile.TemporaryDirectory(prefix="ticketgate-bench-") as work:
-        bench = Bench(settings, Path(work))
+        only = args.only.split(",") if args.only else None
+        bench = Bench(settings, Path(work), only)
         started = time.time()
         try:
             bench.start()
             print(f"bench: {settings.rounds} round(s) of {len(bench.scenarios())} scenarios, "
                   f"{settings.seconds:g} s each", flush=True)
             bench.run_rounds()
-            memory = bench.memory()
+            memory = {} if args.no_memory else bench.memory()
         finally:
             bench.procs.stop_all()
         report = table(bench.results, memory)
-        goals = targets(bench.results, memory)
+        goals = "" if only else targets(bench.results, memory)
         print("\n" + report + "\n\n" + goals)
         print(f"\nbench took {time.time() - started:.0f} s")
         if settings.smoke:
@@ -450,6 +457,8 @@ def main():
                 print(f"smoke: {problem}", file=sys.stderr)
             print(f"smoke: {len(bench.results) + len(memory) - len(problems)} passed, {len(problems)} failed")
             sys.exit(1 if problems else 0)
+        if only:
+            return
         now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         (ROOT / "BENCHMARKS.md").write_text(f"""# Benchmarks
 

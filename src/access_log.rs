@@ -1,16 +1,25 @@
 //! One JSON object per line per request, written when the request ends (for a WebSocket,
 //! when it closes). The `path` field is only ever built by `redact::target`.
+//!
+//! Lines are collected in memory and written in batches — when 32 KiB have piled up, by the
+//! background flush every 200 ms, and when the log is dropped at exit — because one write
+//! system call per request cost more than everything else ticketgate adds to a request.
 
 use std::fs::OpenOptions;
-use std::io::{LineWriter, Write};
+use std::io::Write;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::AccessLogTarget;
 
+const FLUSH_AT_BYTES: usize = 32 * 1024;
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
 pub struct AccessLog {
-    out: Mutex<LineWriter<Box<dyn Write + Send>>>,
+    pending: Mutex<Vec<u8>>,
+    out: Mutex<Box<dyn Write + Send>>,
 }
 
 #[derive(Serialize)]
@@ -37,19 +46,43 @@ impl AccessLog {
             }
         };
         Ok(AccessLog {
-            out: Mutex::new(LineWriter::new(out)),
+            pending: Mutex::new(Vec::with_capacity(FLUSH_AT_BYTES)),
+            out: Mutex::new(out),
         })
     }
 
     pub fn write(&self, entry: &Entry) {
-        let Ok(mut line) = serde_json::to_vec(entry) else {
-            return;
+        let full = {
+            let Ok(mut pending) = self.pending.lock() else {
+                return;
+            };
+            if serde_json::to_writer(&mut *pending, entry).is_err() {
+                return;
+            }
+            pending.push(b'\n');
+            pending.len() >= FLUSH_AT_BYTES
         };
-        line.push(b'\n');
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Writes out every line collected so far.
+    pub fn flush(&self) {
+        let batch = match self.pending.lock() {
+            Ok(mut pending) if !pending.is_empty() => std::mem::take(&mut *pending),
+            _ => return,
+        };
         let Ok(mut out) = self.out.lock() else { return };
-        if let Err(e) = out.write_all(&line) {
+        if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
             log::warn!("cannot write the access log: {e}");
         }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -10,9 +10,12 @@ pub mod keys;
 use std::collections::BTreeMap;
 
 use http::header::AUTHORIZATION;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 pub use error::{AuthError, TokenProblem};
+
+use crate::config::ForwardConfig;
 
 /// A caller whose credential verified. Holds only what the forward headers need, because a
 /// ticket carries it too and must stay short.
@@ -23,6 +26,32 @@ pub struct Identity {
     /// Configured claim name -> its value as a header-ready string.
     #[serde(rename = "c", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, String>,
+}
+
+/// A verified caller, with the identity headers the upstream gets already built. Built once
+/// per verified token (and kept in the token cache with it), so forwarding a request only
+/// copies reference-counted header values.
+#[derive(Debug)]
+pub struct Caller {
+    pub identity: Identity,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Caller {
+    /// A claim that cannot be a header value (a newline, say) is left out rather than
+    /// mangled: the upstream then sees the header missing, never a forged or truncated one.
+    pub fn new(identity: Identity, forward: &ForwardConfig) -> Self {
+        let subject = std::iter::once((&forward.subject_header, Some(&identity.subject)));
+        let claims = forward
+            .claim_headers
+            .iter()
+            .map(|(claim, header)| (header, identity.claims.get(claim)));
+        let headers = subject
+            .chain(claims)
+            .filter_map(|(name, value)| Some((name.clone(), HeaderValue::from_str(value?).ok()?)))
+            .collect();
+        Caller { identity, headers }
+    }
 }
 
 /// A token longer than this is refused before any parsing: no real login JWT comes close,

@@ -100,6 +100,7 @@ pub enum StoreConfig {
     Redis(String),
 }
 
+#[derive(Clone)]
 pub struct ForwardConfig {
     pub subject_header: HeaderName,
     /// Claim name -> header name.

@@ -30,7 +30,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::AccessLog;
-use crate::auth::Identity;
+use crate::auth::Caller;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::{AuthMode, Config};
 use crate::metrics::Metrics;
@@ -62,7 +62,7 @@ pub struct RequestCtx {
     auth: AuthMode,
     websocket: bool,
     upgraded: bool,
-    identity: Option<Identity>,
+    caller: Option<Arc<Caller>>,
     rejection: Option<Rejection>,
 }
 
@@ -91,6 +91,7 @@ impl TicketGate {
             verifier: &self.verifier,
             tickets: self.tickets.as_deref(),
             ticket_param: self.ticket_param(),
+            forward: &self.config.forward,
         }
     }
 
@@ -101,14 +102,14 @@ impl TicketGate {
             Destination::IssueTicket => {
                 let tickets = self.tickets.as_deref()?;
                 ctx.auth = AuthMode::Jwt;
-                let (reply, identity) = issue::answer(
+                let (reply, caller) = issue::answer(
                     req,
                     tickets,
                     &self.verifier,
                     &self.config.cors_allowed_origins,
                 )
                 .await;
-                ctx.identity = identity;
+                ctx.caller = caller;
                 return Some(reply);
             }
             Destination::NotFound => return Some(Rejection::NoRoute.into()),
@@ -119,8 +120,8 @@ impl TicketGate {
             return Some(Rejection::OriginNotAllowed.into());
         }
         match authenticate::authenticate(route.auth, req, &self.authenticators()).await {
-            Ok(identity) => {
-                ctx.identity = identity;
+            Ok(caller) => {
+                ctx.caller = caller;
                 None
             }
             Err(rejection) => Some(rejection.into()),
@@ -150,7 +151,7 @@ impl ProxyHttp for TicketGate {
             auth: AuthMode::None,
             websocket: false,
             upgraded: false,
-            identity: None,
+            caller: None,
             rejection: None,
         }
     }
@@ -200,7 +201,7 @@ impl ProxyHttp for TicketGate {
             upstream_request,
             &self.config.forward,
             ctx.auth,
-            ctx.identity.as_ref(),
+            ctx.caller.as_deref(),
         );
         Ok(())
     }
@@ -264,7 +265,7 @@ impl ProxyHttp for TicketGate {
             started: ctx.started,
             route: self.route_label(ctx.destination),
             auth: ctx.auth,
-            subject: ctx.identity.as_ref().map(|i| i.subject.as_str()),
+            subject: ctx.caller.as_ref().map(|c| c.identity.subject.as_str()),
             reason: ctx.rejection.map(Rejection::reason),
             ticket_param: self.ticket_param(),
         };

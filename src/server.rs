@@ -11,7 +11,7 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
-use crate::access_log::AccessLog;
+use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
 use crate::auth::jwks::IssuerKeys;
 use crate::auth::jwt::JwtVerifier;
@@ -36,13 +36,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let upstream = resolve(&config.upstream)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let forwarded_claims = config
-        .forward
-        .claim_headers
-        .iter()
-        .map(|(claim, _)| claim.clone())
-        .collect();
-    let verifier = Arc::new(JwtVerifier::new(&config.jwt, forwarded_claims, &metrics));
+    let verifier = Arc::new(JwtVerifier::new(
+        &config.jwt,
+        config.forward.clone(),
+        &metrics,
+    ));
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
     let tickets = match &config.tickets {
         Some(tickets) => Some(Arc::new(Tickets::new(tickets, metrics.clone())?)),
@@ -58,7 +56,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         verifier: verifier.clone(),
         tickets: tickets.clone(),
         metrics: metrics.clone(),
-        access_log,
+        access_log: access_log.clone(),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "ticketgate");
@@ -81,6 +79,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service("jwks refresh", jwks));
+    server.add_service(background_service(
+        "access log flush",
+        AccessLogFlush(access_log.clone()),
+    ));
     if let Some(tickets) = tickets {
         server.add_service(background_service(
             "ticket store",
@@ -94,6 +96,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         upstream
     );
     server.run(pingora::server::RunArgs::default());
+    access_log.flush();
     Ok(())
 }
 
@@ -107,10 +110,13 @@ fn resolve(upstream: &str) -> Result<SocketAddr, StartError> {
 }
 
 /// Pingora's own settings, derived from ours. Pingora's default grace period would keep a
-/// terminating pod around for five minutes; ours is `shutdown_grace_seconds`.
+/// terminating pod around for five minutes; ours is `shutdown_grace_seconds`. Without work
+/// stealing each worker thread keeps its connections: measured faster for a proxy whose
+/// requests are short and independent.
 fn pingora_conf(config: &Config) -> ServerConf {
     ServerConf {
         threads: config.threads,
+        work_stealing: false,
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
@@ -145,6 +151,20 @@ impl BackgroundService for TicketStoreUpkeep {
         tokio::select! {
             _ = self.0.maintain() => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Writes the access log's batch out every `FLUSH_EVERY`, also during the shutdown grace
+/// period, when the last requests finish.
+struct AccessLogFlush(Arc<AccessLog>);
+
+#[async_trait]
+impl BackgroundService for AccessLogFlush {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        loop {
+            tokio::time::sleep(access_log::FLUSH_EVERY).await;
+            self.0.flush();
         }
     }
 }

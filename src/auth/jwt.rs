@@ -12,16 +12,16 @@ use serde::Deserialize;
 use super::cache::TokenCache;
 use super::error::TokenProblem;
 use super::jwks::IssuerKeys;
-use super::{Identity, MAX_TOKEN_BYTES};
-use crate::config::{IssuerConfig, JwtConfig};
+use super::{Caller, Identity, MAX_TOKEN_BYTES};
+use crate::config::{ForwardConfig, IssuerConfig, JwtConfig};
 use crate::metrics::Metrics;
 
 pub struct JwtVerifier {
     issuers: Vec<Issuer>,
     cache: TokenCache,
     leeway_seconds: u64,
-    /// Claim names the forward headers need; only these are copied into an `Identity`.
-    forwarded_claims: Vec<String>,
+    /// Which claims become which headers; only these claims are kept in an `Identity`.
+    forward: ForwardConfig,
 }
 
 struct Issuer {
@@ -57,7 +57,7 @@ struct UnverifiedIssuer {
 }
 
 impl JwtVerifier {
-    pub fn new(config: &JwtConfig, forwarded_claims: Vec<String>, metrics: &Arc<Metrics>) -> Self {
+    pub fn new(config: &JwtConfig, forward: ForwardConfig, metrics: &Arc<Metrics>) -> Self {
         let issuers = config
             .issuers
             .iter()
@@ -80,7 +80,7 @@ impl JwtVerifier {
             issuers,
             cache: TokenCache::new(config.cache_size),
             leeway_seconds: config.leeway_seconds,
-            forwarded_claims,
+            forward,
         }
     }
 
@@ -89,17 +89,18 @@ impl JwtVerifier {
         self.issuers.iter().map(|i| &i.keys)
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Identity, TokenProblem> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Caller>, TokenProblem> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenProblem::TooLarge);
         }
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some(identity) = self.cache.get(token, now) {
-            return Ok(identity);
+        if let Some(caller) = self.cache.get(token, now) {
+            return Ok(caller);
         }
         let (identity, expires_at) = self.verify_uncached(token, now).await?;
-        self.cache.insert(token, &identity, expires_at);
-        Ok(identity)
+        let caller = Arc::new(Caller::new(identity, &self.forward));
+        self.cache.insert(token, &caller, expires_at);
+        Ok(caller)
     }
 
     /// The full check; also returns the token's `exp`, until which it may be cached.
@@ -163,9 +164,10 @@ impl JwtVerifier {
             .and_then(serde_json::Value::as_f64)
             .ok_or(TokenProblem::MissingClaim)? as u64;
         let claims_for_headers = self
-            .forwarded_claims
+            .forward
+            .claim_headers
             .iter()
-            .filter_map(|name| Some((name.clone(), header_text(claims.other.get(name)?))))
+            .filter_map(|(name, _)| Some((name.clone(), header_text(claims.other.get(name)?))))
             .collect();
         let identity = Identity {
             subject: claims.sub.ok_or(TokenProblem::MissingClaim)?,

@@ -7,8 +7,10 @@ use pingora::http::RequestHeader;
 
 use super::respond::Rejection;
 use crate::auth::error::TicketProblem;
-use crate::auth::{self, AuthError, Identity, jwt::JwtVerifier};
-use crate::config::AuthMode;
+use std::sync::Arc;
+
+use crate::auth::{self, AuthError, Caller, jwt::JwtVerifier};
+use crate::config::{AuthMode, ForwardConfig};
 use crate::query;
 use crate::tickets::{RedeemError, Tickets};
 
@@ -17,6 +19,7 @@ pub struct Authenticators<'a> {
     pub verifier: &'a JwtVerifier,
     pub tickets: Option<&'a Tickets>,
     pub ticket_param: &'a str,
+    pub forward: &'a ForwardConfig,
 }
 
 /// `Ok(None)` for `auth: none`; otherwise the verified caller or why they were refused.
@@ -27,12 +30,12 @@ pub async fn authenticate(
     mode: AuthMode,
     req: &RequestHeader,
     with: &Authenticators<'_>,
-) -> Result<Option<Identity>, Rejection> {
+) -> Result<Option<Arc<Caller>>, Rejection> {
     match mode {
         AuthMode::None => Ok(None),
         AuthMode::Jwt => require_bearer(req, with.verifier).await.map(Some),
         AuthMode::Ticket => match bearer(req, with.verifier).await? {
-            Some(identity) => Ok(Some(identity)),
+            Some(caller) => Ok(Some(caller)),
             None => ticket(req, with).await.map(Some),
         },
     }
@@ -42,7 +45,7 @@ pub async fn authenticate(
 pub async fn require_bearer(
     req: &RequestHeader,
     verifier: &JwtVerifier,
-) -> Result<Identity, Rejection> {
+) -> Result<Arc<Caller>, Rejection> {
     bearer(req, verifier)
         .await?
         .ok_or(Rejection::Auth(AuthError::Missing))
@@ -51,7 +54,7 @@ pub async fn require_bearer(
 async fn bearer(
     req: &RequestHeader,
     verifier: &JwtVerifier,
-) -> Result<Option<Identity>, Rejection> {
+) -> Result<Option<Arc<Caller>>, Rejection> {
     let Some(token) = auth::bearer_token(req).map_err(Rejection::Auth)? else {
         return Ok(None);
     };
@@ -62,7 +65,7 @@ async fn bearer(
         .map_err(|problem| Rejection::Auth(AuthError::Token(problem)))
 }
 
-async fn ticket(req: &RequestHeader, with: &Authenticators<'_>) -> Result<Identity, Rejection> {
+async fn ticket(req: &RequestHeader, with: &Authenticators<'_>) -> Result<Arc<Caller>, Rejection> {
     let refused = |problem| Rejection::Auth(AuthError::Ticket(problem));
     let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let value = query::single_value(target, with.ticket_param)
@@ -73,10 +76,11 @@ async fn ticket(req: &RequestHeader, with: &Authenticators<'_>) -> Result<Identi
         tickets.rejected(TicketProblem::NotUpgrade);
         return Err(refused(TicketProblem::NotUpgrade));
     }
-    tickets.redeem(&value).await.map_err(|e| match e {
-        RedeemError::Ticket(problem) => refused(problem),
-        RedeemError::Store(_) => Rejection::StoreUnavailable,
-    })
+    match tickets.redeem(&value).await {
+        Ok(identity) => Ok(Arc::new(Caller::new(identity, with.forward))),
+        Err(RedeemError::Ticket(problem)) => Err(refused(problem)),
+        Err(RedeemError::Store(_)) => Err(Rejection::StoreUnavailable),
+    }
 }
 
 /// A WebSocket opening handshake (RFC 6455 §4.1): `GET` with `Upgrade: websocket`.

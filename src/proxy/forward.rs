@@ -1,11 +1,10 @@
 //! What the upstream receives: the caller's identity in headers the client cannot forge,
 //! and no credentials it has no use for.
 
-use http::HeaderValue;
 use http::header::AUTHORIZATION;
 use pingora::http::RequestHeader;
 
-use crate::auth::Identity;
+use crate::auth::Caller;
 use crate::config::{AuthMode, ForwardConfig};
 use crate::query;
 
@@ -15,7 +14,7 @@ pub fn identity_headers(
     upstream: &mut RequestHeader,
     forward: &ForwardConfig,
     auth: AuthMode,
-    identity: Option<&Identity>,
+    caller: Option<&Caller>,
 ) {
     for name in forward.identity_headers() {
         upstream.remove_header(name);
@@ -23,21 +22,9 @@ pub fn identity_headers(
     if auth != AuthMode::None && !forward.forward_authorization {
         upstream.remove_header(&AUTHORIZATION);
     }
-    let Some(identity) = identity else { return };
-    insert(upstream, &forward.subject_header, &identity.subject);
-    for (claim, header) in &forward.claim_headers {
-        if let Some(value) = identity.claims.get(claim) {
-            insert(upstream, header, value);
-        }
-    }
-}
-
-/// A claim that cannot be a header value (a newline, say) is left out rather than mangled;
-/// the upstream then sees the header missing, never a forged or truncated one.
-fn insert(upstream: &mut RequestHeader, name: &http::HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
+    for (name, value) in caller.map_or(&[][..], |c| c.headers.as_slice()) {
         // Inserting a valid name and value into a request header cannot fail.
-        let _ = upstream.insert_header(name.clone(), value);
+        let _ = upstream.insert_header(name.clone(), value.clone());
     }
 }
 

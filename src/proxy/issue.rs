@@ -13,7 +13,9 @@ use pingora::http::RequestHeader;
 
 use super::authenticate::require_bearer;
 use super::respond::{Rejection, Reply};
-use crate::auth::Identity;
+use std::sync::Arc;
+
+use crate::auth::Caller;
 use crate::auth::jwt::JwtVerifier;
 use crate::tickets::{IssueError, Tickets};
 
@@ -23,7 +25,7 @@ pub async fn answer(
     tickets: &Tickets,
     verifier: &JwtVerifier,
     allowed_origins: &[String],
-) -> (Reply, Option<Identity>) {
+) -> (Reply, Option<Arc<Caller>>) {
     let allowed_origin = req
         .headers
         .get(ORIGIN)
@@ -47,12 +49,12 @@ async fn issue(
     req: &RequestHeader,
     tickets: &Tickets,
     verifier: &JwtVerifier,
-) -> (Reply, Option<Identity>) {
-    let identity = match require_bearer(req, verifier).await {
-        Ok(identity) => identity,
+) -> (Reply, Option<Arc<Caller>>) {
+    let caller = match require_bearer(req, verifier).await {
+        Ok(caller) => caller,
         Err(rejection) => return (rejection.into(), None),
     };
-    let reply = match tickets.issue(&identity) {
+    let reply = match tickets.issue(&caller.identity) {
         Ok(issued) => Reply::new(
             200,
             Some(serde_json::json!({
@@ -65,12 +67,12 @@ async fn issue(
         Err(IssueError::Seal(e)) => {
             log::warn!(
                 "cannot issue a ticket for subject {:?}: {e}",
-                identity.subject
+                caller.identity.subject
             );
             Rejection::TicketUnavailable.into()
         }
     };
-    (reply, Some(identity))
+    (reply, Some(caller))
 }
 
 /// The answer to a CORS preflight: what the browser may send, for an allowed origin only.

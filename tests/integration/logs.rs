@@ -74,11 +74,20 @@ async fn no_credential_reaches_any_output() {
 async fn sigterm_exits_zero_within_the_grace_period() {
     let upstream = upstream::echo().await;
     let mut gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let token = mint(Algorithm::HS256, &valid_claims());
+    assert_eq!(
+        get(&gate.url("/api/last-before-exit"), Some(&token))
+            .await
+            .0,
+        200
+    );
     let started = Instant::now();
-    let status = tokio::task::spawn_blocking(move || gate.stop_with("TERM"))
+    let (status, gate) = tokio::task::spawn_blocking(move || (gate.stop_with("TERM"), gate))
         .await
         .expect("join");
     assert!(status.success(), "{status:?}");
+    // The access log's last batch is written before the process exits.
+    assert!(gate.output().contains("/api/last-before-exit"));
     // shutdown_grace_seconds is 1 in the test config; Pingora's default would be 300 s.
     assert!(
         started.elapsed() < Duration::from_secs(10),
