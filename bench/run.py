@@ -212,7 +212,8 @@ class Bench:
                 "errors": figures["errors"] + figures["non2xx"], "p50_us": figures["p50_us"],
                 "p99_us": figures["p99_us"]}
 
-    def wsload(self, port, path, mode, ticket_port=None, extra=()):
+    def wsload(self, port, path, mode, proc, ticket_port=None, extra=()):
+        """Runs the WebSocket load tool; the serving process's CPU is counted from its `start`."""
         argv = self.s.pin_load + [str(self.s.bin / "wsload"), "--url", f"ws://127.0.0.1:{port}{path}"]
         if ticket_port:
             argv += ["--ticket-url", f"http://127.0.0.1:{ticket_port}/ws-ticket", "--token", self.hs256_token]
@@ -221,15 +222,26 @@ class Bench:
             argv += ["--seconds", str(self.s.seconds), "--tickets", str(self.s.tickets)]
         if mode == "echo":
             argv += ["--seconds", str(self.s.seconds), "--size", "128"]
-        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-        return json.loads(out.strip().splitlines()[-1])
+        tool = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        started = None
+        for line in tool.stdout:
+            if line.strip() == "start":
+                started = cpu_seconds(proc.pid)
+            elif line.startswith("{"):
+                figures = json.loads(line)
+        if tool.wait() != 0 or started is None:
+            raise RuntimeError(f"the WebSocket load tool failed: {' '.join(argv)}")
+        spent = cpu_seconds(proc.pid) - started
+        figures["cpu_us"] = spent * 1e6 / figures["count"] if figures["count"] else 0
+        return figures
 
     def measured(self, proc, load):
         """Runs `load`, adding the CPU the serving process spent per request or message."""
         before = cpu_seconds(proc.pid)
         figures = load()
-        spent = cpu_seconds(proc.pid) - before
-        figures["cpu_us"] = spent * 1e6 / figures["count"] if figures["count"] else 0
+        if "cpu_us" not in figures:
+            spent = cpu_seconds(proc.pid) - before
+            figures["cpu_us"] = spent * 1e6 / figures["count"] if figures["count"] else 0
         return figures
 
     def scenarios(self):
@@ -250,22 +262,22 @@ class Bench:
             ("Ticket issuance (HS256 login)", "http", tg,
              lambda: s.wrk(s.tg_port, "/ws-ticket", headers=[f"Authorization: Bearer {s.hs256_token}"],
                            method="POST")),
-            ("WS handshake direct", "ws-handshake", u, lambda: s.wsload(s.upstream_port, "/ws", "handshakes",
+            ("WS handshake direct", "ws-handshake", u, lambda: s.wsload(s.upstream_port, "/ws", "handshakes", u,
                                                                        extra=["--connections", "32"])),
             ("WS handshake Pingora passthrough", "ws-handshake", p,
-             lambda: s.wsload(s.passthrough_port, "/ws", "handshakes", extra=["--connections", "32"])),
+             lambda: s.wsload(s.passthrough_port, "/ws", "handshakes", p, extra=["--connections", "32"])),
             ("WS handshake ticketgate auth: none", "ws-handshake", tg,
-             lambda: s.wsload(s.tg_port, "/ws-none", "handshakes", extra=["--connections", "32"])),
+             lambda: s.wsload(s.tg_port, "/ws-none", "handshakes", tg, extra=["--connections", "32"])),
             ("WS handshake ticket, memory store", "ws-handshake", tg,
-             lambda: s.wsload(s.tg_port, "/ws", "handshakes", ticket_port=s.tg_port, extra=["--connections", "32"])),
+             lambda: s.wsload(s.tg_port, "/ws", "handshakes", tg, ticket_port=s.tg_port, extra=["--connections", "32"])),
             ("WS handshake ticket, Redis store", "ws-handshake", self.tg_redis,
-             lambda: s.wsload(s.tg_redis_port, "/ws", "handshakes", ticket_port=s.tg_redis_port,
+             lambda: s.wsload(s.tg_redis_port, "/ws", "handshakes", s.tg_redis, ticket_port=s.tg_redis_port,
                               extra=["--connections", "32"])),
-            ("WS echo direct", "ws-echo", u, lambda: s.wsload(s.upstream_port, "/ws", "echo", extra=["--connections", "64"])),
+            ("WS echo direct", "ws-echo", u, lambda: s.wsload(s.upstream_port, "/ws", "echo", u, extra=["--connections", "64"])),
             ("WS echo Pingora passthrough", "ws-echo", p,
-             lambda: s.wsload(s.passthrough_port, "/ws", "echo", extra=["--connections", "64"])),
+             lambda: s.wsload(s.passthrough_port, "/ws", "echo", p, extra=["--connections", "64"])),
             ("WS echo ticketgate (ticket)", "ws-echo", tg,
-             lambda: s.wsload(s.tg_port, "/ws", "echo", ticket_port=s.tg_port, extra=["--connections", "64"])),
+             lambda: s.wsload(s.tg_port, "/ws", "echo", tg, ticket_port=s.tg_port, extra=["--connections", "64"])),
         ]
         if self.only:
             out = [entry for entry in out if any(part in entry[0] for part in self.only)]

@@ -4,9 +4,15 @@
 //! Timeouts are short because a redemption waits on them; reconnection is the connection
 //! manager's. Health is known from the last answer (redemptions and a ping every second),
 //! so issuance and `/readyz` can refuse while Redis is down without asking it each time.
+//!
+//! Each thread that talks to Redis gets its own connection, driven by that thread's runtime:
+//! Pingora runs one runtime per worker thread, and a connection shared across them cost two
+//! thread switches per redemption (a third of a handshake's CPU in bench/run.sh).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use base64::Engine;
@@ -24,8 +30,7 @@ const KEY_PREFIX: &str = "ticketgate:used:";
 
 pub struct RedisStore {
     client: redis::Client,
-    /// Created on the background task's runtime, which then drives the connection.
-    connection: OnceLock<ConnectionManager>,
+    connections: Mutex<HashMap<ThreadId, ConnectionManager>>,
     healthy: AtomicBool,
 }
 
@@ -35,7 +40,7 @@ impl RedisStore {
             .map_err(|e| StoreError::Unreachable(format!("{:?}", e.kind())))?;
         Ok(RedisStore {
             client,
-            connection: OnceLock::new(),
+            connections: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(false),
         })
     }
@@ -50,24 +55,18 @@ impl RedisStore {
         expires_at: u64,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let mut connection = self
-            .connection
-            .get()
-            .cloned()
-            .ok_or_else(|| StoreError::Unreachable("not connected yet".into()))?;
+        let mut connection = self.connection()?;
         let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(id));
         let keep_ms = expires_at.saturating_sub(now) * 1000 + CLOCK_SKEW_MS;
         let mut set = redis::cmd("SET");
         set.arg(key).arg(1).arg("NX").arg("PX").arg(keep_ms);
-        let answer =
-            tokio::time::timeout(TIMEOUT, set.query_async::<Option<String>>(&mut connection)).await;
-        match answer {
-            Ok(Ok(reply)) => {
+        // The connection manager's response timeout bounds the wait.
+        match set.query_async::<Option<String>>(&mut connection).await {
+            Ok(reply) => {
                 self.healthy.store(true, Ordering::Relaxed);
                 Ok(reply.is_some())
             }
-            Ok(Err(e)) => Err(self.down(format!("{:?}", e.kind()))),
-            Err(_) => Err(self.down("timed out".into())),
+            Err(e) => Err(self.down(format!("{:?}", e.kind()))),
         }
     }
 
@@ -78,22 +77,27 @@ impl RedisStore {
         StoreError::Unreachable(why)
     }
 
-    /// Connects and pings every second until the process ends, keeping `healthy` current.
-    pub async fn keep_connected(&self) {
+    /// This thread's connection, created (lazily connecting) on its first use. Must be called
+    /// on a Tokio runtime, whose task then drives the connection.
+    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        let mut connections = self.connections.lock().map_err(|_| StoreError::Poisoned)?;
+        let thread = std::thread::current().id();
+        if let Some(connection) = connections.get(&thread) {
+            return Ok(connection.clone());
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(TIMEOUT);
-        match ConnectionManager::new_lazy_with_config(self.client.clone(), config) {
-            Ok(manager) => {
-                let _ = self.connection.set(manager);
-            }
-            Err(e) => {
-                log::error!("ticket store (Redis) cannot be set up: {:?}", e.kind());
-                return;
-            }
-        }
+        let connection = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .map_err(|e| StoreError::Unreachable(format!("{:?}", e.kind())))?;
+        connections.insert(thread, connection.clone());
+        Ok(connection)
+    }
+
+    /// Pings every second until the process ends, keeping `healthy` current.
+    pub async fn keep_connected(&self) {
         loop {
             self.ping().await;
             tokio::time::sleep(PING_EVERY).await;
@@ -101,21 +105,21 @@ impl RedisStore {
     }
 
     async fn ping(&self) {
-        let Some(mut connection) = self.connection.get().cloned() else {
-            return;
+        let answer = match self.connection() {
+            Ok(mut connection) => redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .map_err(|e| format!("{:?}", e.kind())),
+            Err(e) => Err(e.to_string()),
         };
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(TIMEOUT, ping.query_async::<String>(&mut connection)).await {
-            Ok(Ok(_)) => {
+        match answer {
+            Ok(_) => {
                 if !self.healthy.swap(true, Ordering::Relaxed) {
                     log::info!("ticket store (Redis) reachable");
                 }
             }
-            Ok(Err(e)) => {
-                self.down(format!("{:?}", e.kind()));
-            }
-            Err(_) => {
-                self.down("ping timed out".into());
+            Err(why) => {
+                self.down(why);
             }
         }
     }

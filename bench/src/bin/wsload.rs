@@ -5,7 +5,8 @@
 //! - `echo`: keeps `--connections` sockets sending `--size`-byte messages and timing echoes,
 //! - `idle`: opens `--connections` sockets, prints `ready N`, holds them until stdin closes.
 //!
-//! Every mode prints one JSON line with its figures and error count.
+//! `handshakes` and `echo` print `start` when their timed phase begins; every mode ends with
+//! one JSON line with its figures and error count.
 
 use std::time::{Duration, Instant};
 
@@ -72,10 +73,12 @@ async fn run(args: Args) -> Result<(), Error> {
                 0
             };
             let tickets = fetch_tickets(&args, wanted).await?;
+            timed_phase_starts();
             handshakes(&args, tickets, Duration::from_secs_f64(seconds)).await
         }
         Mode::Echo { seconds, size } => {
             let sockets = open_many(&args, args.connections).await?;
+            timed_phase_starts();
             echo(sockets, size, Duration::from_secs_f64(seconds)).await
         }
         Mode::Idle => idle(&args).await,
@@ -274,6 +277,12 @@ async fn idle(args: &Args) -> Result<(), Error> {
     drop(sockets);
     report(serde_json::json!({ "mode": "idle", "count": args.connections, "errors": 0 }));
     Ok(())
+}
+
+/// Tells the runner that set-up (ticket fetching, opening sockets) is over, so the CPU it
+/// charges to the timed phase starts here.
+fn timed_phase_starts() {
+    println!("start");
 }
 
 fn percentile(samples: &mut [u64], q: f64) -> u64 {
