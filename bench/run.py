@@ -306,15 +306,16 @@ class Bench:
         return holder
 
     def settled_rss(self, pid):
-        """RSS once it stops falling (allocators return memory with some delay), at most 10 s."""
-        last = rss_bytes(pid)
-        for _ in range(20):
+        """RSS once it has not moved for 2 s (allocators return memory gradually: jemalloc's
+        decay takes about 10 s), at most 20 s."""
+        readings = [rss_bytes(pid)]
+        for _ in range(40):
             time.sleep(0.5)
-            now = rss_bytes(pid)
-            if abs(now - last) < 256 * 1024:
-                return now
-            last = now
-        return last
+            readings.append(rss_bytes(pid))
+            recent = readings[-5:]
+            if len(recent) == 5 and max(recent) - min(recent) < 256 * 1024:
+                break
+        return readings[-1]
 
     def memory(self):
         """Fresh processes, so the HTTP scenarios' high-water marks do not blur the figures."""
