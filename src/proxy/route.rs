@@ -44,6 +44,10 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// Whether any segment is `.` or `..`, also when written with percent-encoded dots or
 /// slashes (`%2e%2e`, `..%2f`) or backslashes, which some servers treat as separators.
 fn has_dot_segments(path: &str) -> bool {
+    // Nearly every path has none of these bytes; only the rest pay for the normalising copy.
+    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+        return false;
+    }
     let lowered = path.to_ascii_lowercase();
     let normalised = lowered
         .replace("%2e", ".")

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Where ticketgate's per-request time goes: runs the release build under valgrind's
+# callgrind (instruction counts: repeatable, unlike timings) with the bench config, sends
+# 10 s of requests for each of `auth: none` and a cached HS256 JWT, and prints instructions
+# per request and the most expensive functions of each. Needs valgrind and wrk.
+#   bench/profile.sh            (after bench/run.sh has built the release binaries)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+
+read -r config port < <(python3 -c "
+import sys; sys.path.insert(0, 'bench'); import run
+from pathlib import Path
+upstream = run.free_port()
+path, port = run.ticketgate_config(Path('$work'), 'profile', upstream, 'memory')
+print(path, port, upstream)" | { read -r c p u; echo "$c $p"; echo "$u" > "$work/upstream"; })
+upstream=$(cat "$work/upstream")
+"$bin/upstream" --listen "127.0.0.1:$upstream" & pids+=($!)
+token=$("$bin/tokens" --alg HS256 --keys tests/fixtures --issuer bench-HS256)
+valgrind --tool=callgrind --callgrind-out-file="$work/cg" "$bin/ticketgate" run -c "$config" >"$work/vg.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$port/none" && break; sleep 0.2; done
+
+profile() {  # name, then wrk arguments
+  local name=$1; shift
+  wrk -t1 -c8 -d2s "$@" >/dev/null             # warm-up: pools, caches
+  callgrind_control -z >/dev/null 2>&1
+  local requests
+  requests=$(wrk -t1 -c8 -d10s "$@" | awk '/requests in/ {print $1}')
+  callgrind_control -d "$name" >/dev/null 2>&1
+  local file total
+  file=$(ls -t "$work"/cg.* | head -1)
+  total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "== $name: $requests requests, $((total / requests)) instructions per request"
+  # Self cost, without the thread and runtime frames that carry everything.
+  callgrind_annotate --threshold=100 "$file" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,$p' |
+    grep -vE 'clone|start_thread|thread_start|call_once|backtrace|enter_runtime|block_on' | head -15 | cut -c1-150 || true
+}
+profile "auth: none" "http://127.0.0.1:$port/none"
+profile "jwt HS256, cached" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api"
