@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Where ticketgate's per-request time goes: runs the release build under valgrind's
-# callgrind (instruction counts: repeatable, unlike timings) with the bench config, sends
-# 10 s of requests for each of `auth: none` and a cached HS256 JWT, and prints instructions
-# per request and the most expensive functions of each. Needs valgrind and wrk.
+# Where the per-request time goes: runs the plain Pingora passthrough and ticketgate (bench
+# config) under valgrind's callgrind (instruction counts: repeatable, unlike timings), sends
+# 10 s of requests to the passthrough, ticketgate `auth: none` and a cached HS256 JWT route,
+# and prints instructions per request and the most expensive functions of each. Needs
+# valgrind and wrk.
 #   bench/profile.sh            (after bench/run.sh has built the release binaries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,12 @@ print(path, port, upstream)" | { read -r c p u; echo "$c $p"; echo "$u" > "$work
 upstream=$(cat "$work/upstream")
 "$bin/upstream" --listen "127.0.0.1:$upstream" & pids+=($!)
 token=$("$bin/tokens" --alg HS256 --keys tests/fixtures --issuer bench-HS256)
-valgrind --tool=callgrind --callgrind-out-file="$work/cg" "$bin/ticketgate" run -c "$config" >"$work/vg.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$port/none" && break; sleep 0.2; done
+start_profiled() {  # port, command...
+  local port=$1; shift
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg" "$@" >>"$work/vg.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$port/none" && break; sleep 0.2; done
+}
 
 profile() {  # name, then wrk arguments
   local name=$1; shift
@@ -37,7 +41,13 @@ profile() {  # name, then wrk arguments
   echo "== $name: $requests requests, $((total / requests)) instructions per request"
   # Self cost, without the thread and runtime frames that carry everything.
   callgrind_annotate --threshold=100 "$file" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,$p' |
-    grep -vE 'clone|start_thread|thread_start|call_once|backtrace|enter_runtime|block_on' | head -15 | cut -c1-150 || true
+    grep -vE 'clone|start_thread|thread_start|call_once|backtrace|enter_runtime|block_on|tokio::runtime' | head -15 | cut -c1-150 || true
 }
-profile "auth: none" "http://127.0.0.1:$port/none"
-profile "jwt HS256, cached" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api"
+passthrough_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+start_profiled "$passthrough_port" "$bin/passthrough" --listen "127.0.0.1:$passthrough_port" --upstream "127.0.0.1:$upstream"
+profile "Pingora passthrough" "http://127.0.0.1:$passthrough_port/none"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+rm -f "$work"/cg*
+start_profiled "$port" "$bin/ticketgate" run -c "$config"
+profile "ticketgate auth: none" "http://127.0.0.1:$port/none"
+profile "ticketgate jwt HS256, cached" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api"
