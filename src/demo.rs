@@ -3,6 +3,7 @@
 //! provider (FOR THE DEMO ONLY: it logs anyone in), and a page that shows the login, the
 //! ticket, the socket and the redacted access log.
 
+pub mod echo;
 mod idp;
 mod upstream;
 

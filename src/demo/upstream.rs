@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -17,9 +16,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Message, Role};
 
 use super::idp::DevIdp;
 
@@ -138,56 +134,14 @@ impl DemoUpstream {
     }
 
     /// Accepts the upgrade ticketgate forwarded, greets with what it received, then echoes.
-    fn websocket(&self, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(accept) = req
-            .headers()
-            .get("sec-websocket-key")
-            .map(|k| derive_accept_key(k.as_bytes()))
-        else {
-            return json_reply(
+    fn websocket(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let hello = json!({ "hello": self.identity(&req) }).to_string();
+        super::echo::accept(req, Some(hello)).unwrap_or_else(|| {
+            json_reply(
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "not a WebSocket handshake"}),
-            );
-        };
-        let hello = json!({ "hello": self.identity(&req) });
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let Ok(upgraded) = upgrade.await else { return };
-            let mut socket =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            if socket.send(Message::text(hello.to_string())).await.is_err() {
-                return;
-            }
-            while let Some(Ok(message)) = socket.next().await {
-                let echo = match message {
-                    Message::Text(_) | Message::Binary(_) => message,
-                    Message::Close(_) => {
-                        // Completes the closing handshake the peer started.
-                        let _ = socket.flush().await;
-                        return;
-                    }
-                    _ => continue,
-                };
-                if socket.send(echo).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let mut response = Response::new(Full::new(Bytes::new()));
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let headers = response.headers_mut();
-        headers.insert(
-            "upgrade",
-            hyper::header::HeaderValue::from_static("websocket"),
-        );
-        headers.insert(
-            "connection",
-            hyper::header::HeaderValue::from_static("Upgrade"),
-        );
-        if let Ok(value) = accept.parse() {
-            headers.insert("sec-websocket-accept", value);
-        }
-        response
+            )
+        })
     }
 }
 

@@ -6,16 +6,12 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Message, Role};
 
 #[derive(Parser)]
 struct Args {
@@ -46,51 +42,17 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-fn answer(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let Some(key) = req
-        .headers()
-        .get("sec-websocket-key")
-        .map(|k| derive_accept_key(k.as_bytes()))
-    else {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
-        response.headers_mut().insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("text/plain"),
-        );
-        return response;
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        while let Some(Ok(message)) = socket.next().await {
-            let echo = match message {
-                Message::Text(_) | Message::Binary(_) => message,
-                Message::Close(_) => {
-                    let _ = socket.flush().await;
-                    return;
-                }
-                _ => continue,
-            };
-            if socket.send(echo).await.is_err() {
-                return;
-            }
+fn answer(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.headers().contains_key("sec-websocket-key") {
+        if let Some(upgraded) = ticketgate::demo::echo::accept(req, None) {
+            return upgraded;
         }
-    });
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(
-        "upgrade",
-        hyper::header::HeaderValue::from_static("websocket"),
-    );
-    headers.insert(
-        "connection",
-        hyper::header::HeaderValue::from_static("Upgrade"),
-    );
-    if let Ok(value) = key.parse() {
-        headers.insert("sec-websocket-accept", value);
+        return Response::new(Full::new(Bytes::new()));
     }
+    let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
     response
 }

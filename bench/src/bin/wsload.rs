@@ -179,24 +179,7 @@ async fn handshakes(args: &Args, tickets: Vec<String>, limit: Duration) -> Resul
             (done, errors, latencies)
         }));
     }
-    let (mut done, mut errors, mut latencies) = (0, 0, Vec::new());
-    for worker in workers {
-        let (d, e, l) = worker.await?;
-        done += d;
-        errors += e;
-        latencies.extend(l);
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    report(serde_json::json!({
-        "mode": "handshakes",
-        "count": done,
-        "errors": errors,
-        "seconds": seconds,
-        "rate": done as f64 / seconds,
-        "p50_us": percentile(&mut latencies, 0.50),
-        "p99_us": percentile(&mut latencies, 0.99),
-    }));
-    Ok(())
+    gather("handshakes", workers, start).await
 }
 
 async fn open_many(args: &Args, count: usize) -> Result<Vec<Socket>, Error> {
@@ -249,6 +232,18 @@ async fn echo(sockets: Vec<Socket>, size: usize, limit: Duration) -> Result<(), 
             (done, errors, latencies)
         }));
     }
+    gather("echo", workers, start).await
+}
+
+/// What one worker did: operations completed, errors, and each operation's latency in µs.
+type Tally = (u64, u64, Vec<u64>);
+
+/// Adds up the workers' tallies and prints the mode's figures.
+async fn gather(
+    mode: &str,
+    workers: Vec<tokio::task::JoinHandle<Tally>>,
+    start: Instant,
+) -> Result<(), Error> {
     let (mut done, mut errors, mut latencies) = (0, 0, Vec::new());
     for worker in workers {
         let (d, e, l) = worker.await?;
@@ -258,7 +253,7 @@ async fn echo(sockets: Vec<Socket>, size: usize, limit: Duration) -> Result<(), 
     }
     let seconds = start.elapsed().as_secs_f64();
     report(serde_json::json!({
-        "mode": "echo",
+        "mode": mode,
         "count": done,
         "errors": errors,
         "seconds": seconds,

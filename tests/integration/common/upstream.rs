@@ -96,7 +96,8 @@ pub async fn echo() -> Server {
     Server::start(Arc::new(|req: Request<Incoming>| {
         let seen = report(&req);
         if req.headers().contains_key("upgrade") {
-            return websocket_echo(req, seen);
+            return ticketgate::demo::echo::accept(req, Some(seen.to_string()))
+                .expect("a WebSocket handshake");
         }
         Response::builder()
             .header("content-type", "application/json")
@@ -104,52 +105,6 @@ pub async fn echo() -> Server {
             .expect("response")
     }))
     .await
-}
-
-fn websocket_echo(mut req: Request<Incoming>, seen: serde_json::Value) -> Response<Full<Bytes>> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-    use tokio_tungstenite::tungstenite::protocol::{Message, Role};
-
-    let key = req
-        .headers()
-        .get("sec-websocket-key")
-        .map(|k| derive_accept_key(k.as_bytes()))
-        .unwrap_or_default();
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            None,
-        )
-        .await;
-        if ws.send(Message::text(seen.to_string())).await.is_err() {
-            return;
-        }
-        while let Some(Ok(message)) = ws.next().await {
-            let echo = match message {
-                Message::Text(_) | Message::Binary(_) => message,
-                Message::Close(_) => {
-                    // Completes the closing handshake the peer started.
-                    let _ = ws.flush().await;
-                    return;
-                }
-                _ => continue,
-            };
-            if ws.send(echo).await.is_err() {
-                return;
-            }
-        }
-    });
-    Response::builder()
-        .status(101)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-accept", key)
-        .body(Full::new(Bytes::new()))
-        .expect("101")
 }
 
 /// A JWKS endpoint: serves `body` (503 while it is `None`) and counts fetches.
