@@ -218,10 +218,9 @@ pub fn check(config: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// A gate config with one issuer (`https://auth.test/`, audience `chat-api`) whose
-/// algorithms and key sources are `issuer_keys` (YAML lines indented for the issuer entry),
-/// a public route, a JWT route for everything else, and identity headers.
-pub fn jwt_config(upstream: std::net::SocketAddr, issuer_keys: &str) -> String {
+/// The upstream and one issuer (`https://auth.test/`, audience `chat-api`) whose algorithms
+/// and key sources are `issuer_keys` (YAML lines indented for the issuer entry).
+fn upstream_and_issuer(upstream: std::net::SocketAddr, issuer_keys: &str) -> String {
     format!(
         r#"upstream: "{upstream}"
 shutdown_grace_seconds: 1
@@ -231,7 +230,17 @@ jwt:
     - issuer: "{issuer}"
       audiences: ["{audience}"]
 {issuer_keys}
-routes:
+"#,
+        issuer = tokens::ISSUER,
+        audience = tokens::AUDIENCE,
+    )
+}
+
+/// A gate config with `upstream_and_issuer`, a public route, a JWT route for everything
+/// else, and identity headers.
+pub fn jwt_config(upstream: std::net::SocketAddr, issuer_keys: &str) -> String {
+    upstream_and_issuer(upstream, issuer_keys)
+        + r#"routes:
   - prefix: /public
     auth: none
   - prefix: /
@@ -240,10 +249,7 @@ forward:
   subject_header: X-Auth-Subject
   claim_headers:
     email: X-Auth-Email
-"#,
-        issuer = tokens::ISSUER,
-        audience = tokens::AUDIENCE,
-    )
+"#
 }
 
 /// Static keys for every algorithm family, from the fixtures.
@@ -301,18 +307,12 @@ impl Default for TicketOptions {
 /// A gate with a ticket route `/ws`, the ticket endpoint `/ws-ticket`, a public route and a
 /// JWT route, HS256/RS256 static keys, and CORS for `https://app.test`.
 pub fn ticket_config(upstream: std::net::SocketAddr, options: &TicketOptions) -> String {
-    format!(
-        r#"upstream: "{upstream}"
-shutdown_grace_seconds: 1
-jwt:
-  leeway_seconds: 5
-  issuers:
-    - issuer: "{issuer}"
-      audiences: ["{audience}"]
-      algorithms: [HS256, RS256]
-      secret_file: "{{fixtures}}/hs.secret"
-      public_key_files: ["{{fixtures}}/rsa.pub.pem"]
-routes:
+    let issuer_keys = r#"      algorithms: [HS256, RS256]
+      secret_file: "{fixtures}/hs.secret"
+      public_key_files: ["{fixtures}/rsa.pub.pem"]"#;
+    upstream_and_issuer(upstream, issuer_keys)
+        + &format!(
+            r#"routes:
   - prefix: /ws
     auth: ticket
   - prefix: /public
@@ -334,11 +334,9 @@ websocket:
   allowed_origins: {origins}
   idle_timeout_seconds: {idle}
 "#,
-        issuer = tokens::ISSUER,
-        audience = tokens::AUDIENCE,
-        ttl = options.ttl_seconds,
-        store = options.store,
-        origins = options.websocket_origins,
-        idle = options.idle_timeout_seconds,
-    )
+            ttl = options.ttl_seconds,
+            store = options.store,
+            origins = options.websocket_origins,
+            idle = options.idle_timeout_seconds,
+        )
 }
