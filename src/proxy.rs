@@ -100,7 +100,10 @@ impl TicketGate {
         let route = match ctx.destination {
             Destination::Route(i) => &self.config.routes[i],
             Destination::IssueTicket => {
-                let tickets = self.tickets.as_deref()?;
+                // `route::decide` only sends here when tickets are configured; never forward.
+                let Some(tickets) = self.tickets.as_deref() else {
+                    return Some(Rejection::NoRoute.into());
+                };
                 ctx.auth = AuthMode::Jwt;
                 let (reply, caller) = issue::answer(
                     req,
