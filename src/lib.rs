@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - `config`: the YAML file, validated whole before anything starts.
-//! - `server`: assembles Pingora's services from the config.
+//! - `server`: assembles Pingora's services from the config; `drain` ends a graceful
+//!   shutdown as soon as no request is left.
 //! - `proxy`: the request's life, one hook per step (`proxy/route`, `proxy/authenticate`,
 //!   `proxy/forward`, `proxy/respond`, `proxy/log`).
 //! - `auth`: bearer JWTs, their keys and JWK Sets, and why a credential is refused.
@@ -30,6 +31,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod metrics;
 pub mod proxy;
 pub mod query;

@@ -33,6 +33,7 @@ use crate::access_log::AccessLog;
 use crate::auth::Caller;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::{AuthMode, Config};
+use crate::drain::{InFlight, InFlightGuard};
 use crate::metrics::Metrics;
 use crate::redact;
 use crate::tickets::Tickets;
@@ -53,6 +54,7 @@ pub struct TicketGate {
     pub tickets: Option<Arc<Tickets>>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    pub in_flight: InFlight,
 }
 
 /// Per-request state, filled in as the request moves through the hooks.
@@ -64,6 +66,8 @@ pub struct RequestCtx {
     upgraded: bool,
     caller: Option<Arc<Caller>>,
     rejection: Option<Rejection>,
+    /// Counts the request as in flight until the context is dropped at its end.
+    _in_flight: InFlightGuard,
 }
 
 impl TicketGate {
@@ -156,6 +160,7 @@ impl ProxyHttp for TicketGate {
             upgraded: false,
             caller: None,
             rejection: None,
+            _in_flight: self.in_flight.enter(),
         }
     }
 

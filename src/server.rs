@@ -16,6 +16,7 @@ use crate::admin::Admin;
 use crate::auth::jwks::IssuerKeys;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
+use crate::drain::{Drain, InFlight};
 use crate::metrics::Metrics;
 use crate::proxy::TicketGate;
 use crate::tickets::Tickets;
@@ -47,6 +48,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         None => None,
     };
 
+    let in_flight = InFlight::default();
     let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
     server.bootstrap();
 
@@ -57,6 +59,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         tickets: tickets.clone(),
         metrics: metrics.clone(),
         access_log: access_log.clone(),
+        in_flight: in_flight.clone(),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "ticketgate");
@@ -82,6 +85,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(background_service(
         "access log flush",
         AccessLogFlush(access_log.clone()),
+    ));
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            in_flight,
+            access_log: access_log.clone(),
+        },
     ));
     if let Some(tickets) = tickets {
         server.add_service(background_service(

@@ -7,7 +7,12 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 
 use crate::common::tokens::{mint, valid_claims};
-use crate::common::{ALL_STATIC_KEYS, Gate, free_port, get, jwt_config, upstream};
+use tokio_tungstenite::tungstenite::protocol::Message;
+
+use crate::common::ws::{self, assert_echoes, connect, upstream_report};
+use crate::common::{
+    ALL_STATIC_KEYS, Gate, TicketOptions, free_port, get, jwt_config, ticket_config, upstream,
+};
 
 #[tokio::test]
 async fn access_log_lines_carry_the_contract_fields() {
@@ -71,9 +76,12 @@ async fn no_credential_reaches_any_output() {
 }
 
 #[tokio::test]
-async fn sigterm_exits_zero_within_the_grace_period() {
+async fn sigterm_exits_zero_as_soon_as_nothing_is_in_flight() {
     let upstream = upstream::echo().await;
-    let mut gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    // A long grace period: the exit must not wait for it when nothing is open.
+    let config = jwt_config(upstream.addr, ALL_STATIC_KEYS)
+        .replace("shutdown_grace_seconds: 1", "shutdown_grace_seconds: 30");
+    let mut gate = Gate::start(&config).await;
     let token = mint(Algorithm::HS256, &valid_claims());
     assert_eq!(
         get(&gate.url("/api/last-before-exit"), Some(&token))
@@ -82,16 +90,49 @@ async fn sigterm_exits_zero_within_the_grace_period() {
         200
     );
     let started = Instant::now();
-    let (status, gate) = tokio::task::spawn_blocking(move || (gate.stop_with("TERM"), gate))
+    gate.signal("TERM");
+    let status = gate
+        .exit_within(Duration::from_secs(10))
         .await
-        .expect("join");
+        .expect("exited");
     assert!(status.success(), "{status:?}");
-    // The access log's last batch is written before the process exits.
-    assert!(gate.output().contains("/api/last-before-exit"));
-    // shutdown_grace_seconds is 1 in the test config; Pingora's default would be 300 s.
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()
+    );
+    // The access log's last batch is written before the process exits.
+    assert!(gate.output().contains("/api/last-before-exit"));
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_open_websocket_finish_first() {
+    let upstream = upstream::echo().await;
+    let config = ticket_config(upstream.addr, &TicketOptions::default())
+        .replace("shutdown_grace_seconds: 1", "shutdown_grace_seconds: 30");
+    let mut gate = Gate::start(&config).await;
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    let ticket = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
+    let mut socket = connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
+        .await
+        .expect("101");
+    upstream_report(&mut socket).await;
+    gate.signal("TERM");
+    assert!(
+        gate.exit_within(Duration::from_secs(1)).await.is_none(),
+        "exited with a socket open"
+    );
+    assert_echoes(&mut socket, &[Message::text("still served while draining")]).await;
+    socket.close(None).await.expect("close");
+    drop(socket);
+    let status = gate
+        .exit_within(Duration::from_secs(10))
+        .await
+        .expect("exited after the close");
+    assert!(status.success(), "{status:?}");
+    let lines = gate.access_log();
+    assert!(
+        lines.iter().any(|l| l["status"] == 101),
+        "the socket's line was flushed"
     );
 }

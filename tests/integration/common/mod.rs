@@ -173,14 +173,30 @@ impl Gate {
         }
     }
 
-    /// Sends `signal` and waits for the exit status.
-    pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("still running");
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("still running");
         Command::new("kill")
             .args([format!("-{signal}"), child.id().to_string()])
             .status()
             .expect("kill");
-        child.wait().expect("exit status")
+    }
+
+    /// The exit status once the process has exited, polling until `deadline`; `None` if it
+    /// is still running then.
+    pub async fn exit_within(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("started");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if start.elapsed() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
