@@ -7,7 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// One key a token may be verified with.
 #[derive(Clone)]
@@ -25,10 +25,6 @@ impl VerifyKey {
     /// against an RSA public key used as an HMAC secret.
     pub fn accepts(&self, alg: Algorithm) -> bool {
         self.key.family() == alg.family() && self.alg.is_none_or(|pinned| pinned == alg)
-    }
-
-    pub fn family(&self) -> AlgorithmFamily {
-        self.key.family()
     }
 }
 
