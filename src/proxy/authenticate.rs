@@ -1,14 +1,14 @@
 //! Applies a route's `auth` rule to a request. Runs for every request the route matches,
 //! upgrade or not: a WebSocket upgrade never skips authentication.
 
+use std::sync::Arc;
+
 use http::Method;
 use http::header::UPGRADE;
 use pingora::http::RequestHeader;
 
 use super::respond::Rejection;
 use crate::auth::error::TicketProblem;
-use std::sync::Arc;
-
 use crate::auth::{self, AuthError, Caller, jwt::JwtVerifier};
 use crate::config::{AuthMode, ForwardConfig};
 use crate::query;

@@ -3,18 +3,17 @@
 //! `Access-Control-Allow-Origin`, refusals included, or the page could not read the 401
 //! that tells it to refresh its login.
 
-use http::HeaderName;
-use http::Method;
+use std::sync::Arc;
+
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     ACCESS_CONTROL_MAX_AGE, ORIGIN, VARY,
 };
+use http::{HeaderName, Method};
 use pingora::http::RequestHeader;
 
 use super::authenticate::require_bearer;
 use super::respond::{Rejection, Reply};
-use std::sync::Arc;
-
 use crate::auth::Caller;
 use crate::auth::jwt::JwtVerifier;
 use crate::tickets::{IssueError, Tickets};
