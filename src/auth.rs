@@ -9,8 +9,9 @@ pub mod keys;
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+use http::HeaderValue;
 use http::header::AUTHORIZATION;
-use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 pub use error::{AuthError, TokenProblem};
@@ -34,7 +35,8 @@ pub struct Identity {
 #[derive(Debug)]
 pub struct Caller {
     pub identity: Identity,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Header spelling as configured, and value.
+    pub headers: Vec<(Bytes, HeaderValue)>,
 }
 
 impl Caller {
@@ -48,7 +50,9 @@ impl Caller {
             .map(|(claim, header)| (header, identity.claims.get(claim)));
         let headers = subject
             .chain(claims)
-            .filter_map(|(name, value)| Some((name.clone(), HeaderValue::from_str(value?).ok()?)))
+            .filter_map(|(header, value)| {
+                Some((header.spelling.clone(), HeaderValue::from_str(value?).ok()?))
+            })
             .collect();
         Caller { identity, headers }
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
@@ -102,16 +103,26 @@ pub enum StoreConfig {
 
 #[derive(Clone)]
 pub struct ForwardConfig {
-    pub subject_header: HeaderName,
-    /// Claim name -> header name.
-    pub claim_headers: Vec<(String, HeaderName)>,
+    pub subject_header: IdentityHeader,
+    /// Claim name -> header.
+    pub claim_headers: Vec<(String, IdentityHeader)>,
     pub forward_authorization: bool,
+}
+
+/// A header ticketgate sets from a verified identity: its name, for lookups and removal, and
+/// its spelling as configured, which is how it goes on the wire (some legacy services match
+/// header names case-sensitively).
+#[derive(Clone)]
+pub struct IdentityHeader {
+    pub name: HeaderName,
+    pub spelling: Bytes,
 }
 
 impl ForwardConfig {
     /// Every header name ticketgate sets from a verified identity; client copies are removed.
     pub fn identity_headers(&self) -> impl Iterator<Item = &HeaderName> {
-        std::iter::once(&self.subject_header).chain(self.claim_headers.iter().map(|(_, h)| h))
+        std::iter::once(&self.subject_header.name)
+            .chain(self.claim_headers.iter().map(|(_, h)| &h.name))
     }
 }
 
@@ -624,14 +635,17 @@ fn forward_config(raw: file::Forward, problems: &mut Problems) -> ForwardConfig 
         })
         .collect();
     ForwardConfig {
-        subject_header: subject_header.unwrap_or(HeaderName::from_static("x-auth-subject")),
+        subject_header: subject_header.unwrap_or_else(|| IdentityHeader {
+            name: HeaderName::from_static("x-auth-subject"),
+            spelling: Bytes::from_static(b"X-Auth-Subject"),
+        }),
         claim_headers,
         forward_authorization: raw.forward_authorization,
     }
 }
 
 /// Header names that carry identity must not be ones the proxy or HTTP itself depends on.
-fn header_name(value: &str, key: &str, problems: &mut Problems) -> Option<HeaderName> {
+fn header_name(value: &str, key: &str, problems: &mut Problems) -> Option<IdentityHeader> {
     const RESERVED: [&str; 7] = [
         "authorization",
         "host",
@@ -649,7 +663,10 @@ fn header_name(value: &str, key: &str, problems: &mut Problems) -> Option<Header
             );
             None
         }
-        Ok(name) => Some(name),
+        Ok(name) => Some(IdentityHeader {
+            name,
+            spelling: Bytes::copy_from_slice(value.as_bytes()),
+        }),
         Err(_) => {
             problems.add(key, format!("{value:?} is not a valid header name"));
             None

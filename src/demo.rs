@@ -56,7 +56,7 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), DemoError
     let upstream = Arc::new(DemoUpstream {
         idp: DevIdp::new(&idp_secret),
         access_log: dir.join("access.log"),
-        subject_header: config.forward.subject_header.to_string(),
+        subject_header: config.forward.subject_header.name.to_string(),
     });
     start_upstream(upstream, upstream_listener)?;
     println!(

@@ -164,3 +164,21 @@ async fn an_upgrade_request_never_skips_auth() {
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("invalid_token"));
 }
+
+#[tokio::test]
+async fn identity_headers_keep_their_configured_spelling() {
+    let (addr, head) = upstream::raw_once().await;
+    let gate = Gate::start(&jwt_config(addr, ALL_STATIC_KEYS)).await;
+    let token = mint(Algorithm::HS256, &valid_claims());
+    assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 200);
+    let head = head.await.expect("the upstream saw the request");
+    assert!(head.contains("\r\nX-Auth-Subject: alice\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nX-Auth-Email: alice@example.com\r\n"),
+        "{head}"
+    );
+    assert!(
+        !head.to_ascii_lowercase().contains("authorization"),
+        "{head}"
+    );
+}

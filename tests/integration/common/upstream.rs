@@ -148,3 +148,25 @@ impl Jwks {
         self.hits.load(Ordering::SeqCst)
     }
 }
+
+/// An upstream that answers one request with a bare 200 and hands back the request's head
+/// byte for byte (hyper would lowercase header names; this keeps their spelling).
+pub async fn raw_once() -> (SocketAddr, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let head = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "connection closed before the request head ended");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+        stream.write_all(answer).await.expect("write");
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    (addr, head)
+}
