@@ -14,6 +14,7 @@ as a ratio against the passthrough (and direct) measured in the same run.
 import argparse
 import json
 import os
+import shutil
 import platform
 import resource
 import socket
@@ -111,6 +112,46 @@ def rss_bytes(pid):
     return 0
 
 
+HAPROXY_ALGORITHMS = ["HS256", "RS256", "ES256"]
+
+
+def haproxy_config(work, upstream_port):
+    """HAProxy 2.6 with jwt_verify, as a user would set it up: alg allowlist, signature, exp.
+    None when haproxy is not installed (the peer is optional)."""
+    if not shutil.which("haproxy"):
+        return None
+    certs = {"RS256": FIXTURES / "rsa.pub.pem", "ES256": FIXTURES / "ec256.pub.pem"}
+    secret = (FIXTURES / "hs.secret").read_text().strip()
+    port = free_port()
+    path = work / "haproxy.cfg"
+    path.write_text(f"""global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend bench
+    bind 127.0.0.1:{port}
+    acl jwt_route path_beg /api
+    http-request set-var(txn.bearer) http_auth_bearer if jwt_route
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg') if jwt_route
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int') if jwt_route
+    http-request set-var(txn.now) date if jwt_route
+    http-request deny deny_status 401 if jwt_route !{{ var(txn.alg) -m str HS256 RS256 ES256 }}
+    http-request deny deny_status 401 if jwt_route {{ var(txn.alg) -m str HS256 }} !{{ var(txn.bearer),jwt_verify(txn.alg,"{secret}") -m int 1 }}
+    http-request deny deny_status 401 if jwt_route {{ var(txn.alg) -m str RS256 }} !{{ var(txn.bearer),jwt_verify(txn.alg,"{certs['RS256']}") -m int 1 }}
+    http-request deny deny_status 401 if jwt_route {{ var(txn.alg) -m str ES256 }} !{{ var(txn.bearer),jwt_verify(txn.alg,"{certs['ES256']}") -m int 1 }}
+    http-request deny deny_status 401 if jwt_route {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
+    default_backend upstream
+backend upstream
+    http-reuse always
+    server up 127.0.0.1:{upstream_port}
+""")
+    return path, port
+
+
 def ticketgate_config(work, name, upstream_port, store):
     port, admin = free_port(), free_port()
     issuers = "\n".join(
@@ -174,6 +215,11 @@ class Bench:
         self.tg_redis = self.procs.start("ticketgate-redis", [str(s.bin / "ticketgate"), "run", "-c", str(config)],
                                          self.tg_redis_port)
         self.wait_until_tickets_issue(self.tg_redis_port)
+        self.haproxy = None
+        peer = haproxy_config(self.work, self.upstream_port)
+        if peer:
+            config, self.haproxy_port = peer
+            self.haproxy = self.procs.start("haproxy", ["haproxy", "-f", str(config)], self.haproxy_port)
         self.tokens = {}
         for alg in ALGORITHMS:
             for count in (1, DISTINCT_TOKENS):
@@ -258,6 +304,17 @@ class Bench:
                         lambda token=token: s.wrk(s.tg_port, "/api", headers=[f"Authorization: Bearer {token}"])))
             out.append((f"HTTP jwt {alg}, {DISTINCT_TOKENS} tokens", "http", tg,
                         lambda alg=alg: s.wrk(s.tg_port, "/api", tokens_file=s.tokens[(alg, DISTINCT_TOKENS)])))
+        if self.haproxy:
+            h = self.haproxy
+            out.append(("HTTP HAProxy 2.6 passthrough", "http", h, lambda: s.wrk(s.haproxy_port, "/none")))
+            for alg in HAPROXY_ALGORITHMS:
+                token = self.tokens[(alg, 1)].read_text().strip()
+                out.append((f"HTTP HAProxy jwt_verify {alg}, one token", "http", h,
+                            lambda token=token: s.wrk(s.haproxy_port, "/api",
+                                                      headers=[f"Authorization: Bearer {token}"])))
+                out.append((f"HTTP HAProxy jwt_verify {alg}, {DISTINCT_TOKENS} tokens", "http", h,
+                            lambda alg=alg: s.wrk(s.haproxy_port, "/api",
+                                                  tokens_file=s.tokens[(alg, DISTINCT_TOKENS)])))
         out += [
             ("Ticket issuance (HS256 login)", "http", tg,
              lambda: s.wrk(s.tg_port, "/ws-ticket", headers=[f"Authorization: Bearer {s.hs256_token}"],
