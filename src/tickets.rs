@@ -72,15 +72,12 @@ impl Tickets {
     }
 
     /// Verifies the ticket and consumes it atomically; the identity it carries is the caller.
-    pub async fn redeem(&self, ticket: &str) -> Result<Identity, RedeemError> {
-        let now = unix_now();
-        let result = match self.codec.open(ticket, now) {
-            Ok(opened) => match self.store.consume(&opened.id, opened.expires_at, now).await {
-                Ok(true) => Ok(opened.identity),
-                Ok(false) => Err(RedeemError::Ticket(TicketProblem::Replayed)),
-                Err(e) => Err(RedeemError::Store(e)),
-            },
-            Err(problem) => Err(RedeemError::Ticket(problem)),
+    /// A ticket sent on anything but a WebSocket upgrade is refused unopened and stays unused.
+    pub async fn redeem(&self, ticket: &str, on_upgrade: bool) -> Result<Identity, RedeemError> {
+        let result = if on_upgrade {
+            self.open_and_consume(ticket).await
+        } else {
+            Err(RedeemError::Ticket(TicketProblem::NotUpgrade))
         };
         match &result {
             Ok(_) => self.metrics.ticket_redeemed(),
@@ -90,9 +87,18 @@ impl Tickets {
         result
     }
 
-    /// Counts a ticket refused before it reached `redeem` (sent on a non-upgrade request).
-    pub fn rejected(&self, problem: TicketProblem) {
-        self.metrics.ticket_rejected(problem.reason());
+    async fn open_and_consume(&self, ticket: &str) -> Result<Identity, RedeemError> {
+        let now = unix_now();
+        let opened = self.codec.open(ticket, now).map_err(RedeemError::Ticket)?;
+        if self
+            .store
+            .consume(&opened.id, opened.expires_at, now)
+            .await?
+        {
+            Ok(opened.identity)
+        } else {
+            Err(RedeemError::Ticket(TicketProblem::Replayed))
+        }
     }
 
     pub fn is_ready(&self) -> bool {

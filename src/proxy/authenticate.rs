@@ -72,11 +72,7 @@ async fn ticket(req: &RequestHeader, with: &Authenticators<'_>) -> Result<Arc<Ca
         .map_err(|_| refused(TicketProblem::Invalid))?
         .ok_or(Rejection::Auth(AuthError::Missing))?;
     let tickets = with.tickets.ok_or(refused(TicketProblem::Invalid))?;
-    if !is_websocket_upgrade(req) {
-        tickets.rejected(TicketProblem::NotUpgrade);
-        return Err(refused(TicketProblem::NotUpgrade));
-    }
-    match tickets.redeem(&value).await {
+    match tickets.redeem(&value, is_websocket_upgrade(req)).await {
         Ok(identity) => Ok(Arc::new(Caller::new(identity, with.forward))),
         Err(RedeemError::Ticket(problem)) => Err(refused(problem)),
         Err(RedeemError::Store(_)) => Err(Rejection::StoreUnavailable),
