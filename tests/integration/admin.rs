@@ -30,18 +30,17 @@ async fn metrics_count_requests_by_route_and_status() {
     assert_eq!(get(&gate.url("/api/c"), None).await.0, 401);
     assert_eq!(get(&gate.url("/public/d"), None).await.0, 200);
     gate.wait_for_log_lines(4).await;
-    let metrics = gate.metrics().await;
-    for line in [
-        r#"ticketgate_requests_total{route="/",status="200"} 2"#,
-        r#"ticketgate_requests_total{route="/",status="401"} 1"#,
-        r#"ticketgate_requests_total{route="/public",status="200"} 1"#,
-        r#"ticketgate_auth_failures_total{reason="missing"} 1"#,
-        r#"ticketgate_request_duration_seconds_count{route="/"} 3"#,
-        "ticketgate_upstream_errors_total 0",
-        "ticketgate_ready 1",
-    ] {
-        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
-    }
+    let metrics = gate
+        .assert_metrics(&[
+            r#"ticketgate_requests_total{route="/",status="200"} 2"#,
+            r#"ticketgate_requests_total{route="/",status="401"} 1"#,
+            r#"ticketgate_requests_total{route="/public",status="200"} 1"#,
+            r#"ticketgate_auth_failures_total{reason="missing"} 1"#,
+            r#"ticketgate_request_duration_seconds_count{route="/"} 3"#,
+            "ticketgate_upstream_errors_total 0",
+            "ticketgate_ready 1",
+        ])
+        .await;
     assert!(
         !metrics.contains("/api/a"),
         "raw paths must not become labels"

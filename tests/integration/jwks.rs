@@ -114,7 +114,7 @@ async fn not_ready_until_the_first_keys_arrive() {
     );
     let token = mint_with(Algorithm::RS256, "rsa.key.pem", Some("k1"), &valid_claims());
     assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 401);
-    assert!(gate.metrics().await.contains("ticketgate_ready 0"));
+    gate.assert_metrics(&["ticketgate_ready 0"]).await;
 
     jwks.set(Some(tokens::jwks(&[(
         Algorithm::RS256,

@@ -250,15 +250,11 @@ async fn every_bad_token_gets_the_rfc6750_401() {
     )
     .await;
     assert_eq!(status, 200);
-    let failures = gate.metrics().await;
-    assert!(
-        failures.contains(r#"ticketgate_auth_failures_total{reason="expired"} 1"#),
-        "{failures}"
-    );
-    assert!(
-        failures.contains(r#"ticketgate_auth_failures_total{reason="bad_signature"} 3"#),
-        "{failures}"
-    );
+    gate.assert_metrics(&[
+        r#"ticketgate_auth_failures_total{reason="expired"} 1"#,
+        r#"ticketgate_auth_failures_total{reason="bad_signature"} 3"#,
+    ])
+    .await;
     gate.assert_never_printed(&secrets);
 }
 

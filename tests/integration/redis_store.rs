@@ -78,10 +78,7 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
     connect(gate.port, &format!("/ws?ticket={fresh}"), &[])
         .await
         .expect("a fresh ticket works");
-    let metrics = gate.metrics().await;
-    assert!(
-        metrics.contains(r#"ticketgate_tickets_rejected_total{reason="store_unavailable"} 1"#),
-        "{metrics}"
-    );
+    gate.assert_metrics(&[r#"ticketgate_tickets_rejected_total{reason="store_unavailable"} 1"#])
+        .await;
     gate.assert_never_printed(&[&jwt, &held, &fresh]);
 }

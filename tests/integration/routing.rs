@@ -118,15 +118,11 @@ async fn unreachable_upstream_gets_a_json_502() {
     assert_eq!(status, 502);
     let body: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(body["error"], "bad_gateway");
-    let metrics = gate.metrics().await;
-    assert!(
-        metrics.contains("ticketgate_upstream_errors_total 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"ticketgate_requests_total{route="/public",status="502"} 1"#),
-        "{metrics}"
-    );
+    gate.assert_metrics(&[
+        "ticketgate_upstream_errors_total 1",
+        r#"ticketgate_requests_total{route="/public",status="502"} 1"#,
+    ])
+    .await;
 }
 
 /// Sends raw bytes and returns the status code and the whole answer.

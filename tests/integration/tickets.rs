@@ -54,11 +54,8 @@ async fn a_ticket_opens_a_websocket_to_the_unmodified_upstream() {
         ],
     )
     .await;
-    let open = gate.metrics().await;
-    assert!(
-        open.contains("ticketgate_websocket_connections 1"),
-        "{open}"
-    );
+    gate.assert_metrics(&["ticketgate_websocket_connections 1"])
+        .await;
     socket.close(None).await.expect("close");
     drop(socket);
 
@@ -71,19 +68,14 @@ async fn a_ticket_opens_a_websocket_to_the_unmodified_upstream() {
     assert_eq!(line["auth"], "ticket");
     assert_eq!(line["subject"], "alice");
     assert_eq!(line["route"], "/ws");
-    let metrics = gate.metrics().await;
-    for expected in [
+    gate.assert_metrics(&[
         "ticketgate_websocket_connections 0",
         "ticketgate_tickets_issued_total 1",
         "ticketgate_tickets_redeemed_total 1",
         r#"ticketgate_requests_total{route="/ws",status="101"} 1"#,
         r#"ticketgate_requests_total{route="/ws-ticket",status="200"} 1"#,
-    ] {
-        assert!(
-            metrics.contains(expected),
-            "{expected} missing from:\n{metrics}"
-        );
-    }
+    ])
+    .await;
     gate.assert_never_printed(&[&jwt, &ticket]);
 }
 
@@ -157,23 +149,13 @@ async fn every_bad_ticket_is_refused_with_401() {
         .await
         .expect("fresh ticket");
 
-    let metrics = gate.metrics().await;
-    assert!(
-        metrics.contains(r#"ticketgate_tickets_rejected_total{reason="replayed"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"ticketgate_tickets_rejected_total{reason="invalid"} 5"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("ticketgate_tickets_redeemed_total 2"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("ticketgate_tickets_issued_total 2"),
-        "{metrics}"
-    );
+    gate.assert_metrics(&[
+        r#"ticketgate_tickets_rejected_total{reason="replayed"} 1"#,
+        r#"ticketgate_tickets_rejected_total{reason="invalid"} 5"#,
+        "ticketgate_tickets_redeemed_total 2",
+        "ticketgate_tickets_issued_total 2",
+    ])
+    .await;
     gate.assert_never_printed(&[&jwt, &used, &fresh, &foreign]);
 }
 
@@ -193,11 +175,8 @@ async fn a_ticket_past_its_ttl_is_refused() {
         .expect_err("expired");
     assert_eq!(status, 401);
     assert_eq!(description(&body), "ticket too old, fetch a new one");
-    assert!(
-        gate.metrics()
-            .await
-            .contains(r#"ticketgate_tickets_rejected_total{reason="expired"} 1"#)
-    );
+    gate.assert_metrics(&[r#"ticketgate_tickets_rejected_total{reason="expired"} 1"#])
+        .await;
 }
 
 #[tokio::test]

@@ -43,30 +43,28 @@ async fn sessions_against_a_fast_local_upstream_stay_up() {
     assert!(round_trips >= 20);
 }
 
-#[tokio::test]
-async fn a_quiet_session_lives_until_the_configured_idle_timeout() {
+/// A gate whose WebSockets close after `idle_seconds` without traffic, and one open socket.
+async fn open_with_idle_timeout(idle_seconds: u64) -> (upstream::Server, Gate, ws::Socket) {
     let upstream = upstream::echo().await;
     let options = TicketOptions {
-        idle_timeout_seconds: 4,
+        idle_timeout_seconds: idle_seconds,
         ..Default::default()
     };
     let gate = Gate::start(&ticket_config(upstream.addr, &options)).await;
-    let jwt = mint(Algorithm::HS256, &valid_claims());
-    let mut socket = open(&gate, &jwt).await;
+    let socket = open(&gate, &mint(Algorithm::HS256, &valid_claims())).await;
+    (upstream, gate, socket)
+}
+
+#[tokio::test]
+async fn a_quiet_session_lives_until_the_configured_idle_timeout() {
+    let (_upstream, _gate, mut socket) = open_with_idle_timeout(4).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_echoes(&mut socket, &[Message::text("still here")]).await;
 }
 
 #[tokio::test]
 async fn a_session_quiet_past_the_idle_timeout_is_closed() {
-    let upstream = upstream::echo().await;
-    let options = TicketOptions {
-        idle_timeout_seconds: 2,
-        ..Default::default()
-    };
-    let gate = Gate::start(&ticket_config(upstream.addr, &options)).await;
-    let jwt = mint(Algorithm::HS256, &valid_claims());
-    let mut socket = open(&gate, &jwt).await;
+    let (_upstream, gate, mut socket) = open_with_idle_timeout(2).await;
     let quiet_since = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -131,6 +131,18 @@ impl Gate {
             .expect("metrics body")
     }
 
+    /// Fails the test unless the metrics hold each of `lines` as a whole line.
+    pub async fn assert_metrics(&self, lines: &[&str]) -> String {
+        let metrics = self.metrics().await;
+        for line in lines {
+            assert!(
+                metrics.lines().any(|l| l == *line),
+                "{line} missing from:\n{metrics}"
+            );
+        }
+        metrics
+    }
+
     /// Every byte ticketgate wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
         let mut all = String::new();
