@@ -35,8 +35,8 @@ use crate::auth::jwt::JwtVerifier;
 use crate::config::{AuthMode, Config};
 use crate::drain::{InFlight, InFlightGuard};
 use crate::metrics::Metrics;
-use crate::redact;
 use crate::tickets::Tickets;
+use crate::{query, redact};
 use authenticate::Authenticators;
 use respond::{Rejection, Reply};
 use route::Destination;
@@ -283,7 +283,7 @@ impl ProxyHttp for TicketGate {
     /// Pingora's error log prints this; the default would print the raw query string.
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
         let req = session.req_header();
-        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let target = query::target(&req.uri);
         format!(
             "{} {}",
             req.method,

@@ -6,6 +6,11 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
+/// A request's target as sent: path and query (`/` when the URI has neither).
+pub fn target(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
 /// Splits `path?query` into the path and the query (without `?`).
 pub fn split(target: &str) -> (&str, Option<&str>) {
     match target.split_once('?') {

@@ -67,7 +67,7 @@ async fn bearer(
 
 async fn ticket(req: &RequestHeader, with: &Authenticators<'_>) -> Result<Arc<Caller>, Rejection> {
     let refused = |problem| Rejection::Auth(AuthError::Ticket(problem));
-    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = query::target(&req.uri);
     let value = query::single_value(target, with.ticket_param)
         .map_err(|_| refused(TicketProblem::Invalid))?
         .ok_or(Rejection::Auth(AuthError::Missing))?;

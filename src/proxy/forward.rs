@@ -33,7 +33,7 @@ pub fn identity_headers(
 
 /// Removes the ticket from the URI the upstream sees; other parameters stay, in order.
 pub fn strip_ticket(upstream: &mut RequestHeader, param: &str) -> pingora::Result<()> {
-    let target = upstream.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = query::target(&upstream.uri);
     let Some(stripped) = query::without(target, param) else {
         return Ok(());
     };

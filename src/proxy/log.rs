@@ -7,7 +7,7 @@ use pingora::proxy::Session;
 use crate::access_log::{self, AccessLog, Entry};
 use crate::config::AuthMode;
 use crate::metrics::Metrics;
-use crate::redact;
+use crate::{query, redact};
 
 /// What the earlier steps learnt about a request, as the log needs it.
 pub struct Outcome<'a> {
@@ -26,7 +26,7 @@ pub fn record(session: &Session, outcome: Outcome, access_log: &AccessLog, metri
         .map_or(0, |response| response.status.as_u16());
     metrics.request_done(outcome.route, status, duration);
     let req = session.req_header();
-    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = query::target(&req.uri);
     access_log.write(&Entry {
         ts: access_log::now(),
         method: req.method.as_str(),
