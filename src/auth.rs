@@ -40,9 +40,14 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A claim that cannot be a header value (a newline, say) is left out rather than
-    /// mangled: the upstream then sees the header missing, never a forged or truncated one.
-    pub fn new(identity: Identity, forward: &ForwardConfig) -> Self {
+    /// Refused when the subject is empty, or it or a forwarded claim cannot travel as a
+    /// header value unchanged (control characters, or white space at either end, which
+    /// HTTP parsers trim: `" admin"` would reach the upstream as `admin`). A request is never
+    /// forwarded as authenticated without its identity, nor with a mangled one.
+    pub fn new(identity: Identity, forward: &ForwardConfig) -> Result<Self, TokenProblem> {
+        if identity.subject.is_empty() {
+            return Err(TokenProblem::UnusableIdentity);
+        }
         let subject = std::iter::once((&forward.subject_header, Some(&identity.subject)));
         let claims = forward
             .claim_headers
@@ -50,12 +55,21 @@ impl Caller {
             .map(|(claim, header)| (header, identity.claims.get(claim)));
         let headers = subject
             .chain(claims)
-            .filter_map(|(header, value)| {
-                Some((header.spelling.clone(), HeaderValue::from_str(value?).ok()?))
-            })
-            .collect();
-        Caller { identity, headers }
+            .filter_map(|(header, value)| Some((header, value?)))
+            .map(|(header, value)| Ok((header.spelling.clone(), header_value(value)?)))
+            .collect::<Result<_, TokenProblem>>()?;
+        Ok(Caller { identity, headers })
     }
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, TokenProblem> {
+    let clean = !value.starts_with([' ', '\t'])
+        && !value.ends_with([' ', '\t'])
+        && !value.chars().any(|c| c.is_control() && c != '\t');
+    clean
+        .then(|| HeaderValue::from_bytes(value.as_bytes()).ok())
+        .flatten()
+        .ok_or(TokenProblem::UnusableIdentity)
 }
 
 /// A token longer than this is refused before any parsing: no real login JWT comes close,

@@ -9,6 +9,8 @@
 //! - `config`: the YAML file, validated whole before anything starts.
 //! - `server`: assembles Pingora's services from the config; `drain` ends a graceful
 //!   shutdown as soon as no request is left.
+//! - `boundary`: the one reading of a request target (canonical path, refused forms) that
+//!   routing, forwarding and logging share.
 //! - `proxy`: the request's life, one hook per step (`proxy/route`, `proxy/authenticate`,
 //!   `proxy/forward`, `proxy/respond`, `proxy/log`).
 //! - `auth`: bearer JWTs, their keys and JWK Sets, and why a credential is refused.
@@ -19,7 +21,7 @@
 //!   identity provider and page.
 //!
 //! # Life of a request
-//! route (the ticket endpoint, the first matching prefix, or 404) -> authenticate (per the
+//! boundary (the target read as the upstream will read it, or 400) -> route (the ticket endpoint, the first matching prefix, or 404) -> authenticate (per the
 //! route's `auth`, upgrade or not; a ticket only on an upgrade) -> forward (ticket stripped
 //! from the URI, identity headers set, client copies and `Authorization` removed) -> log (one
 //! JSON line with the redacted path, metrics; for a WebSocket when it closes).
@@ -29,6 +31,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod boundary;
 pub mod config;
 pub mod demo;
 pub mod drain;

@@ -1,11 +1,14 @@
 //! The request's life, one Pingora hook per step, in the order Pingora calls them:
 //!
-//! 1. `request_filter`: route (`route`), then either answer here — the ticket endpoint
-//!    (`issue`) or a refusal (`respond`) — or authenticate (`authenticate`) and pass on.
+//! 1. `request_filter`: read the target (`crate::boundary`: refused unless it has one
+//!    canonical reading), route its canonical path (`route`), then either answer here — the
+//!    ticket endpoint (`issue`) or a refusal (`respond`) — or authenticate (`authenticate`)
+//!    and pass on.
 //! 2. `upstream_peer`: the one legacy upstream, over HTTP/1.1; WebSockets get the idle timeout.
-//! 3. `upstream_request_filter`: ticket out of the URI, identity headers in, credentials
-//!    out (`forward`).
-//! 4. `response_filter`: a 101 counts an open WebSocket.
+//! 3. `upstream_request_filter`: the canonical target without the ticket, identity headers
+//!    in, credentials out (`forward`).
+//! 4. `response_filter`: a 101 counts an open WebSocket; anything else in answer to a
+//!    ticket-authenticated upgrade becomes a 502.
 //! 5. `fail_to_proxy`: a JSON 502 when the upstream cannot be reached.
 //! 6. `logging`: access log line and metrics (`log`), at the end of the request or, for a
 //!    WebSocket, when it closes.
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use http::Method;
 use http::header::ORIGIN;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -32,12 +36,13 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use crate::access_log::AccessLog;
 use crate::auth::Caller;
 use crate::auth::jwt::JwtVerifier;
+use crate::boundary::{self, Target};
 use crate::config::{AuthMode, Config};
 use crate::drain::{InFlight, InFlightGuard};
 use crate::metrics::Metrics;
-use crate::tickets::Tickets;
-use crate::{query, redact};
-use authenticate::Authenticators;
+use crate::redact::Shapes;
+use crate::tickets::{Tickets, codec};
+use authenticate::{Authenticators, Credential};
 use respond::{Rejection, Reply};
 use route::Destination;
 
@@ -65,6 +70,10 @@ pub struct RequestCtx {
     websocket: bool,
     upgraded: bool,
     caller: Option<Arc<Caller>>,
+    /// The caller came with a ticket: the upstream must answer 101.
+    by_ticket: bool,
+    /// What the upstream is sent instead of the client's target (`forward::upstream_target`).
+    upstream_target: Option<String>,
     rejection: Option<Rejection>,
     /// Counts the request as in flight until the context is dropped at its end.
     _in_flight: InFlightGuard,
@@ -79,7 +88,7 @@ impl TicketGate {
                 .tickets
                 .as_ref()
                 .map_or(UNMATCHED_ROUTE, |t| &t.issue_path),
-            Destination::NotFound | Destination::DotSegments => UNMATCHED_ROUTE,
+            Destination::NotFound => UNMATCHED_ROUTE,
         }
     }
 
@@ -88,6 +97,13 @@ impl TicketGate {
             .tickets
             .as_ref()
             .map_or(DEFAULT_TICKET_PARAM, |t| &t.query_param)
+    }
+
+    fn shapes(&self) -> Shapes<'_> {
+        Shapes {
+            ticket_param: self.ticket_param(),
+            ticket_prefix: codec::PREFIX,
+        }
     }
 
     fn authenticators(&self) -> Authenticators<'_> {
@@ -100,7 +116,12 @@ impl TicketGate {
     }
 
     /// The answer ticketgate gives itself, or `None` when the request may go upstream.
-    async fn answer(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<Reply> {
+    async fn answer(
+        &self,
+        req: &RequestHeader,
+        target: &Target<'_>,
+        ctx: &mut RequestCtx,
+    ) -> Option<Reply> {
         let route = match ctx.destination {
             Destination::Route(i) => &self.config.routes[i],
             Destination::IssueTicket => {
@@ -120,15 +141,19 @@ impl TicketGate {
                 return Some(reply);
             }
             Destination::NotFound => return Some(Rejection::NoRoute.into()),
-            Destination::DotSegments => return Some(Rejection::DotSegments.into()),
         };
         ctx.auth = route.auth;
         if ctx.websocket && !self.origin_allowed(req) {
             return Some(Rejection::OriginNotAllowed.into());
         }
-        match authenticate::authenticate(route.auth, req, &self.authenticators()).await {
-            Ok(caller) => {
-                ctx.caller = caller;
+        let request = authenticate::Request {
+            header: req,
+            query: target.query,
+        };
+        match authenticate::authenticate(route.auth, &request, &self.authenticators()).await {
+            Ok(authenticated) => {
+                ctx.by_ticket = matches!(authenticated, Some((_, Credential::Ticket)));
+                ctx.caller = authenticated.map(|(caller, _)| caller);
                 None
             }
             Err(rejection) => Some(rejection.into()),
@@ -159,18 +184,29 @@ impl ProxyHttp for TicketGate {
             websocket: false,
             upgraded: false,
             caller: None,
+            by_ticket: false,
+            upstream_target: None,
             rejection: None,
             _in_flight: self.in_flight.enter(),
         }
     }
 
-    /// Routes the request and checks its credentials; answers it here when it may not pass
-    /// or is addressed to ticketgate itself.
+    /// Reads the target, routes it and checks its credentials; answers the request here when
+    /// it may not pass or is addressed to ticketgate itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.destination = route::decide(&self.config, req.uri.path());
-        ctx.websocket = authenticate::is_websocket_upgrade(req);
-        let Some(reply) = self.answer(req, ctx).await else {
+        let reply = match boundary::read(req.raw_path(), req.method == Method::OPTIONS) {
+            Err(refused) => Some(Rejection::BadTarget(refused).into()),
+            Ok(target) => {
+                ctx.destination = route::decide(&self.config, &target.route_path);
+                ctx.websocket = authenticate::wants_websocket(req);
+                let reply = self.answer(req, &target, ctx).await;
+                ctx.upstream_target =
+                    forward::upstream_target(&target, ctx.auth, self.ticket_param());
+                reply
+            }
+        };
+        let Some(reply) = reply else {
             if ctx.websocket {
                 // Pingora's 60 s downstream read timeout also applies to upgraded bytes.
                 let idle = self.config.websocket.idle_timeout;
@@ -202,8 +238,8 @@ impl ProxyHttp for TicketGate {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.auth == AuthMode::Ticket {
-            forward::strip_ticket(upstream_request, self.ticket_param())?;
+        if let Some(target) = &ctx.upstream_target {
+            forward::set_target(upstream_request, target)?;
         }
         forward::identity_headers(
             upstream_request,
@@ -220,6 +256,13 @@ impl ProxyHttp for TicketGate {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.by_ticket && upstream_response.status != 101 {
+            ctx.rejection = Some(Rejection::UpgradeRefused);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "the upstream answered a ticket-authenticated upgrade without 101",
+            ));
+        }
         if upstream_response.status == 101 && !ctx.upgraded {
             ctx.upgraded = true;
             self.metrics.websocket_opened();
@@ -246,8 +289,8 @@ impl ProxyHttp for TicketGate {
         };
         let written = if code == 502 && session.response_written().is_none() {
             self.metrics.upstream_error();
-            ctx.rejection = Some(Rejection::UpstreamUnreachable);
-            respond::send(session, Rejection::UpstreamUnreachable.into()).await
+            let rejection = *ctx.rejection.get_or_insert(Rejection::UpstreamUnreachable);
+            respond::send(session, rejection.into()).await
         } else if code > 0 && session.response_written().is_none() {
             session.respond_error(code).await
         } else {
@@ -275,19 +318,17 @@ impl ProxyHttp for TicketGate {
             auth: ctx.auth,
             subject: ctx.caller.as_ref().map(|c| c.identity.subject.as_str()),
             reason: ctx.rejection.map(Rejection::reason),
-            ticket_param: self.ticket_param(),
+            shapes: self.shapes(),
         };
         log::record(session, outcome, &self.access_log, &self.metrics);
     }
 
     /// Pingora's error log prints this; the default would print the raw query string.
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
-        let req = session.req_header();
-        let target = query::target(&req.uri);
         format!(
             "{} {}",
-            req.method,
-            redact::target(target, self.ticket_param())
+            session.req_header().method,
+            log::logged_target(session, &self.shapes())
         )
     }
 }

@@ -6,11 +6,6 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
-/// A request's target as sent: path and query (`/` when the URI has neither).
-pub fn target(uri: &http::Uri) -> &str {
-    uri.path_and_query().map_or("/", |pq| pq.as_str())
-}
-
 /// Splits `path?query` into the path and the query (without `?`).
 pub fn split(target: &str) -> (&str, Option<&str>) {
     match target.split_once('?') {
@@ -63,32 +58,29 @@ pub fn pairs(query: &str) -> impl Iterator<Item = Pair<'_>> {
         .map(|raw| Pair { raw })
 }
 
-/// `target` without any `param` pair, other pairs kept in order; `None` when there was none.
-pub fn without(target: &str, param: &str) -> Option<String> {
-    let (path, Some(query)) = split(target) else {
-        return None;
-    };
+/// `query` without any `param` pair, other pairs kept in order (`None` when none are left);
+/// borrowed when there was no such pair.
+pub fn without<'a>(query: &'a str, param: &str) -> Option<Cow<'a, str>> {
     if !pairs(query).any(|p| p.name() == param) {
-        return None;
+        return Some(Cow::Borrowed(query));
     }
     let kept: Vec<&str> = pairs(query)
         .filter(|p| p.name() != param)
         .map(|p| p.raw)
         .collect();
-    Some(if kept.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{}", kept.join("&"))
-    })
+    (!kept.is_empty()).then(|| Cow::Owned(kept.join("&")))
 }
 
 /// A parameter given more than once: which copy would the upstream read?
 #[derive(Debug)]
 pub struct Ambiguous;
 
-/// The decoded value of `param` when it occurs at most once.
-pub fn single_value<'a>(target: &'a str, param: &str) -> Result<Option<Cow<'a, str>>, Ambiguous> {
-    let (_, Some(query)) = split(target) else {
+/// The decoded value of `param` in `query` when it occurs at most once.
+pub fn single_value<'a>(
+    query: Option<&'a str>,
+    param: &str,
+) -> Result<Option<Cow<'a, str>>, Ambiguous> {
+    let Some(query) = query else {
         return Ok(None);
     };
     let mut found = pairs(query).filter(|p| p.name() == param);
@@ -101,32 +93,33 @@ pub fn single_value<'a>(target: &'a str, param: &str) -> Result<Option<Cow<'a, s
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::{single_value, without};
 
     #[test]
     fn without_removes_every_occurrence_and_keeps_the_order() {
         assert_eq!(
-            without("/ws?a=1&ticket=x&b=2", "ticket").as_deref(),
-            Some("/ws?a=1&b=2")
+            without("a=1&ticket=x&b=2", "ticket").as_deref(),
+            Some("a=1&b=2")
         );
-        assert_eq!(without("/ws?ticket=x", "ticket").as_deref(), Some("/ws"));
-        assert_eq!(
-            without("/ws?tick%65t=x&c", "ticket").as_deref(),
-            Some("/ws?c")
-        );
-        assert_eq!(without("/ws?a=1", "ticket"), None);
-        assert_eq!(without("/ws", "ticket"), None);
+        assert_eq!(without("ticket=x", "ticket"), None);
+        assert_eq!(without("tick%65t=x&c", "ticket").as_deref(), Some("c"));
+        assert!(matches!(
+            without("a=1", "ticket"),
+            Some(Cow::Borrowed("a=1"))
+        ));
     }
 
     #[test]
     fn single_value_refuses_ambiguity() {
         assert_eq!(
-            single_value("/ws?ticket=a%2Db", "ticket")
+            single_value(Some("ticket=a%2Db"), "ticket")
                 .expect("one")
                 .as_deref(),
             Some("a-b")
         );
-        assert_eq!(single_value("/ws?x=1", "ticket").expect("none"), None);
-        assert!(single_value("/ws?ticket=a&ticket=b", "ticket").is_err());
+        assert_eq!(single_value(Some("x=1"), "ticket").expect("none"), None);
+        assert!(single_value(Some("ticket=a&ticket=b"), "ticket").is_err());
     }
 }

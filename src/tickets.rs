@@ -13,11 +13,15 @@ use crate::auth::Identity;
 use crate::auth::error::TicketProblem;
 use crate::config::TicketsConfig;
 use crate::metrics::Metrics;
-use codec::{Codec, SealError};
+use codec::{Codec, RunId, SealError};
 use store::{Store, StoreError};
 
 pub struct Tickets {
     codec: Codec,
+    /// Sealed into every ticket minted by this run of the process. A store that forgets
+    /// used tickets on restart (memory) accepts only this run's tickets, so a ticket used
+    /// before a restart cannot be replayed after it.
+    run: RunId,
     store: Store,
     ttl: Duration,
     metrics: Arc<Metrics>,
@@ -53,8 +57,13 @@ pub fn unix_now() -> u64 {
 
 impl Tickets {
     pub fn new(config: &TicketsConfig, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        let codec = Codec::new(&config.secret);
+        let run = codec
+            .random()
+            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
         Ok(Tickets {
-            codec: Codec::new(&config.secret),
+            codec,
+            run,
             store: Store::new(&config.store)?,
             ttl: config.ttl,
             metrics,
@@ -66,7 +75,9 @@ impl Tickets {
             return Err(IssueError::StoreUnavailable);
         }
         let expires_in = self.ttl.as_secs();
-        let ticket = self.codec.seal(identity, unix_now() + expires_in)?;
+        let ticket = self
+            .codec
+            .seal(identity, unix_now() + expires_in, &self.run)?;
         self.metrics.ticket_issued();
         Ok(Issued { ticket, expires_in })
     }
@@ -90,6 +101,9 @@ impl Tickets {
     async fn open_and_consume(&self, ticket: &str) -> Result<Identity, RedeemError> {
         let now = unix_now();
         let opened = self.codec.open(ticket, now).map_err(RedeemError::Ticket)?;
+        if !self.store.survives_restarts() && opened.run != self.run {
+            return Err(RedeemError::Ticket(TicketProblem::EarlierRun));
+        }
         if self
             .store
             .consume(&opened.id, opened.expires_at, now)

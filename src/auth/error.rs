@@ -47,6 +47,13 @@ pub enum TokenProblem {
     MissingClaim,
     #[error("token too large")]
     TooLarge,
+    /// RFC 7515 §4.1.11: a `crit` header names extensions the verifier must understand, and
+    /// ticketgate understands none.
+    #[error("token has a critical header extension")]
+    CriticalHeader,
+    /// The subject or a forwarded claim cannot be carried in a header value unchanged.
+    #[error("token identity cannot be forwarded")]
+    UnusableIdentity,
     #[error("token malformed")]
     Malformed,
 }
@@ -64,6 +71,8 @@ impl TokenProblem {
             TokenProblem::UnknownKey => "unknown_key",
             TokenProblem::MissingClaim => "missing_claim",
             TokenProblem::TooLarge => "too_large",
+            TokenProblem::CriticalHeader => "critical_header",
+            TokenProblem::UnusableIdentity => "unusable_identity",
             TokenProblem::Malformed => "malformed",
         }
     }
@@ -80,6 +89,9 @@ pub enum TicketProblem {
     Expired,
     #[error("ticket already used")]
     Replayed,
+    /// Minted before this process restarted, when the store could not remember its use.
+    #[error("ticket from before a restart, fetch a new one")]
+    EarlierRun,
     #[error("tickets are only accepted on WebSocket upgrades")]
     NotUpgrade,
 }
@@ -91,6 +103,7 @@ impl TicketProblem {
             TicketProblem::Invalid => "invalid",
             TicketProblem::Expired => "expired",
             TicketProblem::Replayed => "replayed",
+            TicketProblem::EarlierRun => "earlier_run",
             TicketProblem::NotUpgrade => "not_upgrade",
         }
     }
@@ -101,6 +114,7 @@ impl TicketProblem {
             TicketProblem::Invalid => "ticket_invalid",
             TicketProblem::Expired => "ticket_expired",
             TicketProblem::Replayed => "ticket_replayed",
+            TicketProblem::EarlierRun => "ticket_earlier_run",
             TicketProblem::NotUpgrade => "ticket_not_upgrade",
         }
     }

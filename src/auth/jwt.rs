@@ -98,7 +98,7 @@ impl JwtVerifier {
             return Ok(caller);
         }
         let (identity, expires_at) = self.verify_uncached(token, now).await?;
-        let caller = Arc::new(Caller::new(identity, &self.forward));
+        let caller = Arc::new(Caller::new(identity, &self.forward)?);
         self.cache.insert(token, &caller, expires_at);
         Ok(caller)
     }
@@ -110,6 +110,9 @@ impl JwtVerifier {
         now: u64,
     ) -> Result<(Identity, u64), TokenProblem> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenProblem::Malformed)?;
+        if header.crit.is_some() {
+            return Err(TokenProblem::CriticalHeader);
+        }
         let issuer = self.issuer_for(token)?;
         let validation = issuer
             .validation(header.alg)

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use http::Method;
-use http::header::UPGRADE;
+use http::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
+use http::{Method, Version};
 use pingora::http::RequestHeader;
 
 use super::respond::Rejection;
@@ -22,23 +22,41 @@ pub struct Authenticators<'a> {
     pub forward: &'a ForwardConfig,
 }
 
+/// What authentication reads of a request besides its headers.
+pub struct Request<'a> {
+    pub header: &'a RequestHeader,
+    /// The query as sent (`boundary::Target::query`).
+    pub query: Option<&'a str>,
+}
+
+/// Which credential a caller proved itself with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Bearer,
+    Ticket,
+}
+
 /// `Ok(None)` for `auth: none`; otherwise the verified caller or why they were refused.
 ///
 /// On `auth: ticket` a bearer JWT wins when both are present (native clients can set
 /// headers); a ticket is only looked at on a WebSocket upgrade.
 pub async fn authenticate(
     mode: AuthMode,
-    req: &RequestHeader,
+    req: &Request<'_>,
     with: &Authenticators<'_>,
-) -> Result<Option<Arc<Caller>>, Rejection> {
-    match mode {
-        AuthMode::None => Ok(None),
-        AuthMode::Jwt => require_bearer(req, with.verifier).await.map(Some),
-        AuthMode::Ticket => match bearer(req, with.verifier).await? {
-            Some(caller) => Ok(Some(caller)),
-            None => ticket(req, with).await.map(Some),
+) -> Result<Option<(Arc<Caller>, Credential)>, Rejection> {
+    let caller = match mode {
+        AuthMode::None => return Ok(None),
+        AuthMode::Jwt => (
+            require_bearer(req.header, with.verifier).await?,
+            Credential::Bearer,
+        ),
+        AuthMode::Ticket => match bearer(req.header, with.verifier).await? {
+            Some(caller) => (caller, Credential::Bearer),
+            None => (ticket(req, with).await?, Credential::Ticket),
         },
-    }
+    };
+    Ok(Some(caller))
 }
 
 /// The caller of a request that must carry a bearer JWT.
@@ -65,25 +83,46 @@ async fn bearer(
         .map_err(|problem| Rejection::Auth(AuthError::Token(problem)))
 }
 
-async fn ticket(req: &RequestHeader, with: &Authenticators<'_>) -> Result<Arc<Caller>, Rejection> {
+async fn ticket(req: &Request<'_>, with: &Authenticators<'_>) -> Result<Arc<Caller>, Rejection> {
     let refused = |problem| Rejection::Auth(AuthError::Ticket(problem));
-    let target = query::target(&req.uri);
-    let value = query::single_value(target, with.ticket_param)
+    let value = query::single_value(req.query, with.ticket_param)
         .map_err(|_| refused(TicketProblem::Invalid))?
         .ok_or(Rejection::Auth(AuthError::Missing))?;
     let tickets = with.tickets.ok_or(refused(TicketProblem::Invalid))?;
-    match tickets.redeem(&value, is_websocket_upgrade(req)).await {
-        Ok(identity) => Ok(Arc::new(Caller::new(identity, with.forward))),
-        Err(RedeemError::Ticket(problem)) => Err(refused(problem)),
-        Err(RedeemError::Store(_)) => Err(Rejection::StoreUnavailable),
-    }
+    let identity = match tickets
+        .redeem(&value, is_opening_handshake(req.header))
+        .await
+    {
+        Ok(identity) => identity,
+        Err(RedeemError::Ticket(problem)) => return Err(refused(problem)),
+        Err(RedeemError::Store(_)) => return Err(Rejection::StoreUnavailable),
+    };
+    // The identity was checked when the ticket was issued, under the same forward rules.
+    Caller::new(identity, with.forward)
+        .map(Arc::new)
+        .map_err(|_| refused(TicketProblem::Invalid))
 }
 
-/// A WebSocket opening handshake (RFC 6455 §4.1): `GET` with `Upgrade: websocket`.
-pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+/// Whether the request asks for a WebSocket at all (`Upgrade: websocket`): such a request
+/// is held to the Origin allowlist and the WebSocket idle timeout, complete or not.
+pub fn wants_websocket(req: &RequestHeader) -> bool {
+    req.headers
+        .get(UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// A complete RFC 6455 §4.1 opening handshake, the only request a ticket is redeemed on:
+/// anything less (HTTP/1.0, whose `Upgrade` Pingora drops, a missing key or version) would
+/// reach the upstream as a plain request and buy a plain response with a ticket.
+pub fn is_opening_handshake(req: &RequestHeader) -> bool {
+    let header = |name| req.headers.get(name).map(http::HeaderValue::as_bytes);
     req.method == Method::GET
-        && req
-            .headers
-            .get(UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && req.version == Version::HTTP_11
+        && wants_websocket(req)
+        && header(CONNECTION).is_some_and(|v| {
+            v.split(|b| *b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        })
+        && header(SEC_WEBSOCKET_KEY).is_some_and(|key| key.len() == 24)
+        && header(SEC_WEBSOCKET_VERSION) == Some(b"13")
 }

@@ -1,12 +1,46 @@
-//! What the upstream receives: the caller's identity in headers the client cannot forge,
-//! and no credentials it has no use for.
+//! What the upstream receives: the canonical target the route was chosen for, the caller's
+//! identity in headers the client cannot forge, and no credentials it has no use for.
 
+use std::borrow::Cow;
+
+use http::HeaderName;
 use http::header::AUTHORIZATION;
 use pingora::http::RequestHeader;
 
 use crate::auth::Caller;
+use crate::boundary::Target;
 use crate::config::{AuthMode, ForwardConfig};
 use crate::query;
+
+/// The target the upstream is sent, when it differs from what the client sent: the
+/// canonical path (in origin-form) and the query without the ticket parameter. The ticket is
+/// removed on every route but `auth: none`, which passes requests as they are.
+pub fn upstream_target(target: &Target, auth: AuthMode, ticket_param: &str) -> Option<String> {
+    let query = match (auth, target.query) {
+        (AuthMode::None, query) | (_, query @ None) => query.map(Cow::Borrowed),
+        (_, Some(query)) => query::without(query, ticket_param),
+    };
+    let query_changed = matches!(
+        (&query, target.query),
+        (Some(Cow::Owned(_)), _) | (None, Some(_))
+    );
+    if !target.rewritten && !query_changed {
+        return None;
+    }
+    Some(match query {
+        Some(query) => format!("{}?{query}", target.path),
+        None => target.path.to_string(),
+    })
+}
+
+/// Replaces the upstream request's target with `target` (`upstream_target`).
+pub fn set_target(upstream: &mut RequestHeader, target: &str) -> pingora::Result<()> {
+    let uri = http::Uri::try_from(target).map_err(|e| {
+        pingora::Error::because(pingora::ErrorType::InternalError, "rebuilding the URI", e)
+    })?;
+    upstream.set_uri(uri);
+    Ok(())
+}
 
 /// Rewrites the upstream request's headers. Client-sent copies of identity headers are
 /// removed on every route, `auth: none` included, so the upstream can trust them.
@@ -16,11 +50,8 @@ pub fn identity_headers(
     auth: AuthMode,
     caller: Option<&Caller>,
 ) {
-    // Looking up is cheaper than removing, and clients rarely send these headers.
-    for name in forward.identity_headers() {
-        if upstream.headers.contains_key(name) {
-            upstream.remove_header(name);
-        }
+    for name in spoofed_identity_headers(upstream, forward) {
+        upstream.remove_header(&name);
     }
     if auth != AuthMode::None && !forward.forward_authorization {
         upstream.remove_header(&AUTHORIZATION);
@@ -31,15 +62,56 @@ pub fn identity_headers(
     }
 }
 
-/// Removes the ticket from the URI the upstream sees; other parameters stay, in order.
-pub fn strip_ticket(upstream: &mut RequestHeader, param: &str) -> pingora::Result<()> {
-    let target = query::target(&upstream.uri);
-    let Some(stripped) = query::without(target, param) else {
-        return Ok(());
-    };
-    let uri = http::Uri::try_from(stripped).map_err(|e| {
-        pingora::Error::because(pingora::ErrorType::InternalError, "rebuilding the URI", e)
-    })?;
-    upstream.set_uri(uri);
-    Ok(())
+/// Client headers that name an identity header. CGI, WSGI, Rack and PHP upstreams read
+/// `X_Auth_Subject` as `X-Auth-Subject`, so `_` counts as `-` (names are already lower case).
+fn spoofed_identity_headers(upstream: &RequestHeader, forward: &ForwardConfig) -> Vec<HeaderName> {
+    upstream
+        .headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            forward.identity_headers().any(|identity| {
+                let identity = identity.as_str().as_bytes();
+                identity.len() == name.len()
+                    && identity.iter().zip(name.as_bytes()).all(|(a, b)| {
+                        a == b || (matches!(a, b'-' | b'_') && matches!(b, b'-' | b'_'))
+                    })
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_target;
+    use crate::boundary;
+    use crate::config::AuthMode;
+
+    fn forwarded(raw: &str, auth: AuthMode) -> Option<String> {
+        let target = boundary::read(raw.as_bytes(), false).expect("a valid target");
+        upstream_target(&target, auth, "ticket")
+    }
+
+    #[test]
+    fn the_upstream_gets_the_canonical_path_without_the_ticket() {
+        assert_eq!(forwarded("/ws?a=1", AuthMode::Ticket), None);
+        assert_eq!(
+            forwarded("/ws?a=1&ticket=t&b", AuthMode::Ticket).as_deref(),
+            Some("/ws?a=1&b")
+        );
+        assert_eq!(
+            forwarded("/api?ticket=t", AuthMode::Jwt).as_deref(),
+            Some("/api")
+        );
+        assert_eq!(
+            forwarded("//%61pi?ticket=t", AuthMode::None).as_deref(),
+            Some("/api?ticket=t")
+        );
+        assert_eq!(forwarded("/public?ticket=t", AuthMode::None), None);
+        assert_eq!(
+            forwarded("http://h.test/x?y", AuthMode::None).as_deref(),
+            Some("/x?y")
+        );
+    }
 }

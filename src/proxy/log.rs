@@ -7,7 +7,7 @@ use pingora::proxy::Session;
 use crate::access_log::{self, AccessLog, Entry};
 use crate::config::AuthMode;
 use crate::metrics::Metrics;
-use crate::{query, redact};
+use crate::redact::{self, Shapes};
 
 /// What the earlier steps learnt about a request, as the log needs it.
 pub struct Outcome<'a> {
@@ -16,7 +16,19 @@ pub struct Outcome<'a> {
     pub auth: AuthMode,
     pub subject: Option<&'a str>,
     pub reason: Option<&'a str>,
-    pub ticket_param: &'a str,
+    pub shapes: Shapes<'a>,
+}
+
+/// The request target as the client sent it, redacted: what both the access log and
+/// Pingora's error log (`request_summary`) print.
+pub fn logged_target<'a>(session: &'a Session, shapes: &Shapes) -> std::borrow::Cow<'a, str> {
+    let raw = String::from_utf8_lossy(session.req_header().raw_path());
+    match raw {
+        std::borrow::Cow::Borrowed(text) => redact::target(text, shapes),
+        std::borrow::Cow::Owned(text) => {
+            std::borrow::Cow::Owned(redact::target(&text, shapes).into_owned())
+        }
+    }
 }
 
 pub fn record(session: &Session, outcome: Outcome, access_log: &AccessLog, metrics: &Metrics) {
@@ -25,12 +37,10 @@ pub fn record(session: &Session, outcome: Outcome, access_log: &AccessLog, metri
         .response_written()
         .map_or(0, |response| response.status.as_u16());
     metrics.request_done(outcome.route, status, duration);
-    let req = session.req_header();
-    let target = query::target(&req.uri);
     access_log.write(&Entry {
         ts: access_log::now(),
-        method: req.method.as_str(),
-        path: &redact::target(target, outcome.ticket_param),
+        method: session.req_header().method.as_str(),
+        path: &logged_target(session, &outcome.shapes),
         route: outcome.route,
         status,
         duration_ms: duration.as_secs_f64() * 1000.0,

@@ -9,6 +9,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use crate::auth::AuthError;
+use crate::boundary::Refused;
 
 /// Why ticketgate answered instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,11 +17,15 @@ pub enum Rejection {
     Auth(AuthError),
     OriginNotAllowed,
     NoRoute,
-    DotSegments,
+    /// A request target without one canonical reading (`boundary`).
+    BadTarget(Refused),
     MethodNotAllowed,
     StoreUnavailable,
     TicketUnavailable,
     UpstreamUnreachable,
+    /// The upstream answered a ticket-authenticated upgrade with something else than 101:
+    /// a ticket never buys a plain HTTP response.
+    UpgradeRefused,
 }
 
 impl Rejection {
@@ -29,11 +34,11 @@ impl Rejection {
             Rejection::Auth(_) => 401,
             Rejection::OriginNotAllowed => 403,
             Rejection::NoRoute => 404,
-            Rejection::DotSegments => 400,
+            Rejection::BadTarget(_) => 400,
             Rejection::MethodNotAllowed => 405,
             Rejection::StoreUnavailable => 503,
             Rejection::TicketUnavailable => 500,
-            Rejection::UpstreamUnreachable => 502,
+            Rejection::UpstreamUnreachable | Rejection::UpgradeRefused => 502,
         }
     }
 
@@ -43,11 +48,12 @@ impl Rejection {
             Rejection::Auth(e) => e.reason(),
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::NoRoute => "no_route",
-            Rejection::DotSegments => "dot_segments",
+            Rejection::BadTarget(why) => why.reason(),
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::StoreUnavailable => "store_unavailable",
             Rejection::TicketUnavailable => "ticket_unavailable",
             Rejection::UpstreamUnreachable => "upstream_unreachable",
+            Rejection::UpgradeRefused => "upgrade_refused",
         }
     }
 
@@ -58,11 +64,11 @@ impl Rejection {
             Rejection::Auth(AuthError::Ticket(_)) => "invalid_ticket",
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::NoRoute => "not_found",
-            Rejection::DotSegments => "invalid_request",
+            Rejection::BadTarget(_) => "invalid_request",
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::StoreUnavailable => "ticket_store_unavailable",
             Rejection::TicketUnavailable => "ticket_unavailable",
-            Rejection::UpstreamUnreachable => "bad_gateway",
+            Rejection::UpstreamUnreachable | Rejection::UpgradeRefused => "bad_gateway",
         }
     }
 
@@ -71,11 +77,12 @@ impl Rejection {
             Rejection::Auth(e) => e.to_string(),
             Rejection::OriginNotAllowed => "origin not allowed".into(),
             Rejection::NoRoute => "no route for this path".into(),
-            Rejection::DotSegments => "path has dot segments".into(),
+            Rejection::BadTarget(why) => why.to_string(),
             Rejection::MethodNotAllowed => "use POST".into(),
             Rejection::StoreUnavailable => "ticket store unavailable, retry shortly".into(),
             Rejection::TicketUnavailable => "cannot issue a ticket for this caller".into(),
             Rejection::UpstreamUnreachable => "upstream unreachable".into(),
+            Rejection::UpgradeRefused => "upstream did not accept the WebSocket upgrade".into(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The one routing decision: where a request goes, before anything else looks at it.
+//! The one routing decision: where a request goes, before anything else looks at it. It is
+//! made on the route path of `boundary::Target`, the canonical reading the upstream shares.
 
 use crate::config::Config;
 
@@ -9,15 +10,10 @@ pub enum Destination {
     /// The index of the first configured route whose prefix matches.
     Route(usize),
     NotFound,
-    /// A path with `.`/`..` segments: refused, because the upstream would normalise it onto a
-    /// different route than the one whose auth rule we would apply (`/public/../admin`).
-    DotSegments,
 }
 
+/// `path` is a route path (`boundary::Target::route_path`).
 pub fn decide(config: &Config, path: &str) -> Destination {
-    if has_dot_segments(path) {
-        return Destination::DotSegments;
-    }
     if config
         .tickets
         .as_ref()
@@ -41,27 +37,9 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// Whether any segment is `.` or `..`, also when written with percent-encoded dots or
-/// slashes (`%2e%2e`, `..%2f`) or backslashes, which some servers treat as separators.
-fn has_dot_segments(path: &str) -> bool {
-    // Nearly every path has none of these bytes; only the rest pay for the normalising copy.
-    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
-        return false;
-    }
-    let lowered = path.to_ascii_lowercase();
-    let normalised = lowered
-        .replace("%2e", ".")
-        .replace("%2f", "/")
-        .replace("%5c", "/")
-        .replace('\\', "/");
-    normalised
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{has_dot_segments, prefix_matches};
+    use super::prefix_matches;
 
     #[test]
     fn prefixes_match_whole_segments() {
@@ -71,15 +49,5 @@ mod tests {
         assert!(!prefix_matches("/ws", "/wsx"));
         assert!(prefix_matches("/", "/anything"));
         assert!(prefix_matches("/", "/"));
-    }
-
-    #[test]
-    fn dot_segments_are_found_in_any_spelling() {
-        assert!(has_dot_segments("/public/../admin"));
-        assert!(has_dot_segments("/public/%2E%2e/admin"));
-        assert!(has_dot_segments("/public/..%2fadmin"));
-        assert!(has_dot_segments("/public/.\\admin"));
-        assert!(has_dot_segments("/./x"));
-        assert!(!has_dot_segments("/files/a..b/.hidden"));
     }
 }

@@ -1,14 +1,24 @@
-//! The ticket format: `tg1.<payload>.<tag>`, both parts base64url without padding.
+//! The ticket format: `tg2.<sealed>`, base64url without padding, where `sealed` is a
+//! 12-byte random nonce followed by AES-256-GCM-SIV (RFC 8452) over the payload, tag last.
 //!
 //! The payload is 16 random bytes (the ticket's identity in the store), the expiry as
-//! big-endian Unix seconds, and the caller's `Identity` as JSON. The tag is HMAC-SHA256 over
-//! `tg1.<payload>` with `tickets.secret_file`, checked in constant time. Tickets are minted
-//! without touching the store; replicas sharing the secret accept each other's tickets.
+//! big-endian Unix seconds, the 8-byte id of the process run that minted it, and the
+//! caller's `Identity` as JSON. Encrypting it means a proxy or CDN in front that logs URLs
+//! learns neither `sub` nor any claim; authenticating it means nothing in an unverified
+//! ticket is ever looked at.
 //!
-//! The `tg1.` prefix and the separate secret keep the two credentials apart: a ticket never
-//! parses as a JWT and a JWT never carries the prefix or the tag.
+//! The key is derived with HKDF-SHA256 from `tickets.secret_file`, so the file's bytes are
+//! never used as a cipher key directly. GCM-SIV is chosen for its nonce handling: random
+//! 96-bit nonces are fine at millions of tickets per key, and even a repeated nonce would
+//! only reveal that two tickets are equal (they never are: each holds a random id), where
+//! plain AES-GCM would lose its authenticity. Tickets are minted without touching the store;
+//! replicas sharing the secret accept each other's tickets.
+//!
+//! The `tg2.` prefix and the separate secret keep the two credentials apart: a ticket never
+//! parses as a JWT and a JWT never carries the prefix.
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hkdf;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,18 +26,25 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::auth::Identity;
 use crate::auth::error::TicketProblem;
 
-pub const PREFIX: &str = "tg1.";
+pub const PREFIX: &str = "tg2.";
 /// The contract's bound: a ticket fits any URL and any log redaction.
 pub const MAX_TICKET_CHARS: usize = 256;
 pub const ID_BYTES: usize = 16;
+pub const RUN_BYTES: usize = 8;
 const EXPIRY_BYTES: usize = 8;
+const TAG_BYTES: usize = 16;
+const KEY_SALT: &[u8] = b"ticketgate tickets";
+const KEY_INFO: &[u8] = b"tg2 aes-256-gcm-siv";
 
 pub type TicketId = [u8; ID_BYTES];
+/// Which run of a process minted a ticket: a store that forgets on restart refuses the rest.
+pub type RunId = [u8; RUN_BYTES];
 
-/// A ticket whose tag verified and which has not expired.
+/// A ticket whose seal opened and which has not expired.
 pub struct Ticket {
     pub id: TicketId,
     pub expires_at: u64,
+    pub run: RunId,
     pub identity: Identity,
 }
 
@@ -37,58 +54,96 @@ pub enum SealError {
     TooLarge,
     #[error("the system random generator failed")]
     Random,
+    #[error("the ticket cipher failed")]
+    Cipher,
 }
 
 pub struct Codec {
-    key: hmac::Key,
+    key: LessSafeKey,
     random: SystemRandom,
 }
 
 impl Codec {
     pub fn new(secret: &[u8]) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, KEY_SALT).extract(secret);
+        let okm = prk
+            .expand(&[KEY_INFO], &AES_256_GCM_SIV)
+            .expect("HKDF-SHA256 yields a 32-byte key");
         Codec {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            key: LessSafeKey::new(UnboundKey::from(okm)),
             random: SystemRandom::new(),
         }
     }
 
-    pub fn seal(&self, identity: &Identity, expires_at: u64) -> Result<String, SealError> {
-        let mut payload = vec![0u8; ID_BYTES];
+    /// A random value of `N` bytes from the system generator.
+    pub fn random<const N: usize>(&self) -> Result<[u8; N], SealError> {
+        let mut bytes = [0u8; N];
         self.random
-            .fill(&mut payload)
+            .fill(&mut bytes)
             .map_err(|_| SealError::Random)?;
-        payload.extend_from_slice(&expires_at.to_be_bytes());
-        serde_json::to_writer(&mut payload, identity).map_err(|_| SealError::TooLarge)?;
+        Ok(bytes)
+    }
+
+    pub fn seal(
+        &self,
+        identity: &Identity,
+        expires_at: u64,
+        run: &RunId,
+    ) -> Result<String, SealError> {
+        let nonce: [u8; NONCE_LEN] = self.random()?;
+        let id: TicketId = self.random()?;
+        let mut sealed = Vec::with_capacity(MAX_TICKET_CHARS);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&id);
+        sealed.extend_from_slice(&expires_at.to_be_bytes());
+        sealed.extend_from_slice(run);
+        serde_json::to_writer(&mut sealed, identity).map_err(|_| SealError::TooLarge)?;
+        let (_, payload) = sealed.split_at_mut(NONCE_LEN);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(PREFIX),
+                payload,
+            )
+            .map_err(|_| SealError::Cipher)?;
+        sealed.extend_from_slice(tag.as_ref());
         let mut ticket = String::with_capacity(MAX_TICKET_CHARS);
         ticket.push_str(PREFIX);
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut ticket);
-        let tag = hmac::sign(&self.key, ticket.as_bytes());
-        ticket.push('.');
-        URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut ticket);
+        URL_SAFE_NO_PAD.encode_string(&sealed, &mut ticket);
         if ticket.len() > MAX_TICKET_CHARS {
             return Err(SealError::TooLarge);
         }
         Ok(ticket)
     }
 
-    /// Verifies the tag first (nothing in an unverified ticket is looked at), then expiry.
+    /// Opens the seal first (nothing in an unauthenticated ticket is looked at), then checks
+    /// expiry.
     pub fn open(&self, ticket: &str, now: u64) -> Result<Ticket, TicketProblem> {
-        if ticket.len() > MAX_TICKET_CHARS || !ticket.starts_with(PREFIX) {
+        if ticket.len() > MAX_TICKET_CHARS {
             return Err(TicketProblem::Invalid);
         }
-        let (signed, tag) = ticket.rsplit_once('.').ok_or(TicketProblem::Invalid)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
+        let encoded = ticket.strip_prefix(PREFIX).ok_or(TicketProblem::Invalid)?;
+        let mut sealed = URL_SAFE_NO_PAD
+            .decode(encoded)
             .map_err(|_| TicketProblem::Invalid)?;
-        hmac::verify(&self.key, signed.as_bytes(), &tag).map_err(|_| TicketProblem::Invalid)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(&signed[PREFIX.len()..])
+        if sealed.len() < NONCE_LEN + TAG_BYTES {
+            return Err(TicketProblem::Invalid);
+        }
+        let (nonce, payload) = sealed.split_at_mut(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| TicketProblem::Invalid)?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(PREFIX), payload)
             .map_err(|_| TicketProblem::Invalid)?;
-        let (id, rest) = payload
+        let (id, rest) = plain
             .split_first_chunk::<ID_BYTES>()
             .ok_or(TicketProblem::Invalid)?;
-        let (expiry, identity) = rest
+        let (expiry, rest) = rest
             .split_first_chunk::<EXPIRY_BYTES>()
+            .ok_or(TicketProblem::Invalid)?;
+        let (run, identity) = rest
+            .split_first_chunk::<RUN_BYTES>()
             .ok_or(TicketProblem::Invalid)?;
         let expires_at = u64::from_be_bytes(*expiry);
         if now >= expires_at {
@@ -98,6 +153,7 @@ impl Codec {
         Ok(Ticket {
             id: *id,
             expires_at,
+            run: *run,
             identity,
         })
     }
@@ -106,6 +162,8 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const RUN: RunId = [3; RUN_BYTES];
 
     fn alice() -> Identity {
         Identity {
@@ -117,7 +175,7 @@ mod tests {
     #[test]
     fn a_sealed_ticket_opens_with_its_identity() {
         let codec = Codec::new(&[7; 32]);
-        let ticket = codec.seal(&alice(), 1_000).expect("seal");
+        let ticket = codec.seal(&alice(), 1_000, &RUN).expect("seal");
         assert!(ticket.starts_with(PREFIX) && ticket.len() <= MAX_TICKET_CHARS);
         assert!(
             ticket
@@ -130,17 +188,30 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_reveals_nothing_about_its_caller() {
+        let codec = Codec::new(&[7; 32]);
+        let ticket = codec.seal(&alice(), 1_000, &RUN).expect("seal");
+        let bytes = URL_SAFE_NO_PAD
+            .decode(&ticket[PREFIX.len()..])
+            .expect("base64url");
+        for needle in [&b"alice"[..], b"example.com", &1_000u64.to_be_bytes()] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        }
+        assert_eq!(codec.open(&ticket, 999).expect("open").run, RUN);
+    }
+
+    #[test]
     fn every_ticket_is_unique() {
         let codec = Codec::new(&[7; 32]);
-        let a = codec.seal(&alice(), 1_000).expect("seal");
-        let b = codec.seal(&alice(), 1_000).expect("seal");
+        let a = codec.seal(&alice(), 1_000, &RUN).expect("seal");
+        let b = codec.seal(&alice(), 1_000, &RUN).expect("seal");
         assert_ne!(a, b);
     }
 
     #[test]
     fn expiry_tampering_and_other_secrets_are_refused() {
         let codec = Codec::new(&[7; 32]);
-        let ticket = codec.seal(&alice(), 1_000).expect("seal");
+        let ticket = codec.seal(&alice(), 1_000, &RUN).expect("seal");
         assert!(matches!(
             codec.open(&ticket, 1_000),
             Err(TicketProblem::Expired)
@@ -161,7 +232,7 @@ mod tests {
             codec.open(&ticket[..ticket.len() - 4], 0),
             Err(TicketProblem::Invalid)
         ));
-        assert!(matches!(codec.open("tg1.", 0), Err(TicketProblem::Invalid)));
+        assert!(matches!(codec.open("tg2.", 0), Err(TicketProblem::Invalid)));
     }
 
     #[test]
@@ -171,6 +242,9 @@ mod tests {
             subject: "x".repeat(300),
             claims: Default::default(),
         };
-        assert!(matches!(codec.seal(&huge, 1_000), Err(SealError::TooLarge)));
+        assert!(matches!(
+            codec.seal(&huge, 1_000, &RUN),
+            Err(SealError::TooLarge)
+        ));
     }
 }

@@ -50,6 +50,11 @@ impl Store {
         }
     }
 
+    /// Whether used tickets are remembered across a restart of this process.
+    pub fn survives_restarts(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
     pub fn is_healthy(&self) -> bool {
         match self {
             Store::Memory(_) => true,

@@ -129,7 +129,7 @@ test("logs in, gets a ticket, opens the WebSocket through ticketgate and receive
   assert.match(await page.textContent("#steps"), /Got a ticket/);
   // On the wire and at the upstream.
   assert.equal(sockets.length, 1);
-  assert.match(sockets[0], /\/ws\/chat\?room=demo&ticket=tg1\./);
+  assert.match(sockets[0], /\/ws\/chat\?room=demo&ticket=tg2\./);
   const saw = await page.evaluate(() => window.demo.upstreamSaw);
   assert.deepEqual(saw, { uri: "/ws/chat?room=demo", subject: "alice", email: "alice@demo.test" });
   // Once the socket closes, the live access log shows its line with the ticket redacted.

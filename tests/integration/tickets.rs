@@ -108,6 +108,7 @@ async fn every_bad_ticket_is_refused_with_401() {
                 claims: Default::default(),
             },
             tokens::now() as u64 + 30,
+            &[0; 8],
         )
         .expect("seal");
     let cases = [
@@ -124,7 +125,7 @@ async fn every_bad_ticket_is_refused_with_401() {
             "ticket invalid",
         ),
         ("a JWT as ticket", jwt.clone(), "ticket invalid"),
-        ("garbage", "tg1.x.y".to_string(), "ticket invalid"),
+        ("garbage", "tg2.x.y".to_string(), "ticket invalid"),
     ];
     for (name, ticket, expected) in &cases {
         let (status, body) = connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
