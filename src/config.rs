@@ -19,6 +19,7 @@ use http::HeaderName;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 use crate::auth::keys::{self, VerifyKey};
+use crate::boundary;
 
 const DEFAULT_ISSUE_PATH: &str = "/ws-ticket";
 const DEFAULT_TICKET_TTL_SECONDS: u64 = 30;
@@ -375,7 +376,15 @@ fn issuer_config(
     let mut static_keys = Vec::new();
     if let Some(path) = &raw.secret_file {
         match keys::read_key_file(&resolve(base, path)) {
-            Ok(secret) => static_keys.push(keys::from_secret(&secret)),
+            Ok(secret) => {
+                check_secret_strength(
+                    &secret,
+                    &algorithms,
+                    &format!("{key}.secret_file"),
+                    problems,
+                );
+                static_keys.push(keys::from_secret(&secret));
+            }
             Err(e) => problems.add(format!("{key}.secret_file"), e),
         }
     }
@@ -392,13 +401,8 @@ fn issuer_config(
             Err(e) => problems.add(format!("{key}.jwks_file"), e),
         }
     }
-    if let Some(url) = &raw.jwks_url
-        && !is_http_url(url)
-    {
-        problems.add(
-            format!("{key}.jwks_url"),
-            format!("{url:?} is not an http:// or https:// URL"),
-        );
+    if let Some(url) = &raw.jwks_url {
+        check_jwks_url(url, &format!("{key}.jwks_url"), problems);
     }
     let has_source = raw.secret_file.is_some()
         || !raw.public_key_files.is_empty()
@@ -485,10 +489,50 @@ fn family_name(family: AlgorithmFamily) -> &'static str {
     }
 }
 
-fn is_http_url(url: &str) -> bool {
-    reqwest::Url::parse(url)
-        .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .unwrap_or(false)
+/// A secret shorter than the hash of an allowed HMAC algorithm is refused (RFC 7518 §3.2).
+fn check_secret_strength(
+    secret: &[u8],
+    algorithms: &[(usize, Algorithm)],
+    key: &str,
+    problems: &mut Problems,
+) {
+    for (_, alg) in algorithms {
+        if let Some(min) = keys::hmac_min_bytes(*alg)
+            && secret.len() < min
+        {
+            problems.add(
+                key,
+                format!("too short for {alg:?}: an HMAC secret needs at least {min} bytes"),
+            );
+        }
+    }
+}
+
+/// Keys fetched over plain HTTP could be swapped by anyone on the path, so `http://` is
+/// only for a JWKS server on this machine (a local identity provider or sidecar).
+fn check_jwks_url(url: &str, key: &str, problems: &mut Problems) {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        problems.add(key, format!("{url:?} is not an http:// or https:// URL"));
+        return;
+    };
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match parsed.scheme() {
+        _ if parsed.host().is_none() => {
+            problems.add(key, format!("{url:?} is not an http:// or https:// URL"));
+        }
+        "https" => {}
+        "http" if loopback => {}
+        "http" => problems.add(
+            key,
+            format!("{url:?} fetches keys over plain http: use https (http is for loopback only)"),
+        ),
+        _ => problems.add(key, format!("{url:?} is not an http:// or https:// URL")),
+    }
 }
 
 fn routes(
@@ -509,6 +553,14 @@ fn routes(
                 problems.add(
                     format!("{key}.prefix"),
                     format!("{:?} must be a path starting with '/'", route.prefix),
+                );
+            } else if !is_canonical(&route.prefix) {
+                problems.add(
+                    format!("{key}.prefix"),
+                    format!(
+                        "{:?} is not a canonical path (no escapes, `;`, `//` or dot segments): requests are matched in canonical form, so it would never match",
+                        route.prefix
+                    ),
                 );
             }
             if !seen.insert(route.prefix.trim_end_matches('/').to_string()) {
@@ -547,6 +599,11 @@ fn routes(
             })
         })
         .collect()
+}
+
+/// Whether requests can match `prefix`: routes compare canonical route paths.
+fn is_canonical(prefix: &str) -> bool {
+    boundary::read(prefix.as_bytes(), false).is_ok_and(|t| t.route_path == prefix)
 }
 
 fn tickets_config(raw: file::Tickets, base: &Path, problems: &mut Problems) -> TicketsConfig {

@@ -16,7 +16,8 @@
 //! - `auth`: bearer JWTs, their keys and JWK Sets, and why a credential is refused.
 //! - `tickets`: WebSocket tickets, minted statelessly and redeemed once (memory or Redis).
 //! - `redact` and `query`: what of a URL may be logged, and query-string parsing.
-//! - `access_log`, `metrics`, `admin`: what operators see.
+//! - `access_log`, `metrics`, `admin`: what operators see; `log_filter`: what the error
+//!   log may never print.
 //! - `demo`: `ticketgate demo`, the whole flow with a built-in upstream, development
 //!   identity provider and page.
 //!
@@ -35,6 +36,7 @@ pub mod boundary;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod log_filter;
 pub mod metrics;
 pub mod proxy;
 pub mod query;

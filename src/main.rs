@@ -126,28 +126,16 @@ fn probe(url: &str) -> ExitCode {
     }
 }
 
-/// `TICKETGATE_LOG` sets the level (default `info`). Pingora's and the HTTP libraries'
-/// modules are held at `info` whatever it says: their `debug`/`trace` lines dump request
-/// headers, `Authorization` and ticket URLs included.
+/// `TICKETGATE_LOG` sets the level (default `info`); see `ticketgate::log_filter` for why
+/// Pingora's, the HTTP libraries' and Redis's modules never go below `info`.
 fn init_logging() {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(log::LevelFilter::Info);
-    if let Ok(spec) = std::env::var("TICKETGATE_LOG") {
-        builder.parse_filters(&spec);
-    }
-    for chatty in [
-        "pingora",
-        "pingora_core",
-        "pingora_proxy",
-        "pingora_http",
-        "h2",
-        "hyper",
-        "hyper_util",
-        "reqwest",
-        "redis",
-        "rustls",
-    ] {
+    for chatty in ticketgate::log_filter::CHATTY {
         builder.filter_module(chatty, log::LevelFilter::Info);
+    }
+    if let Ok(spec) = std::env::var("TICKETGATE_LOG") {
+        builder.parse_filters(&ticketgate::log_filter::capped(&spec));
     }
     builder.init();
 }

@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// One key a token may be verified with.
@@ -17,14 +18,30 @@ pub struct VerifyKey {
     /// The JWK's own `alg`, when it pins one; otherwise any allowed algorithm of the family.
     pub alg: Option<Algorithm>,
     pub key: DecodingKey,
+    /// An HMAC secret's length in bytes, which decides the algorithms it is strong enough for.
+    pub secret_len: Option<usize>,
 }
 
 impl VerifyKey {
-    /// Whether this key may verify a token signed with `alg`: same family, and the JWK's own
-    /// `alg` (when it has one) agrees. This is what stops an HS256 token being checked
-    /// against an RSA public key used as an HMAC secret.
+    /// Whether this key may verify a token signed with `alg`: same family, the JWK's own
+    /// `alg` (when it has one) agrees, and an HMAC secret is at least as long as the hash.
+    /// The family check is what stops an HS256 token being checked against an RSA public key
+    /// used as an HMAC secret.
     pub fn accepts(&self, alg: Algorithm) -> bool {
-        self.key.family() == alg.family() && self.alg.is_none_or(|pinned| pinned == alg)
+        self.key.family() == alg.family()
+            && self.alg.is_none_or(|pinned| pinned == alg)
+            && hmac_min_bytes(alg).is_none_or(|min| self.secret_len.unwrap_or(0) >= min)
+    }
+}
+
+/// RFC 7518 §3.2: an HMAC key shorter than the hash output weakens it; such keys are
+/// refused, not merely warned about.
+pub fn hmac_min_bytes(alg: Algorithm) -> Option<usize> {
+    match alg {
+        Algorithm::HS256 => Some(32),
+        Algorithm::HS384 => Some(48),
+        Algorithm::HS512 => Some(64),
+        _ => None,
     }
 }
 
@@ -71,6 +88,7 @@ pub fn from_secret(secret: &[u8]) -> VerifyKey {
         kid: None,
         alg: None,
         key: DecodingKey::from_secret(secret),
+        secret_len: Some(secret.len()),
     }
 }
 
@@ -86,6 +104,7 @@ pub fn from_pem(pem: &[u8], path: &Path) -> Result<VerifyKey, KeyError> {
         kid: None,
         alg: None,
         key,
+        secret_len: None,
     })
 }
 
@@ -117,9 +136,19 @@ fn usable_jwk(raw: serde_json::Value) -> Option<VerifyKey> {
         None => None,
     };
     let key = DecodingKey::from_jwk(&jwk).ok()?;
+    let secret_len = match &jwk.algorithm {
+        AlgorithmParameters::OctetKey(oct) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(oct.value.trim_end_matches('='))
+                .ok()?
+                .len(),
+        ),
+        _ => None,
+    };
     Some(VerifyKey {
         kid: jwk.common.key_id,
         alg,
         key,
+        secret_len,
     })
 }

@@ -24,6 +24,8 @@ use super::store::StoreError;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 const PING_EVERY: Duration = Duration::from_secs(1);
+/// A redemption's whole wait on Redis, a reconnection and its retry included.
+const REDEEM_DEADLINE: Duration = Duration::from_millis(1500);
 /// Replicas' clocks differ a little: keep a used id a bit past its ticket's expiry.
 const CLOCK_SKEW_MS: u64 = 5_000;
 const KEY_PREFIX: &str = "ticketgate:used:";
@@ -49,6 +51,10 @@ impl RedisStore {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// One `SET NX`. A connection found broken (Redis restarted since this thread last used
+    /// it) is reconnected and the command sent once more, within `REDEEM_DEADLINE`, so that
+    /// a store `/readyz` reports as up also redeems. Should the first `SET` have landed
+    /// before its answer was lost, the retry sees the ticket as used: fail closed.
     pub async fn consume(
         &self,
         id: &TicketId,
@@ -60,13 +66,21 @@ impl RedisStore {
         let keep_ms = expires_at.saturating_sub(now) * 1000 + CLOCK_SKEW_MS;
         let mut set = redis::cmd("SET");
         set.arg(key).arg(1).arg("NX").arg("PX").arg(keep_ms);
-        // The connection manager's response timeout bounds the wait.
-        match set.query_async::<Option<String>>(&mut connection).await {
-            Ok(reply) => {
+        let attempts = async {
+            match set.query_async::<Option<String>>(&mut connection).await {
+                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                    set.query_async::<Option<String>>(&mut connection).await
+                }
+                answer => answer,
+            }
+        };
+        match tokio::time::timeout(REDEEM_DEADLINE, attempts).await {
+            Ok(Ok(reply)) => {
                 self.healthy.store(true, Ordering::Relaxed);
                 Ok(reply.is_some())
             }
-            Err(e) => Err(self.down(format!("{:?}", e.kind()))),
+            Ok(Err(e)) => Err(self.down(format!("{:?}", e.kind()))),
+            Err(_) => Err(self.down("no answer in time".to_string())),
         }
     }
 

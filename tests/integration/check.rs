@@ -111,6 +111,24 @@ fn each_mistake_names_its_key() {
             "jwt.issuers[0].jwks_url",
         ),
         (
+            "HMAC secret shorter than its hash",
+            GOOD.replace("hs.secret", "short.secret"),
+            "jwt.issuers[0].secret_file: too short for HS256: an HMAC secret needs at least 32 bytes",
+        ),
+        (
+            "JWKS over plain http to another host",
+            GOOD.replace(
+                "      secret_file:",
+                "      jwks_url: \"http://auth.example.com/jwks\"\n      secret_file:",
+            ),
+            "jwt.issuers[0].jwks_url: \"http://auth.example.com/jwks\" fetches keys over plain http",
+        ),
+        (
+            "prefix that no canonical path equals",
+            GOOD.replace("prefix: /", "prefix: /%61pi"),
+            "routes[0].prefix: \"/%61pi\" is not a canonical path",
+        ),
+        (
             "bad auth",
             GOOD.replace("auth: jwt", "auth: jwtt"),
             r#"routes[0].auth: unknown auth "jwtt""#,

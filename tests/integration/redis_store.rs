@@ -82,3 +82,28 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
         .await;
     gate.assert_never_printed(&[&jwt, &held, &fresh]);
 }
+
+/// A worker whose connection was used before Redis restarted reconnects and retries within
+/// the redemption: once `/readyz` says 200, the first redemption works too.
+#[tokio::test]
+async fn a_redis_restart_costs_no_redemption() {
+    let mut redis = Redis::start().await;
+    let upstream = upstream::echo().await;
+    let gate = replica(upstream.addr, &redis).await;
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    let before = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
+    connect(gate.port, &format!("/ws?ticket={before}"), &[])
+        .await
+        .expect("the worker's connection is in use");
+    let after = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
+
+    redis.stop();
+    redis.restart().await;
+    gate.wait_for_readyz(200).await;
+    connect(gate.port, &format!("/ws?ticket={after}"), &[])
+        .await
+        .expect("the first redemption after the restart");
+    gate.assert_metrics(&["ticketgate_tickets_redeemed_total 2"])
+        .await;
+    gate.assert_never_printed(&[&jwt, &before, &after]);
+}
