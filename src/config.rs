@@ -20,6 +20,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 use crate::auth::keys::{self, VerifyKey};
 use crate::boundary;
+use crate::limits::Limits;
 
 const DEFAULT_ISSUE_PATH: &str = "/ws-ticket";
 const DEFAULT_TICKET_TTL_SECONDS: u64 = 30;
@@ -30,6 +31,8 @@ const DEFAULT_LEEWAY_SECONDS: u64 = 60;
 const DEFAULT_TOKEN_CACHE_SIZE: usize = 10_000;
 const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 const DEFAULT_WEBSOCKET_IDLE_SECONDS: u64 = 3600;
+const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 10;
+const DEFAULT_KEEPALIVE_TIMEOUT_SECONDS: u64 = 60;
 
 /// The validated configuration: every address parsed, every key file read and parsed.
 pub struct Config {
@@ -46,6 +49,7 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     pub websocket: WebsocketConfig,
     pub access_log: AccessLogTarget,
+    pub limits: Limits,
 }
 
 pub struct JwtConfig {
@@ -279,6 +283,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
         problems.add("websocket.idle_timeout_seconds", "must be at least 1");
     }
     let access_log = access_log_target(raw.access_log.path, base, &mut problems);
+    let limits = limits(&raw.limits, &mut problems);
 
     let (Some(listen), Some(admin_listen)) = (listen, admin_listen) else {
         return Err(problems.0);
@@ -302,7 +307,30 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
         cors_allowed_origins,
         websocket,
         access_log,
+        limits,
     })
+}
+
+fn limits(raw: &file::Limits, problems: &mut Problems) -> Limits {
+    let mut seconds = |value: Option<u64>, default, key| {
+        let value = value.unwrap_or(default);
+        if value == 0 {
+            problems.add(key, "must be at least 1");
+        }
+        Duration::from_secs(value)
+    };
+    Limits {
+        header_timeout: seconds(
+            raw.header_timeout_seconds,
+            DEFAULT_HEADER_TIMEOUT_SECONDS,
+            "limits.header_timeout_seconds",
+        ),
+        keepalive_timeout: seconds(
+            raw.keepalive_timeout_seconds,
+            DEFAULT_KEEPALIVE_TIMEOUT_SECONDS,
+            "limits.keepalive_timeout_seconds",
+        ),
+    }
 }
 
 fn socket_addr(value: &str, key: &str, problems: &mut Problems) -> Option<SocketAddr> {

@@ -8,7 +8,8 @@
 //! # Layout
 //! - `config`: the YAML file, validated whole before anything starts.
 //! - `server`: assembles Pingora's services from the config; `drain` ends a graceful
-//!   shutdown as soon as no request is left.
+//!   shutdown as soon as no request is left; `limits` gives every connection the header and
+//!   keep-alive deadlines Pingora lacks.
 //! - `boundary`: the one reading of a request target (canonical path, refused forms) that
 //!   routing, forwarding and logging share.
 //! - `proxy`: the request's life, one hook per step (`proxy/route`, `proxy/authenticate`,
@@ -36,6 +37,7 @@ pub mod boundary;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod limits;
 pub mod log_filter;
 pub mod metrics;
 pub mod proxy;

@@ -39,6 +39,7 @@ use crate::auth::jwt::JwtVerifier;
 use crate::boundary::{self, Target};
 use crate::config::{AuthMode, Config};
 use crate::drain::{InFlight, InFlightGuard};
+use crate::limits;
 use crate::metrics::Metrics;
 use crate::redact::Shapes;
 use crate::tickets::{Tickets, codec};
@@ -191,6 +192,18 @@ impl ProxyHttp for TicketGate {
         }
     }
 
+    /// The header is complete: the connection's header deadline no longer applies.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(phase) = limits::phase(session) {
+            phase.open();
+        }
+        Ok(())
+    }
+
     /// Reads the target, routes it and checks its credentials; answers the request here when
     /// it may not pass or is addressed to ticketgate itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -306,6 +319,9 @@ impl ProxyHttp for TicketGate {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(phase) = limits::phase(session) {
+            phase.idle();
+        }
         if ctx.upgraded {
             self.metrics.websocket_closed();
         }

@@ -17,6 +17,7 @@ use crate::auth::jwks::IssuerKeys;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
 use crate::drain::{Drain, InFlight};
+use crate::limits::Bounded;
 use crate::metrics::Metrics;
 use crate::proxy::TicketGate;
 use crate::tickets::Tickets;
@@ -61,8 +62,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         access_log: access_log.clone(),
         in_flight: in_flight.clone(),
     };
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "ticketgate");
+    let proxy = Bounded {
+        inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, gate)),
+        limits: config.limits,
+    };
+    let mut proxy = Service::new("ticketgate".to_string(), proxy);
     proxy.add_tcp(&config.listen.to_string());
 
     let mut admin = Service::new(

@@ -23,6 +23,8 @@ pub struct File {
     pub websocket: Websocket,
     #[serde(default)]
     pub access_log: AccessLog,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,4 +102,11 @@ pub struct Websocket {
 #[serde(deny_unknown_fields)]
 pub struct AccessLog {
     pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub header_timeout_seconds: Option<u64>,
+    pub keepalive_timeout_seconds: Option<u64>,
 }

@@ -5,8 +5,10 @@ mod common;
 
 mod admin;
 mod check;
+mod hardening;
 mod jwks;
 mod jwt;
+mod limits;
 mod logs;
 mod redis_store;
 mod routing;

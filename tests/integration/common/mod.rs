@@ -1,6 +1,7 @@
 //! The test harness: real servers on ephemeral loopback ports, and ticketgate itself run as
 //! the built binary so that every byte it prints can be checked for leaked credentials.
 
+pub mod raw;
 pub mod redis;
 pub mod secrets;
 pub mod tokens;
@@ -63,6 +64,17 @@ impl Gate {
     }
 
     pub fn spawn(body: &str) -> Gate {
+        Gate::spawn_with_env(body, &[])
+    }
+
+    /// Starts ticketgate with extra environment variables (`TICKETGATE_LOG`, say).
+    pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gate {
+        let gate = Gate::spawn_with_env(body, env);
+        gate.wait_until_serving().await;
+        gate
+    }
+
+    pub fn spawn_with_env(body: &str, env: &[(&str, &str)]) -> Gate {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let admin_port = free_port();
@@ -77,6 +89,7 @@ impl Gate {
         let child = Command::new(env!("CARGO_BIN_EXE_ticketgate"))
             .args(["run", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .spawn()
@@ -248,7 +261,7 @@ pub fn check(config: &Path) -> (bool, String) {
 
 /// The upstream and one issuer (`https://auth.test/`, audience `chat-api`) whose algorithms
 /// and key sources are `issuer_keys` (YAML lines indented for the issuer entry).
-fn upstream_and_issuer(upstream: std::net::SocketAddr, issuer_keys: &str) -> String {
+pub fn upstream_and_issuer(upstream: std::net::SocketAddr, issuer_keys: &str) -> String {
     format!(
         r#"upstream: "{upstream}"
 shutdown_grace_seconds: 1

@@ -1,0 +1,51 @@
+//! HTTP over a bare TCP socket, for requests no well-behaved client library would send:
+//! odd request targets, HTTP/1.0 upgrades, trickled headers.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a raw exchange waits for the server to finish answering.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Sends `request` on a new connection and returns everything the server sent until it
+/// closed the connection (or `ANSWER_DEADLINE` passed).
+pub async fn exchange(port: u16, request: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    read_until_closed(&mut stream, ANSWER_DEADLINE).await.0
+}
+
+/// Reads until the peer closes; returns what was read and whether it closed in time.
+pub async fn read_until_closed(stream: &mut TcpStream, deadline: Duration) -> (String, bool) {
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(deadline, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&seen).into_owned(), closed)
+}
+
+/// The status code of a raw HTTP response (0 when there is none).
+pub fn status(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A `GET` of `target` with `Connection: close` and extra header lines (each ending `\r\n`).
+pub fn get(target: &str, extra: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: gate.test\r\n{extra}Connection: close\r\n\r\n")
+}
