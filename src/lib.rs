@@ -19,6 +19,8 @@
 //! - `redact` and `query`: what of a URL may be logged, and query-string parsing.
 //! - `access_log`, `metrics`, `admin`: what operators see; `log_filter`: what the error
 //!   log may never print.
+//! - `fuzzing`: the attacker-facing parsers with their invariants, for `fuzz/` and its
+//!   corpus replay.
 //! - `demo`: `ticketgate demo`, the whole flow with a built-in upstream, development
 //!   identity provider and page.
 //!
@@ -37,6 +39,7 @@ pub mod boundary;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod fuzzing;
 pub mod limits;
 pub mod log_filter;
 pub mod metrics;

@@ -114,4 +114,11 @@ mod tests {
             Some("/x?y")
         );
     }
+
+    #[test]
+    fn every_rewritten_target_is_a_valid_uri() {
+        let odd_query = "//a?q={x}|^`\"<>[]%zz&ticket=t";
+        let target = forwarded(odd_query, AuthMode::Jwt).expect("rewritten");
+        assert!(http::Uri::try_from(target.as_str()).is_ok(), "{target}");
+    }
 }

@@ -39,7 +39,10 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy;
+
     use super::prefix_matches;
+    use crate::boundary;
 
     #[test]
     fn prefixes_match_whole_segments() {
@@ -49,5 +52,71 @@ mod tests {
         assert!(!prefix_matches("/ws", "/wsx"));
         assert!(prefix_matches("/", "/anything"));
         assert!(prefix_matches("/", "/"));
+    }
+
+    /// An upstream that normalises as hard as any: strips `;parameters` first (as servlet
+    /// containers do), decodes every escape, treats `\\` and a decoded `/` as separators,
+    /// resolves dot segments and merges slashes. Whatever ticketgate lets through must reach
+    /// the same route there as in ticketgate.
+    fn upstream_reading(raw_path: &str) -> String {
+        let stripped: Vec<&str> = raw_path
+            .split('/')
+            .map(|segment| segment.split(';').next().unwrap_or_default())
+            .collect();
+        let decoded = percent_encoding::percent_decode_str(&stripped.join("/"))
+            .decode_utf8_lossy()
+            .replace('\\', "/");
+        let mut resolved: Vec<&str> = Vec::new();
+        for segment in decoded.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    resolved.pop();
+                }
+                other => resolved.push(other),
+            }
+        }
+        let trailing = if decoded.ends_with('/') && !resolved.is_empty() {
+            "/"
+        } else {
+            ""
+        };
+        format!("/{}{trailing}", resolved.join("/"))
+    }
+
+    const PREFIXES: [&str; 4] = ["/api", "/ws", "/public/x", "/"];
+
+    fn first_match(path: &str) -> Option<usize> {
+        PREFIXES.iter().position(|p| prefix_matches(p, path))
+    }
+
+    fn segment() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::sample::select(vec![
+            "api", "ws", "public", "x", "a", ".", "..", "%2e", "%2E%2e", ".%2e", "%61pi", "%77s",
+            "%2F", "%2f", "%5C", "\\", ";v=1", "..;", "..;x", "api;v", "", "%3B", "%25", "%2561pi",
+            "%41", "~", "%7E", "%00", "%", "%4", "a%20b",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn what_passes_reaches_the_same_route_upstream(
+            segments in proptest::collection::vec(segment(), 0..6),
+            trailing in proptest::bool::ANY,
+        ) {
+            let raw = format!("/{}{}", segments.join("/"), if trailing { "/" } else { "" });
+            if let Ok(target) = boundary::read(raw.as_bytes(), false) {
+                let upstream = upstream_reading(&raw);
+                proptest::prop_assert_eq!(
+                    first_match(&target.route_path),
+                    first_match(&upstream),
+                    "{} routes as {} here and {} upstream", raw, target.route_path, upstream
+                );
+                // What the upstream is sent reads the same way again.
+                let sent = boundary::read(target.path.as_bytes(), false);
+                proptest::prop_assert!(sent.is_ok_and(|again| again.route_path == target.route_path));
+            }
+        }
     }
 }

@@ -1,0 +1,126 @@
+//! Entry points for the parsers that see attacker bytes, each asserting what must hold for
+//! any input. `fuzz/` drives them with cargo fuzz (nightly); on stable the unit test below
+//! replays every corpus file through the same functions, so CI checks the corpus either way.
+
+use std::sync::LazyLock;
+
+use pingora::http::RequestHeader;
+
+use crate::redact::Shapes;
+use crate::tickets::codec::{self, Codec};
+use crate::{auth, boundary, query, redact};
+
+const SHAPES: Shapes = Shapes {
+    ticket_param: "ticket",
+    ticket_prefix: codec::PREFIX,
+};
+
+/// A target that is accepted reads back as itself: its canonical path is canonical, has no
+/// dot segment, and routes the same way when read again.
+pub fn boundary_read(data: &[u8]) {
+    for is_options in [false, true] {
+        let Ok(target) = boundary::read(data, is_options) else {
+            continue;
+        };
+        assert!(
+            !target.route_path.split('/').any(|s| s == "." || s == ".."),
+            "dot segment in {}",
+            target.route_path
+        );
+        if target.path != "*" {
+            let again = boundary::read(target.path.as_bytes(), false)
+                .unwrap_or_else(|e| panic!("canonical {} refused: {e}", target.path));
+            assert_eq!(again.route_path, target.route_path);
+            assert!(!again.rewritten, "{} is not canonical", target.path);
+        }
+    }
+}
+
+/// A query without the ticket parameter has none left, and keeps every other pair.
+pub fn query_without(data: &[u8]) {
+    let Ok(query) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = query::single_value(Some(query), "ticket");
+    let others = query::pairs(query).filter(|p| p.name() != "ticket").count();
+    match query::without(query, "ticket") {
+        Some(kept) => {
+            assert!(matches!(
+                query::single_value(Some(&kept), "ticket"),
+                Ok(None)
+            ));
+            assert_eq!(query::pairs(&kept).count(), others);
+        }
+        None => assert_eq!(others, 0),
+    }
+}
+
+/// Redaction is a fixed point: what it leaves holds nothing it would redact.
+pub fn redact_target(data: &[u8]) {
+    let Ok(target) = std::str::from_utf8(data) else {
+        return;
+    };
+    let once = redact::target(target, &SHAPES);
+    assert_eq!(redact::target(&once, &SHAPES), once);
+}
+
+static CODEC: LazyLock<Codec> = LazyLock::new(|| Codec::new(&[7; 32]));
+
+/// No input opens as a ticket without the key, and none panics the opener.
+pub fn ticket_open(data: &[u8]) {
+    let Ok(ticket) = std::str::from_utf8(data) else {
+        return;
+    };
+    assert!(CODEC.open(ticket, 0).is_err(), "forged a ticket");
+}
+
+/// Any `Authorization` value yields no token, a refusal, or a bounded non-empty token.
+pub fn bearer_token(data: &[u8]) {
+    let Ok(mut header) = RequestHeader::build("GET", b"/", None) else {
+        return;
+    };
+    if header
+        .insert_header(http::header::AUTHORIZATION, data)
+        .is_err()
+    {
+        return;
+    }
+    if let Ok(Some(token)) = auth::bearer_token(&header) {
+        assert!(!token.is_empty() && token.len() <= auth::MAX_TOKEN_BYTES);
+        assert_eq!(token.trim(), token);
+    }
+}
+
+/// One fuzz target: attacker bytes in, a panic when an invariant breaks.
+pub type Target = fn(&[u8]);
+
+/// The fuzz targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
+pub const TARGETS: [(&str, Target); 5] = [
+    ("boundary_read", boundary_read),
+    ("query_without", query_without),
+    ("redact_target", redact_target),
+    ("ticket_open", ticket_open),
+    ("bearer_token", bearer_token),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::TARGETS;
+
+    #[test]
+    fn every_corpus_file_passes_its_target() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        for (name, target) in TARGETS {
+            let folder = corpus.join(name);
+            let entries =
+                std::fs::read_dir(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display()));
+            let mut replayed = 0;
+            for entry in entries {
+                let path = entry.expect("corpus entry").path();
+                target(&std::fs::read(&path).expect("corpus file"));
+                replayed += 1;
+            }
+            assert!(replayed > 0, "{name} has no corpus");
+        }
+    }
+}
