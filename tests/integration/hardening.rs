@@ -375,9 +375,16 @@ async fn debug_directives_for_pingora_modules_cannot_dump_headers() {
     let ticket = ws::ticket(&gate.url("/ws-ticket"), &token).await;
     let answer = raw::exchange(gate.port, &raw::get("/api/x", &bearer(&token))).await;
     assert_eq!(raw::status(&answer), 200);
+    // `auth: none` passes both on: Pingora's debug dump of the upstream request would show them.
+    let public = format!("/public?ticket={ticket}");
+    let answer = raw::exchange(gate.port, &raw::get(&public, &bearer(&token))).await;
+    assert_eq!(
+        report(&answer)["headers"]["authorization"],
+        json!([format!("Bearer {token}")])
+    );
     connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
         .await
         .expect("upgrade");
-    gate.wait_for_log_lines(3).await;
+    gate.wait_for_log_lines(4).await;
     gate.assert_never_printed(&[&token, &ticket, &token[..40]]);
 }
