@@ -116,6 +116,22 @@ impl TicketGate {
         }
     }
 
+    /// The boundary, then the route and its rule: `None` when the request may go upstream,
+    /// with the target it is to be sent in `ctx.upstream_target`.
+    async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<Reply> {
+        let target = match boundary::read(req.raw_path(), req.method == Method::OPTIONS) {
+            Ok(target) => target,
+            Err(refused) => return Some(Rejection::BadTarget(refused).into()),
+        };
+        ctx.destination = route::decide(&self.config, &target.route_path);
+        ctx.websocket = authenticate::wants_websocket(req);
+        let reply = self.answer(req, &target, ctx).await;
+        if reply.is_none() {
+            ctx.upstream_target = forward::upstream_target(&target, ctx.auth, self.ticket_param());
+        }
+        reply
+    }
+
     /// The answer ticketgate gives itself, or `None` when the request may go upstream.
     async fn answer(
         &self,
@@ -207,19 +223,7 @@ impl ProxyHttp for TicketGate {
     /// Reads the target, routes it and checks its credentials; answers the request here when
     /// it may not pass or is addressed to ticketgate itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let req = session.req_header();
-        let reply = match boundary::read(req.raw_path(), req.method == Method::OPTIONS) {
-            Err(refused) => Some(Rejection::BadTarget(refused).into()),
-            Ok(target) => {
-                ctx.destination = route::decide(&self.config, &target.route_path);
-                ctx.websocket = authenticate::wants_websocket(req);
-                let reply = self.answer(req, &target, ctx).await;
-                ctx.upstream_target =
-                    forward::upstream_target(&target, ctx.auth, self.ticket_param());
-                reply
-            }
-        };
-        let Some(reply) = reply else {
+        let Some(reply) = self.admit(session.req_header(), ctx).await else {
             if ctx.websocket {
                 // Pingora's 60 s downstream read timeout also applies to upgraded bytes.
                 let idle = self.config.websocket.idle_timeout;
