@@ -2,8 +2,6 @@
 //! an upgrade (`store`: in memory or in Redis).
 
 pub mod codec;
-pub mod memory;
-pub mod redis;
 pub mod store;
 
 use std::sync::Arc;
@@ -11,10 +9,16 @@ use std::time::Duration;
 
 use crate::auth::Identity;
 use crate::auth::error::TicketProblem;
-use crate::config::TicketsConfig;
+use crate::config::{StoreConfig, TicketsConfig};
 use crate::metrics::Metrics;
 use codec::{Codec, RunId, SealError};
-use store::{Store, StoreError};
+use store::memory::MemoryStore;
+use store::redis::RedisStore;
+use store::{StoreError, UsedTickets};
+
+/// Used ids one process remembers at most (some 40 MB); a million redemptions within one
+/// ticket lifetime is far beyond one sidecar.
+const MEMORY_CAPACITY: usize = 1_000_000;
 
 pub struct Tickets {
     codec: Codec,
@@ -22,7 +26,7 @@ pub struct Tickets {
     /// used tickets on restart (memory) accepts only this run's tickets, so a ticket used
     /// before a restart cannot be replayed after it.
     run: RunId,
-    store: Store,
+    store: Box<dyn UsedTickets>,
     ttl: Duration,
     metrics: Arc<Metrics>,
 }
@@ -55,6 +59,13 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn used_tickets(config: &StoreConfig) -> Result<Box<dyn UsedTickets>, StoreError> {
+    Ok(match config {
+        StoreConfig::Memory => Box::new(MemoryStore::new(MEMORY_CAPACITY)),
+        StoreConfig::Redis(url) => Box::new(RedisStore::new(url)?),
+    })
+}
+
 impl Tickets {
     pub fn new(config: &TicketsConfig, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let codec = Codec::new(&config.secret);
@@ -64,7 +75,7 @@ impl Tickets {
         Ok(Tickets {
             codec,
             run,
-            store: Store::new(&config.store)?,
+            store: used_tickets(&config.store)?,
             ttl: config.ttl,
             metrics,
         })

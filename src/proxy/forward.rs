@@ -128,7 +128,10 @@ mod tests {
                 continue;
             };
             let sent = upstream_target(&target, AuthMode::Jwt, "ticket").expect("rewritten");
-            assert!(http::Uri::try_from(sent.as_str()).is_ok(), "{raw} -> {sent}");
+            assert!(
+                http::Uri::try_from(sent.as_str()).is_ok(),
+                "{raw} -> {sent}"
+            );
         }
     }
 }

@@ -1,17 +1,14 @@
-//! Where redeemed tickets are remembered, so each works once: in this process, or in Redis
-//! when several replicas share tickets.
+//! Where redeemed tickets are remembered, so each works once: the `UsedTickets` trait, with
+//! its backends beneath it — in this process (`memory`), or in Redis (`redis`) when several
+//! replicas share tickets. Backends know nothing of each other or of who picks them; the
+//! clock is passed in, so expiry is tested without waiting.
 
-use std::time::Duration;
+pub mod memory;
+pub mod redis;
+
+use async_trait::async_trait;
 
 use super::codec::TicketId;
-use super::memory::MemoryStore;
-use super::redis::RedisStore;
-use crate::config::StoreConfig;
-
-/// Used ids one process remembers at most (some 40 MB); a million redemptions within one
-/// ticket lifetime is far beyond one sidecar.
-const MEMORY_CAPACITY: usize = 1_000_000;
-const PURGE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,54 +20,21 @@ pub enum StoreError {
     Poisoned,
 }
 
-pub enum Store {
-    Memory(MemoryStore),
-    Redis(RedisStore),
-}
-
-impl Store {
-    pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
-        Ok(match config {
-            StoreConfig::Memory => Store::Memory(MemoryStore::new(MEMORY_CAPACITY)),
-            StoreConfig::Redis(url) => Store::Redis(RedisStore::new(url)?),
-        })
-    }
-
+/// The used-ticket store.
+#[async_trait]
+pub trait UsedTickets: Send + Sync {
     /// Marks the ticket used: `Ok(true)` for the one redemption that wins, `Ok(false)` for a
-    /// replay, `Err` when the store cannot answer (the caller fails closed).
-    pub async fn consume(
-        &self,
-        id: &TicketId,
-        expires_at: u64,
-        now: u64,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(store) => store.consume(id, expires_at, now),
-            Store::Redis(store) => store.consume(id, expires_at, now).await,
-        }
-    }
+    /// replay, `Err` when the store cannot answer (the caller fails closed). `now` and
+    /// `expires_at` are Unix seconds.
+    async fn consume(&self, id: &TicketId, expires_at: u64, now: u64) -> Result<bool, StoreError>;
+
+    /// Whether the store is known to answer, without asking it now.
+    fn is_healthy(&self) -> bool;
 
     /// Whether used tickets are remembered across a restart of this process.
-    pub fn survives_restarts(&self) -> bool {
-        matches!(self, Store::Redis(_))
-    }
-
-    pub fn is_healthy(&self) -> bool {
-        match self {
-            Store::Memory(_) => true,
-            Store::Redis(store) => store.is_healthy(),
-        }
-    }
+    fn survives_restarts(&self) -> bool;
 
     /// The store's background work, run until shutdown: purging expired ids from memory, or
     /// keeping the Redis connection and its health current.
-    pub async fn maintain(&self) {
-        match self {
-            Store::Memory(store) => loop {
-                tokio::time::sleep(PURGE_EVERY).await;
-                store.purge(super::unix_now());
-            },
-            Store::Redis(store) => store.keep_connected().await,
-        }
-    }
+    async fn maintain(&self);
 }

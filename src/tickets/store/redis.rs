@@ -19,8 +19,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::codec::TicketId;
-use super::store::StoreError;
+use async_trait::async_trait;
+
+use super::{StoreError, UsedTickets};
+use crate::tickets::codec::TicketId;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -47,20 +49,11 @@ impl RedisStore {
         })
     }
 
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
     /// One `SET NX`. A connection found broken (Redis restarted since this thread last used
     /// it) is reconnected and the command sent once more, within `REDEEM_DEADLINE`, so that
     /// a store `/readyz` reports as up also redeems. Should the first `SET` have landed
     /// before its answer was lost, the retry sees the ticket as used: fail closed.
-    pub async fn consume(
-        &self,
-        id: &TicketId,
-        expires_at: u64,
-        now: u64,
-    ) -> Result<bool, StoreError> {
+    async fn set_nx(&self, id: &TicketId, expires_at: u64, now: u64) -> Result<bool, StoreError> {
         let mut connection = self.connection()?;
         let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(id));
         let keep_ms = expires_at.saturating_sub(now) * 1000 + CLOCK_SKEW_MS;
@@ -110,14 +103,6 @@ impl RedisStore {
         Ok(connection)
     }
 
-    /// Pings every second until the process ends, keeping `healthy` current.
-    pub async fn keep_connected(&self) {
-        loop {
-            self.ping().await;
-            tokio::time::sleep(PING_EVERY).await;
-        }
-    }
-
     async fn ping(&self) {
         let answer = match self.connection() {
             Ok(mut connection) => redis::cmd("PING")
@@ -135,6 +120,29 @@ impl RedisStore {
             Err(why) => {
                 self.down(why);
             }
+        }
+    }
+}
+
+#[async_trait]
+impl UsedTickets for RedisStore {
+    async fn consume(&self, id: &TicketId, expires_at: u64, now: u64) -> Result<bool, StoreError> {
+        self.set_nx(id, expires_at, now).await
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn survives_restarts(&self) -> bool {
+        true
+    }
+
+    /// Pings every second until the process ends, keeping `healthy` current.
+    async fn maintain(&self) {
+        loop {
+            self.ping().await;
+            tokio::time::sleep(PING_EVERY).await;
         }
     }
 }
