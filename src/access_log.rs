@@ -7,15 +7,20 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::AccessLogTarget;
-
 const FLUSH_AT_BYTES: usize = 32 * 1024;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// The `access_log.path` setting: stdout or a file.
+pub enum AccessLogTarget {
+    Stdout,
+    File(PathBuf),
+}
 
 pub struct AccessLog {
     pending: Mutex<Vec<u8>>,

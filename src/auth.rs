@@ -16,7 +16,7 @@ use pingora::http::RequestHeader;
 
 pub use error::{AuthError, TokenProblem};
 
-use crate::config::ForwardConfig;
+use crate::identity::ForwardConfig;
 
 /// A caller whose credential verified. Holds only what the forward headers need, because a
 /// ticket carries it too and must stay short.

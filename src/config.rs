@@ -18,9 +18,13 @@ use bytes::Bytes;
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
+use crate::access_log::AccessLogTarget;
+use crate::auth::jwt::{IssuerConfig, JwtConfig};
 use crate::auth::keys::{self, VerifyKey};
 use crate::boundary;
+use crate::identity::{ForwardConfig, IdentityHeader};
 use crate::limits::Limits;
+use crate::tickets::{StoreConfig, TicketsConfig};
 
 const DEFAULT_ISSUE_PATH: &str = "/ws-ticket";
 const DEFAULT_TICKET_TTL_SECONDS: u64 = 30;
@@ -52,23 +56,6 @@ pub struct Config {
     pub limits: Limits,
 }
 
-pub struct JwtConfig {
-    pub leeway_seconds: u64,
-    /// Verified tokens remembered until their `exp`; 0 turns the cache off.
-    pub cache_size: usize,
-    pub issuers: Vec<IssuerConfig>,
-}
-
-pub struct IssuerConfig {
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    /// Keys from `secret_file`, `public_key_files` and `jwks_file`.
-    pub static_keys: Vec<VerifyKey>,
-    pub jwks_url: Option<String>,
-    pub jwks_refresh: Duration,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     None,
@@ -92,53 +79,9 @@ pub struct Route {
     pub auth: AuthMode,
 }
 
-pub struct TicketsConfig {
-    pub issue_path: String,
-    pub ttl: Duration,
-    pub secret: Vec<u8>,
-    pub store: StoreConfig,
-    pub query_param: String,
-}
-
-#[derive(Clone)]
-pub enum StoreConfig {
-    Memory,
-    Redis(String),
-}
-
-#[derive(Clone)]
-pub struct ForwardConfig {
-    pub subject_header: IdentityHeader,
-    /// Claim name -> header.
-    pub claim_headers: Vec<(String, IdentityHeader)>,
-    pub forward_authorization: bool,
-}
-
-/// A header ticketgate sets from a verified identity: its name, for lookups and removal, and
-/// its spelling as configured, which is how it goes on the wire (some legacy services match
-/// header names case-sensitively).
-#[derive(Clone)]
-pub struct IdentityHeader {
-    pub name: HeaderName,
-    pub spelling: Bytes,
-}
-
-impl ForwardConfig {
-    /// Every header name ticketgate sets from a verified identity; client copies are removed.
-    pub fn identity_headers(&self) -> impl Iterator<Item = &HeaderName> {
-        std::iter::once(&self.subject_header.name)
-            .chain(self.claim_headers.iter().map(|(_, h)| &h.name))
-    }
-}
-
 pub struct WebsocketConfig {
     pub allowed_origins: Vec<String>,
     pub idle_timeout: Duration,
-}
-
-pub enum AccessLogTarget {
-    Stdout,
-    File(PathBuf),
 }
 
 /// One problem in the config file, named by its key path.

@@ -14,6 +14,7 @@
 //!   routing, forwarding and logging share.
 //! - `proxy`: the request's life, one hook per step (`proxy/route`, `proxy/authenticate`,
 //!   `proxy/forward`, `proxy/respond`, `proxy/log`).
+//! - `identity`: which headers carry a verified caller's identity to the upstream.
 //! - `auth`: bearer JWTs, their keys and JWK Sets, and why a credential is refused.
 //! - `tickets`: WebSocket tickets, minted statelessly and redeemed once (memory or Redis).
 //! - `redact` and `query`: what of a URL may be logged, and query-string parsing.
@@ -40,6 +41,7 @@ pub mod config;
 pub mod demo;
 pub mod drain;
 pub mod fuzzing;
+pub mod identity;
 pub mod limits;
 pub mod log_filter;
 pub mod metrics;

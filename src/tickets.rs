@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use crate::auth::Identity;
 use crate::auth::error::TicketProblem;
-use crate::config::{StoreConfig, TicketsConfig};
 use crate::metrics::Metrics;
 use codec::{Codec, RunId, SealError};
 use store::memory::MemoryStore;
@@ -19,6 +18,21 @@ use store::{StoreError, UsedTickets};
 /// Used ids one process remembers at most (some 40 MB); a million redemptions within one
 /// ticket lifetime is far beyond one sidecar.
 const MEMORY_CAPACITY: usize = 1_000_000;
+
+/// The `tickets:` settings.
+pub struct TicketsConfig {
+    pub issue_path: String,
+    pub ttl: Duration,
+    pub secret: Vec<u8>,
+    pub store: StoreConfig,
+    pub query_param: String,
+}
+
+#[derive(Clone)]
+pub enum StoreConfig {
+    Memory,
+    Redis(String),
+}
 
 pub struct Tickets {
     codec: Codec,

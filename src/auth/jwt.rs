@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
@@ -12,9 +13,28 @@ use serde::Deserialize;
 use super::cache::TokenCache;
 use super::error::TokenProblem;
 use super::jwks::IssuerKeys;
+use super::keys::VerifyKey;
 use super::{Caller, Identity, MAX_TOKEN_BYTES};
-use crate::config::{ForwardConfig, IssuerConfig, JwtConfig};
+use crate::identity::ForwardConfig;
 use crate::metrics::Metrics;
+
+/// The `jwt:` settings.
+pub struct JwtConfig {
+    pub leeway_seconds: u64,
+    /// Verified tokens remembered until their `exp`; 0 turns the cache off.
+    pub cache_size: usize,
+    pub issuers: Vec<IssuerConfig>,
+}
+
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    /// Keys from `secret_file`, `public_key_files` and `jwks_file`.
+    pub static_keys: Vec<VerifyKey>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Duration,
+}
 
 pub struct JwtVerifier {
     issuers: Vec<Issuer>,

@@ -10,7 +10,8 @@ use pingora::http::RequestHeader;
 use super::respond::Rejection;
 use crate::auth::error::TicketProblem;
 use crate::auth::{self, AuthError, Caller, jwt::JwtVerifier};
-use crate::config::{AuthMode, ForwardConfig};
+use crate::config::AuthMode;
+use crate::identity::ForwardConfig;
 use crate::query;
 use crate::tickets::{RedeemError, Tickets};
 

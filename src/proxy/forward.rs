@@ -9,7 +9,8 @@ use pingora::http::RequestHeader;
 
 use crate::auth::Caller;
 use crate::boundary::Target;
-use crate::config::{AuthMode, ForwardConfig};
+use crate::config::AuthMode;
+use crate::identity::ForwardConfig;
 use crate::query;
 
 /// The target the upstream is sent, when it differs from what the client sent: the
