@@ -6,33 +6,22 @@
 //! contents.
 
 mod file;
+mod forward;
+mod jwt;
+mod routes;
+mod tickets;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::HeaderName;
-use jsonwebtoken::{Algorithm, AlgorithmFamily};
-
 use crate::access_log::AccessLogTarget;
-use crate::auth::jwt::{IssuerConfig, JwtConfig};
-use crate::auth::keys::{self, VerifyKey};
-use crate::boundary;
-use crate::identity::{ForwardConfig, IdentityHeader};
+use crate::auth::jwt::JwtConfig;
+use crate::identity::ForwardConfig;
 use crate::limits::Limits;
-use crate::tickets::{StoreConfig, TicketsConfig};
+use crate::tickets::TicketsConfig;
 
-const DEFAULT_ISSUE_PATH: &str = "/ws-ticket";
-const DEFAULT_TICKET_TTL_SECONDS: u64 = 30;
-const MAX_TICKET_TTL_SECONDS: u64 = 3600;
-const MIN_TICKET_SECRET_BYTES: usize = 32;
-const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
-const DEFAULT_LEEWAY_SECONDS: u64 = 60;
-const DEFAULT_TOKEN_CACHE_SIZE: usize = 10_000;
 const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 const DEFAULT_WEBSOCKET_IDLE_SECONDS: u64 = 3600;
 const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 10;
@@ -190,9 +179,11 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
     if threads == 0 {
         problems.add("threads", "must be at least 1");
     }
-    let jwt = jwt_config(raw.jwt, base, &mut problems);
-    let tickets = raw.tickets.map(|t| tickets_config(t, base, &mut problems));
-    let routes = routes(raw.routes, &jwt, tickets.is_some(), &mut problems);
+    let jwt = jwt::jwt_config(raw.jwt, base, &mut problems);
+    let tickets = raw
+        .tickets
+        .map(|t| tickets::tickets_config(t, base, &mut problems));
+    let routes = routes::routes(raw.routes, &jwt, tickets.is_some(), &mut problems);
     if let Some(t) = &tickets
         && routes.iter().all(|r| r.auth != AuthMode::Ticket)
     {
@@ -204,7 +195,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
             ),
         );
     }
-    let forward = forward_config(raw.forward, &mut problems);
+    let forward = forward::forward_config(raw.forward, &mut problems);
     let cors_allowed_origins = origins(
         raw.cors.allowed_origins,
         "cors.allowed_origins",
@@ -297,411 +288,6 @@ fn resolve(base: &Path, path: &str) -> PathBuf {
     base.join(path)
 }
 
-fn jwt_config(raw: Option<file::Jwt>, base: &Path, problems: &mut Problems) -> JwtConfig {
-    let Some(raw) = raw else {
-        return JwtConfig {
-            leeway_seconds: DEFAULT_LEEWAY_SECONDS,
-            cache_size: DEFAULT_TOKEN_CACHE_SIZE,
-            issuers: Vec::new(),
-        };
-    };
-    if raw.issuers.is_empty() {
-        problems.add("jwt.issuers", "at least one issuer is required");
-    }
-    let mut seen = HashSet::new();
-    let issuers = raw
-        .issuers
-        .into_iter()
-        .enumerate()
-        .map(|(i, issuer)| {
-            let key = format!("jwt.issuers[{i}]");
-            if !seen.insert(issuer.issuer.clone()) {
-                problems.add(format!("{key}.issuer"), "duplicate issuer");
-            }
-            issuer_config(issuer, &key, base, problems)
-        })
-        .collect();
-    JwtConfig {
-        leeway_seconds: raw.leeway_seconds.unwrap_or(DEFAULT_LEEWAY_SECONDS),
-        cache_size: raw.cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE),
-        issuers,
-    }
-}
-
-fn issuer_config(
-    raw: file::Issuer,
-    key: &str,
-    base: &Path,
-    problems: &mut Problems,
-) -> IssuerConfig {
-    if raw.issuer.is_empty() {
-        problems.add(format!("{key}.issuer"), "must not be empty");
-    }
-    if raw.audiences.is_empty() {
-        problems.add(
-            format!("{key}.audiences"),
-            "at least one audience is required (a token minted for another service must not pass)",
-        );
-    }
-    let algorithms = algorithms(&raw.algorithms, key, problems);
-    let mut static_keys = Vec::new();
-    if let Some(path) = &raw.secret_file {
-        match keys::read_key_file(&resolve(base, path)) {
-            Ok(secret) => {
-                check_secret_strength(
-                    &secret,
-                    &algorithms,
-                    &format!("{key}.secret_file"),
-                    problems,
-                );
-                static_keys.push(keys::from_secret(&secret));
-            }
-            Err(e) => problems.add(format!("{key}.secret_file"), e),
-        }
-    }
-    for (i, path) in raw.public_key_files.iter().enumerate() {
-        let full = resolve(base, path);
-        match keys::read_key_file(&full).and_then(|pem| keys::from_pem(&pem, &full)) {
-            Ok(k) => static_keys.push(k),
-            Err(e) => problems.add(format!("{key}.public_key_files[{i}]"), e),
-        }
-    }
-    if let Some(path) = &raw.jwks_file {
-        match keys::read_key_file(&resolve(base, path)).and_then(|j| keys::from_jwk_set(&j)) {
-            Ok(mut set) => static_keys.append(&mut set),
-            Err(e) => problems.add(format!("{key}.jwks_file"), e),
-        }
-    }
-    if let Some(url) = &raw.jwks_url {
-        check_jwks_url(url, &format!("{key}.jwks_url"), problems);
-    }
-    let has_source = raw.secret_file.is_some()
-        || !raw.public_key_files.is_empty()
-        || raw.jwks_file.is_some()
-        || raw.jwks_url.is_some();
-    if !has_source {
-        problems.add(
-            key,
-            "needs at least one key source: secret_file, public_key_files, jwks_file or jwks_url",
-        );
-    } else if raw.jwks_url.is_none() {
-        check_every_algorithm_has_a_key(&algorithms, &static_keys, key, problems);
-    }
-    let refresh = raw
-        .jwks_refresh_seconds
-        .unwrap_or(DEFAULT_JWKS_REFRESH_SECONDS);
-    if refresh == 0 {
-        problems.add(format!("{key}.jwks_refresh_seconds"), "must be at least 1");
-    }
-    IssuerConfig {
-        issuer: raw.issuer,
-        audiences: raw.audiences,
-        algorithms: algorithms.into_iter().map(|(_, alg)| alg).collect(),
-        static_keys,
-        jwks_url: raw.jwks_url,
-        jwks_refresh: Duration::from_secs(refresh),
-    }
-}
-
-/// Parses the allowlist, keeping each algorithm's index for error messages.
-fn algorithms(raw: &[String], key: &str, problems: &mut Problems) -> Vec<(usize, Algorithm)> {
-    if raw.is_empty() {
-        problems.add(
-            format!("{key}.algorithms"),
-            "at least one algorithm is required",
-        );
-    }
-    raw.iter()
-        .enumerate()
-        .filter_map(|(i, name)| {
-            let at = format!("{key}.algorithms[{i}]");
-            if name.eq_ignore_ascii_case("none") {
-                problems.add(
-                    at,
-                    "\"none\" is never accepted: unsigned tokens prove nothing",
-                );
-                return None;
-            }
-            Algorithm::from_str(name)
-                .map(|alg| (i, alg))
-                .map_err(|_| problems.add(at, format!("unknown algorithm {name:?}")))
-                .ok()
-        })
-        .collect()
-}
-
-/// Without a JWKS URL the keys are all known now, so an allowed algorithm without a key of
-/// its family is a mistake worth reporting before a token fails for it.
-fn check_every_algorithm_has_a_key(
-    algorithms: &[(usize, Algorithm)],
-    keys: &[VerifyKey],
-    key: &str,
-    problems: &mut Problems,
-) {
-    for (i, alg) in algorithms {
-        if !keys.iter().any(|k| k.accepts(*alg)) {
-            problems.add(
-                format!("{key}.algorithms[{i}]"),
-                format!(
-                    "no configured key can verify {alg:?} (needs {})",
-                    family_name(alg.family())
-                ),
-            );
-        }
-    }
-}
-
-fn family_name(family: AlgorithmFamily) -> &'static str {
-    match family {
-        AlgorithmFamily::Hmac => "secret_file or an `oct` JWK",
-        AlgorithmFamily::Rsa => "an RSA public key",
-        AlgorithmFamily::Ec => "an EC public key",
-        AlgorithmFamily::Ed => "an Ed25519 public key",
-    }
-}
-
-/// A secret shorter than the hash of an allowed HMAC algorithm is refused (RFC 7518 §3.2).
-fn check_secret_strength(
-    secret: &[u8],
-    algorithms: &[(usize, Algorithm)],
-    key: &str,
-    problems: &mut Problems,
-) {
-    for (_, alg) in algorithms {
-        if let Some(min) = keys::hmac_min_bytes(*alg)
-            && secret.len() < min
-        {
-            problems.add(
-                key,
-                format!("too short for {alg:?}: an HMAC secret needs at least {min} bytes"),
-            );
-        }
-    }
-}
-
-/// Keys fetched over plain HTTP could be swapped by anyone on the path, so `http://` is
-/// only for a JWKS server on this machine (a local identity provider or sidecar).
-fn check_jwks_url(url: &str, key: &str, problems: &mut Problems) {
-    let Ok(parsed) = reqwest::Url::parse(url) else {
-        problems.add(key, format!("{url:?} is not an http:// or https:// URL"));
-        return;
-    };
-    let loopback = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    match parsed.scheme() {
-        _ if parsed.host().is_none() => {
-            problems.add(key, format!("{url:?} is not an http:// or https:// URL"));
-        }
-        "https" => {}
-        "http" if loopback => {}
-        "http" => problems.add(
-            key,
-            format!("{url:?} fetches keys over plain http: use https (http is for loopback only)"),
-        ),
-        _ => problems.add(key, format!("{url:?} is not an http:// or https:// URL")),
-    }
-}
-
-fn routes(
-    raw: Vec<file::Route>,
-    jwt: &JwtConfig,
-    has_tickets: bool,
-    problems: &mut Problems,
-) -> Vec<Route> {
-    if raw.is_empty() {
-        problems.add("routes", "at least one route is required");
-    }
-    let mut seen = HashSet::new();
-    raw.into_iter()
-        .enumerate()
-        .filter_map(|(i, route)| {
-            let key = format!("routes[{i}]");
-            if !route.prefix.starts_with('/') || route.prefix.contains(['?', '#']) {
-                problems.add(
-                    format!("{key}.prefix"),
-                    format!("{:?} must be a path starting with '/'", route.prefix),
-                );
-            } else if !is_canonical(&route.prefix) {
-                problems.add(
-                    format!("{key}.prefix"),
-                    format!(
-                        "{:?} is not a canonical path (no escapes, `;`, `//` or dot segments): requests are matched in canonical form, so it would never match",
-                        route.prefix
-                    ),
-                );
-            }
-            if !seen.insert(route.prefix.trim_end_matches('/').to_string()) {
-                problems.add(
-                    format!("{key}.prefix"),
-                    "duplicate prefix: this route would never match",
-                );
-            }
-            let auth = match route.auth.as_str() {
-                "none" => AuthMode::None,
-                "jwt" => AuthMode::Jwt,
-                "ticket" => AuthMode::Ticket,
-                other => {
-                    problems.add(
-                        format!("{key}.auth"),
-                        format!("unknown auth {other:?} (expected none, jwt or ticket)"),
-                    );
-                    return None;
-                }
-            };
-            if auth != AuthMode::None && jwt.issuers.is_empty() {
-                problems.add(
-                    format!("{key}.auth"),
-                    format!("`auth: {}` needs `jwt.issuers`", auth.as_str()),
-                );
-            }
-            if auth == AuthMode::Ticket && !has_tickets {
-                problems.add(
-                    format!("{key}.auth"),
-                    "`auth: ticket` needs a `tickets` section",
-                );
-            }
-            Some(Route {
-                prefix: route.prefix,
-                auth,
-            })
-        })
-        .collect()
-}
-
-/// Whether requests can match `prefix`: routes compare canonical route paths.
-fn is_canonical(prefix: &str) -> bool {
-    boundary::read(prefix.as_bytes(), false).is_ok_and(|t| t.route_path == prefix)
-}
-
-fn tickets_config(raw: file::Tickets, base: &Path, problems: &mut Problems) -> TicketsConfig {
-    let issue_path = raw
-        .issue_path
-        .unwrap_or_else(|| DEFAULT_ISSUE_PATH.to_string());
-    if !issue_path.starts_with('/') || issue_path.contains(['?', '#']) {
-        problems.add(
-            "tickets.issue_path",
-            format!("{issue_path:?} must be a path starting with '/'"),
-        );
-    }
-    let ttl = raw.ttl_seconds.unwrap_or(DEFAULT_TICKET_TTL_SECONDS);
-    if ttl == 0 || ttl > MAX_TICKET_TTL_SECONDS {
-        problems.add(
-            "tickets.ttl_seconds",
-            format!("must be between 1 and {MAX_TICKET_TTL_SECONDS}"),
-        );
-    }
-    let secret = match keys::read_key_file(&resolve(base, &raw.secret_file)) {
-        Ok(secret) if secret.len() < MIN_TICKET_SECRET_BYTES => {
-            problems.add(
-                "tickets.secret_file",
-                format!("the secret must be at least {MIN_TICKET_SECRET_BYTES} bytes"),
-            );
-            Vec::new()
-        }
-        Ok(secret) => secret,
-        Err(e) => {
-            problems.add("tickets.secret_file", e);
-            Vec::new()
-        }
-    };
-    let store = store_config(raw.store.as_deref().unwrap_or("memory"), problems);
-    let query_param = raw.query_param.unwrap_or_else(|| "ticket".to_string());
-    if query_param.is_empty()
-        || !query_param
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        problems.add(
-            "tickets.query_param",
-            "must be a non-empty name of letters, digits, '-', '_' or '.'",
-        );
-    }
-    TicketsConfig {
-        issue_path,
-        ttl: Duration::from_secs(ttl),
-        secret,
-        store,
-        query_param,
-    }
-}
-
-fn store_config(value: &str, problems: &mut Problems) -> StoreConfig {
-    if value == "memory" {
-        return StoreConfig::Memory;
-    }
-    match reqwest::Url::parse(value) {
-        Ok(url) if matches!(url.scheme(), "redis" | "rediss") && url.host().is_some() => {
-            StoreConfig::Redis(value.to_string())
-        }
-        // Not echoed: a Redis URL may carry a password.
-        _ => {
-            problems.add(
-                "tickets.store",
-                "must be \"memory\" or a redis://host:port/db URL",
-            );
-            StoreConfig::Memory
-        }
-    }
-}
-
-fn forward_config(raw: file::Forward, problems: &mut Problems) -> ForwardConfig {
-    let subject_header = header_name(
-        raw.subject_header.as_deref().unwrap_or("X-Auth-Subject"),
-        "forward.subject_header",
-        problems,
-    );
-    let claim_headers = raw
-        .claim_headers
-        .iter()
-        .filter_map(|(claim, header)| {
-            let name = header_name(header, &format!("forward.claim_headers.{claim}"), problems);
-            Some((claim.clone(), name?))
-        })
-        .collect();
-    ForwardConfig {
-        subject_header: subject_header.unwrap_or_else(|| IdentityHeader {
-            name: HeaderName::from_static("x-auth-subject"),
-            spelling: Bytes::from_static(b"X-Auth-Subject"),
-        }),
-        claim_headers,
-        forward_authorization: raw.forward_authorization,
-    }
-}
-
-/// Header names that carry identity must not be ones the proxy or HTTP itself depends on.
-fn header_name(value: &str, key: &str, problems: &mut Problems) -> Option<IdentityHeader> {
-    const RESERVED: [&str; 7] = [
-        "authorization",
-        "host",
-        "connection",
-        "upgrade",
-        "content-length",
-        "transfer-encoding",
-        "cookie",
-    ];
-    match HeaderName::from_bytes(value.as_bytes()) {
-        Ok(name) if RESERVED.contains(&name.as_str()) => {
-            problems.add(
-                key,
-                format!("{value:?} is reserved and cannot carry identity"),
-            );
-            None
-        }
-        Ok(name) => Some(IdentityHeader {
-            name,
-            spelling: Bytes::copy_from_slice(value.as_bytes()),
-        }),
-        Err(_) => {
-            problems.add(key, format!("{value:?} is not a valid header name"));
-            None
-        }
-    }
-}
-
 /// Origins are compared byte for byte with the browser's `Origin` header, so they must be
 /// in its exact form: scheme://host[:port], no path, no trailing slash.
 fn origins(raw: Vec<String>, key: &str, problems: &mut Problems) -> Vec<String> {
@@ -733,5 +319,118 @@ fn access_log_target(raw: Option<String>, base: &Path, problems: &mut Problems) 
             }
             AccessLogTarget::File(full)
         }
+    }
+}
+
+/// Inline-YAML checks of `validate`, shared by the section validators' tests.
+#[cfg(test)]
+mod testing {
+    use std::path::Path;
+
+    /// A file that passes: one HS256 issuer and one JWT route. Tests append or replace.
+    pub const GOOD: &str = r#"listen: "127.0.0.1:8080"
+upstream: "127.0.0.1:9000"
+admin:
+  listen: "127.0.0.1:9090"
+jwt:
+  issuers:
+    - issuer: "https://auth.test/"
+      audiences: ["chat-api"]
+      algorithms: ["HS256"]
+      secret_file: hs.secret
+routes:
+  - prefix: /
+    auth: jwt
+"#;
+
+    /// Every problem `yaml` has, as `key: message` lines; key files resolve against the
+    /// test fixtures.
+    pub fn problems(yaml: &str) -> Vec<String> {
+        let raw = super::parse(yaml).unwrap_or_else(|(key, _, message)| panic!("{key}: {message}"));
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        match super::validate(raw, &fixtures) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Fails unless `yaml` has exactly one problem, at `key`, whose message contains `says`.
+    pub fn refused(yaml: &str, key: &str, says: &str) {
+        let found = problems(yaml);
+        assert!(
+            found.len() == 1
+                && found[0].starts_with(&format!("{key}: "))
+                && found[0].contains(says),
+            "expected `{key}: ...{says}...`, got {found:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{GOOD, problems, refused};
+
+    #[test]
+    fn the_base_file_is_good() {
+        assert_eq!(problems(GOOD), Vec::<String>::new());
+    }
+
+    #[test]
+    fn listeners_threads_and_limits_are_checked() {
+        refused(
+            &GOOD.replace("127.0.0.1:8080", "localhost:80"),
+            "listen",
+            "not an IP:port",
+        );
+        refused(
+            &GOOD.replace("127.0.0.1:9090", "127.0.0.1:8080"),
+            "admin.listen",
+            "must differ",
+        );
+        refused(
+            &GOOD.replace("127.0.0.1:9000", "legacy"),
+            "upstream",
+            "not a host:port",
+        );
+        refused(
+            &(GOOD.to_string() + "threads: 0\n"),
+            "threads",
+            "at least 1",
+        );
+        refused(
+            &(GOOD.to_string() + "limits:\n  header_timeout_seconds: 0\n"),
+            "limits.header_timeout_seconds",
+            "at least 1",
+        );
+        refused(
+            &(GOOD.to_string() + "limits:\n  keepalive_timeout_seconds: 0\n"),
+            "limits.keepalive_timeout_seconds",
+            "at least 1",
+        );
+        refused(
+            &(GOOD.to_string() + "websocket:\n  idle_timeout_seconds: 0\n"),
+            "websocket.idle_timeout_seconds",
+            "at least 1",
+        );
+    }
+
+    #[test]
+    fn origins_must_be_exact() {
+        for origin in ["https://app.test/", "app.test", "https://app.test/x"] {
+            refused(
+                &format!("{GOOD}cors:\n  allowed_origins: [\"{origin}\"]\n"),
+                "cors.allowed_origins[0]",
+                "is not an origin",
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_access_log_folder_is_named() {
+        refused(
+            &(GOOD.to_string() + "access_log:\n  path: /no/such/folder/access.log\n"),
+            "access_log.path",
+            "does not exist",
+        );
     }
 }
