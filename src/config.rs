@@ -62,12 +62,14 @@ impl AuthMode {
     }
 }
 
+#[derive(Clone)]
 pub struct Route {
     /// As configured; also the `route` label of metrics.
     pub prefix: String,
     pub auth: AuthMode,
 }
 
+#[derive(Clone)]
 pub struct WebsocketConfig {
     pub allowed_origins: Vec<String>,
     pub idle_timeout: Duration,

@@ -14,11 +14,15 @@
 //!    WebSocket, when it closes.
 //!
 //! `request_summary` is what Pingora's own error log prints: the redacted target.
+//!
+//! Every hook decides by `ctx.policy` (`policy`), the snapshot the request took when it
+//! started, never by a policy that may have been replaced since.
 
 mod authenticate;
 mod forward;
 mod issue;
 mod log;
+mod policy;
 mod respond;
 mod route;
 
@@ -28,36 +32,32 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::Method;
-use http::header::ORIGIN;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use arc_swap::ArcSwap;
+
 use crate::access_log::AccessLog;
 use crate::auth::Caller;
-use crate::auth::jwt::JwtVerifier;
 use crate::boundary::{self, Target};
-use crate::config::{AuthMode, Config};
+use crate::config::AuthMode;
 use crate::drain::{InFlight, InFlightGuard};
 use crate::limits;
 use crate::metrics::Metrics;
-use crate::redact::Shapes;
-use crate::tickets::{Tickets, codec};
-use authenticate::{Authenticators, Credential};
+use authenticate::Credential;
+pub use policy::Policy;
 use respond::{Rejection, Reply};
 use route::Destination;
 
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const UNMATCHED_ROUTE: &str = "unmatched";
-const DEFAULT_TICKET_PARAM: &str = "ticket";
 
 /// The Pingora proxy application.
 pub struct TicketGate {
-    pub config: Arc<Config>,
+    /// The current policy; each request takes a snapshot of it when it starts.
+    pub policy: Arc<ArcSwap<Policy>>,
     /// `config.upstream`, resolved at start.
     pub upstream: SocketAddr,
-    pub verifier: Arc<JwtVerifier>,
-    pub tickets: Option<Arc<Tickets>>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
     pub in_flight: InFlight,
@@ -65,6 +65,8 @@ pub struct TicketGate {
 
 /// Per-request state, filled in as the request moves through the hooks.
 pub struct RequestCtx {
+    /// The policy this request was admitted under, kept to its end.
+    policy: Arc<Policy>,
     started: Instant,
     destination: Destination,
     auth: AuthMode,
@@ -81,53 +83,24 @@ pub struct RequestCtx {
 }
 
 impl TicketGate {
-    fn route_label(&self, destination: Destination) -> &str {
-        match destination {
-            Destination::Route(i) => &self.config.routes[i].prefix,
-            Destination::IssueTicket => self
-                .config
-                .tickets
-                .as_ref()
-                .map_or(UNMATCHED_ROUTE, |t| &t.issue_path),
-            Destination::NotFound => UNMATCHED_ROUTE,
-        }
-    }
-
-    fn ticket_param(&self) -> &str {
-        self.config
-            .tickets
-            .as_ref()
-            .map_or(DEFAULT_TICKET_PARAM, |t| &t.query_param)
-    }
-
-    fn shapes(&self) -> Shapes<'_> {
-        Shapes {
-            ticket_param: self.ticket_param(),
-            ticket_prefix: codec::PREFIX,
-        }
-    }
-
-    fn authenticators(&self) -> Authenticators<'_> {
-        Authenticators {
-            verifier: &self.verifier,
-            tickets: self.tickets.as_deref(),
-            ticket_param: self.ticket_param(),
-            forward: &self.config.forward,
-        }
-    }
-
     /// The boundary, then the route and its rule: `None` when the request may go upstream,
     /// with the target it is to be sent in `ctx.upstream_target`.
-    async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<Reply> {
+    async fn admit(
+        &self,
+        policy: &Policy,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Option<Reply> {
         let target = match boundary::read(req.raw_path(), req.method == Method::OPTIONS) {
             Ok(target) => target,
             Err(refused) => return Some(Rejection::BadTarget(refused).into()),
         };
-        ctx.destination = route::decide(&self.config, &target.route_path);
+        ctx.destination = route::decide(policy, &target.route_path);
         ctx.websocket = authenticate::wants_websocket(req);
-        let reply = self.answer(req, &target, ctx).await;
+        let reply = self.answer(policy, req, &target, ctx).await;
         if reply.is_none() {
-            ctx.upstream_target = forward::upstream_target(&target, ctx.auth, self.ticket_param());
+            ctx.upstream_target =
+                forward::upstream_target(&target, ctx.auth, policy.ticket_param());
         }
         reply
     }
@@ -135,23 +108,24 @@ impl TicketGate {
     /// The answer ticketgate gives itself, or `None` when the request may go upstream.
     async fn answer(
         &self,
+        policy: &Policy,
         req: &RequestHeader,
         target: &Target<'_>,
         ctx: &mut RequestCtx,
     ) -> Option<Reply> {
         let route = match ctx.destination {
-            Destination::Route(i) => &self.config.routes[i],
+            Destination::Route(i) => &policy.routes[i],
             Destination::IssueTicket => {
                 // `route::decide` only sends here when tickets are configured; never forward.
-                let Some(tickets) = self.tickets.as_deref() else {
+                let Some(endpoint) = &policy.tickets else {
                     return Some(Rejection::NoRoute.into());
                 };
                 ctx.auth = AuthMode::Jwt;
                 let (reply, caller) = issue::answer(
                     req,
-                    tickets,
-                    &self.verifier,
-                    &self.config.cors_allowed_origins,
+                    &endpoint.tickets,
+                    &policy.verifier,
+                    &policy.cors_allowed_origins,
                 )
                 .await;
                 ctx.caller = caller;
@@ -160,31 +134,20 @@ impl TicketGate {
             Destination::NotFound => return Some(Rejection::NoRoute.into()),
         };
         ctx.auth = route.auth;
-        if ctx.websocket && !self.origin_allowed(req) {
+        if ctx.websocket && !policy.origin_allowed(req) {
             return Some(Rejection::OriginNotAllowed.into());
         }
         let request = authenticate::Request {
             header: req,
             query: target.query,
         };
-        match authenticate::authenticate(route.auth, &request, &self.authenticators()).await {
+        match authenticate::authenticate(route.auth, &request, &policy.authenticators()).await {
             Ok(authenticated) => {
                 ctx.by_ticket = matches!(authenticated, Some((_, Credential::Ticket)));
                 ctx.caller = authenticated.map(|(caller, _)| caller);
                 None
             }
             Err(rejection) => Some(rejection.into()),
-        }
-    }
-
-    /// Cross-site WebSocket hijacking guard: a browser's upgrade from an origin not on
-    /// `websocket.allowed_origins` is refused. Non-browser clients send no `Origin`.
-    fn origin_allowed(&self, req: &RequestHeader) -> bool {
-        let allowed = &self.config.websocket.allowed_origins;
-        match req.headers.get(ORIGIN) {
-            None => true,
-            Some(_) if allowed.is_empty() => true,
-            Some(origin) => allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()),
         }
     }
 }
@@ -195,6 +158,7 @@ impl ProxyHttp for TicketGate {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            policy: self.policy.load_full(),
             started: Instant::now(),
             destination: Destination::NotFound,
             auth: AuthMode::None,
@@ -223,10 +187,11 @@ impl ProxyHttp for TicketGate {
     /// Reads the target, routes it and checks its credentials; answers the request here when
     /// it may not pass or is addressed to ticketgate itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(reply) = self.admit(session.req_header(), ctx).await else {
+        let policy = ctx.policy.clone();
+        let Some(reply) = self.admit(&policy, session.req_header(), ctx).await else {
             if ctx.websocket {
                 // Pingora's 60 s downstream read timeout also applies to upgraded bytes.
-                let idle = self.config.websocket.idle_timeout;
+                let idle = policy.websocket.idle_timeout;
                 session.as_downstream_mut().set_read_timeout(Some(idle));
             }
             return Ok(false);
@@ -244,7 +209,7 @@ impl ProxyHttp for TicketGate {
         let mut peer = HttpPeer::new(self.upstream, false, String::new());
         peer.options.connection_timeout = Some(UPSTREAM_CONNECT_TIMEOUT);
         if ctx.websocket {
-            peer.options.read_timeout = Some(self.config.websocket.idle_timeout);
+            peer.options.read_timeout = Some(ctx.policy.websocket.idle_timeout);
         }
         Ok(Box::new(peer))
     }
@@ -260,7 +225,7 @@ impl ProxyHttp for TicketGate {
         }
         forward::identity_headers(
             upstream_request,
-            &self.config.forward,
+            &ctx.policy.forward,
             ctx.auth,
             ctx.caller.as_deref(),
         );
@@ -334,21 +299,21 @@ impl ProxyHttp for TicketGate {
         }
         let outcome = log::Outcome {
             started: ctx.started,
-            route: self.route_label(ctx.destination),
+            route: route::label(&ctx.policy, ctx.destination),
             auth: ctx.auth,
             subject: ctx.caller.as_ref().map(|c| c.identity.subject.as_str()),
             reason: ctx.rejection.map(Rejection::reason),
-            shapes: self.shapes(),
+            shapes: ctx.policy.shapes(),
         };
         log::record(session, outcome, &self.access_log, &self.metrics);
     }
 
     /// Pingora's error log prints this; the default would print the raw query string.
-    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
         format!(
             "{} {}",
             session.req_header().method,
-            log::logged_target(session, &self.shapes())
+            log::logged_target(session, &ctx.policy.shapes())
         )
     }
 }

@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -19,7 +20,7 @@ use crate::config::Config;
 use crate::drain::{Drain, InFlight};
 use crate::limits::Bounded;
 use crate::metrics::Metrics;
-use crate::proxy::TicketGate;
+use crate::proxy::{Policy, TicketGate};
 use crate::tickets::Tickets;
 use crate::tickets::store::StoreError;
 
@@ -53,11 +54,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
     server.bootstrap();
 
+    let policy = Policy::new(&config, verifier.clone(), tickets.clone());
     let gate = TicketGate {
-        config: config.clone(),
+        policy: Arc::new(ArcSwap::from_pointee(policy)),
         upstream,
-        verifier: verifier.clone(),
-        tickets: tickets.clone(),
         metrics: metrics.clone(),
         access_log: access_log.clone(),
         in_flight: in_flight.clone(),

@@ -1,7 +1,7 @@
 //! The one routing decision: where a request goes, before anything else looks at it. It is
 //! made on the route path of `boundary::Target`, the canonical reading the upstream shares.
 
-use crate::config::Config;
+use super::policy::Policy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
@@ -12,16 +12,32 @@ pub enum Destination {
     NotFound,
 }
 
+/// The `route` label of requests that matched no route.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `route` label of metrics and the access log: the matched route's prefix, never the
+/// request's own path.
+pub fn label(policy: &Policy, destination: Destination) -> &str {
+    match destination {
+        Destination::Route(i) => &policy.routes[i].prefix,
+        Destination::IssueTicket => policy
+            .tickets
+            .as_ref()
+            .map_or(UNMATCHED_ROUTE, |t| &t.issue_path),
+        Destination::NotFound => UNMATCHED_ROUTE,
+    }
+}
+
 /// `path` is a route path (`boundary::Target::route_path`).
-pub fn decide(config: &Config, path: &str) -> Destination {
-    if config
+pub fn decide(policy: &Policy, path: &str) -> Destination {
+    if policy
         .tickets
         .as_ref()
         .is_some_and(|t| t.issue_path == path)
     {
         return Destination::IssueTicket;
     }
-    config
+    policy
         .routes
         .iter()
         .position(|route| prefix_matches(&route.prefix, path))

@@ -1,0 +1,92 @@
+//! Everything a request is decided by, in one snapshot. Each request takes the current one
+//! when it starts (`new_ctx`) and keeps it to its end, so a WebSocket admitted under one
+//! policy keeps it until it closes, and nothing a request holds — a route index, say — can
+//! dangle when the policy is replaced.
+
+use std::sync::Arc;
+
+use http::header::ORIGIN;
+use pingora::http::RequestHeader;
+
+use super::authenticate::Authenticators;
+use crate::auth::jwt::JwtVerifier;
+use crate::config::{Config, Route, WebsocketConfig};
+use crate::identity::ForwardConfig;
+use crate::redact::Shapes;
+use crate::tickets::{Tickets, codec};
+
+/// The query parameter tickets travel in when no `tickets:` section names one.
+const DEFAULT_TICKET_PARAM: &str = "ticket";
+
+pub struct Policy {
+    pub routes: Vec<Route>,
+    pub verifier: Arc<JwtVerifier>,
+    pub tickets: Option<TicketEndpoint>,
+    pub forward: ForwardConfig,
+    pub cors_allowed_origins: Vec<String>,
+    pub websocket: WebsocketConfig,
+}
+
+/// The ticket service and where it is reached.
+pub struct TicketEndpoint {
+    pub tickets: Arc<Tickets>,
+    pub issue_path: String,
+    pub query_param: String,
+}
+
+impl Policy {
+    /// The policy `config` describes, with the verifier and ticket service built for it.
+    pub fn new(config: &Config, verifier: Arc<JwtVerifier>, tickets: Option<Arc<Tickets>>) -> Self {
+        let tickets = config
+            .tickets
+            .as_ref()
+            .zip(tickets)
+            .map(|(settings, tickets)| TicketEndpoint {
+                tickets,
+                issue_path: settings.issue_path.clone(),
+                query_param: settings.query_param.clone(),
+            });
+        Policy {
+            routes: config.routes.clone(),
+            verifier,
+            tickets,
+            forward: config.forward.clone(),
+            cors_allowed_origins: config.cors_allowed_origins.clone(),
+            websocket: config.websocket.clone(),
+        }
+    }
+
+    pub fn ticket_param(&self) -> &str {
+        self.tickets
+            .as_ref()
+            .map_or(DEFAULT_TICKET_PARAM, |t| &t.query_param)
+    }
+
+    /// What the redaction of logged targets looks for.
+    pub fn shapes(&self) -> Shapes<'_> {
+        Shapes {
+            ticket_param: self.ticket_param(),
+            ticket_prefix: codec::PREFIX,
+        }
+    }
+
+    pub fn authenticators(&self) -> Authenticators<'_> {
+        Authenticators {
+            verifier: &self.verifier,
+            tickets: self.tickets.as_ref().map(|t| t.tickets.as_ref()),
+            ticket_param: self.ticket_param(),
+            forward: &self.forward,
+        }
+    }
+
+    /// Cross-site WebSocket hijacking guard: a browser's upgrade from an origin not on
+    /// `websocket.allowed_origins` is refused. Non-browser clients send no `Origin`.
+    pub fn origin_allowed(&self, req: &RequestHeader) -> bool {
+        let allowed = &self.websocket.allowed_origins;
+        match req.headers.get(ORIGIN) {
+            None => true,
+            Some(_) if allowed.is_empty() => true,
+            Some(origin) => allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()),
+        }
+    }
+}
