@@ -42,18 +42,32 @@ pub struct Entry<'a> {
     pub reason: Option<&'a str>,
 }
 
+fn writer(target: &AccessLogTarget) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+        AccessLogTarget::File(path) => {
+            Box::new(OpenOptions::new().create(true).append(true).open(path)?)
+        }
+    })
+}
+
 impl AccessLog {
     pub fn open(target: &AccessLogTarget) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = match target {
-            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
-            AccessLogTarget::File(path) => {
-                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
-            }
-        };
         Ok(AccessLog {
             pending: Mutex::new(Vec::with_capacity(FLUSH_AT_BYTES)),
-            out: Mutex::new(out),
+            out: Mutex::new(writer(target)?),
         })
+    }
+
+    /// Writes out what is pending, then continues in `target` opened anew: on a reload,
+    /// so that a rotated file (logrotate without `copytruncate`) is let go of.
+    pub fn reopen(&self, target: &AccessLogTarget) -> std::io::Result<()> {
+        let fresh = writer(target)?;
+        self.flush();
+        if let Ok(mut out) = self.out.lock() {
+            *out = fresh;
+        }
+        Ok(())
     }
 
     pub fn write(&self, entry: &Entry) {

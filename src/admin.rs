@@ -8,26 +8,32 @@ use http::{Response, StatusCode, header};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::auth::jwt::JwtVerifier;
+use arc_swap::ArcSwap;
+
 use crate::metrics::Metrics;
-use crate::tickets::Tickets;
+use crate::proxy::Policy;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
-    pub verifier: Arc<JwtVerifier>,
-    pub tickets: Option<Arc<Tickets>>,
+    /// The policy in force: readiness is about the keys and store new requests will use.
+    pub policy: Arc<ArcSwap<Policy>>,
 }
 
 impl Admin {
     /// What still keeps the proxy from serving every route; empty when ready.
     fn not_ready(&self) -> Vec<String> {
-        let mut waiting: Vec<String> = self
+        let policy = self.policy.load();
+        let mut waiting: Vec<String> = policy
             .verifier
             .issuer_keys()
             .filter(|keys| !keys.is_ready())
             .map(|keys| format!("issuer {} has no usable keys yet", keys.issuer()))
             .collect();
-        if self.tickets.as_ref().is_some_and(|t| !t.is_ready()) {
+        if policy
+            .tickets
+            .as_ref()
+            .is_some_and(|t| !t.tickets.is_ready())
+        {
             waiting.push("ticket store unreachable".to_string());
         }
         waiting

@@ -67,7 +67,7 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), DemoError
          Ctrl-C stops it.",
         dir.display()
     );
-    server::run(config)?;
+    server::run(config, config_path)?;
     Ok(())
 }
 

@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //! - `config`: the YAML file, validated whole before anything starts.
+//! - `reload`: SIGHUP, and the background work of the policy in force (JWKS refresh,
+//!   ticket-store upkeep).
 //! - `server`: assembles Pingora's services from the config; `drain` ends a graceful
 //!   shutdown as soon as no request is left; `limits` gives every connection the header and
 //!   keep-alive deadlines Pingora lacks.
@@ -48,5 +50,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod query;
 pub mod redact;
+pub mod reload;
 pub mod server;
 pub mod tickets;

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::tls::TlsRef;
@@ -37,10 +38,11 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
 }
 
-/// A Pingora app that gives every connection of `inner` its deadlines.
+/// A Pingora app that gives every connection of `inner` its deadlines: those in force when
+/// it was accepted (a reload changes them for new connections).
 pub struct Bounded<A> {
     pub inner: Arc<A>,
-    pub limits: Limits,
+    pub limits: Arc<ArcSwap<Limits>>,
 }
 
 #[async_trait]
@@ -50,7 +52,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Bounded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let stream: Stream = Box::new(Deadlined::new(stream, self.limits));
+        let limits = **self.limits.load();
+        let stream: Stream = Box::new(Deadlined::new(stream, limits));
         self.inner.process_new(stream, shutdown).await
     }
 

@@ -79,15 +79,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
-            let config = match ticketgate::config::load(&config) {
+        Command::Run { config: path } => {
+            let config = match ticketgate::config::load(&path) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match ticketgate::server::run(config) {
+            match ticketgate::server::run(config, path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ticketgate: {e}");

@@ -21,6 +21,8 @@ pub struct Metrics {
     tickets_rejected: IntCounterVec,
     websocket_connections: IntGauge,
     ready: IntGauge,
+    reloads: IntCounterVec,
+    last_reload_successful: IntGauge,
 }
 
 /// Building a fixed set of well-formed metrics cannot fail; if it did, it would be a bug in
@@ -95,14 +97,28 @@ impl Metrics {
                 "ticketgate_ready",
                 "1 when /readyz would answer 200 (keys loaded, ticket store reachable); for alerts.",
             )),
+            reloads: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_config_reloads_total",
+                    "SIGHUP reloads by result; a failure means the process still serves the previous config.",
+                ),
+                &["result"],
+            )),
+            last_reload_successful: must(IntGauge::new(
+                "ticketgate_config_last_reload_successful",
+                "1 when the last reload took effect (and at start), 0 when the file on disk is not what runs.",
+            )),
             registry,
         };
+        metrics.last_reload_successful.set(1);
         metrics.register_all();
         metrics
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+            Box::new(self.reloads.clone()),
+            Box::new(self.last_reload_successful.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.request_duration.clone()),
@@ -161,6 +177,12 @@ impl Metrics {
 
     pub fn websocket_closed(&self) {
         self.websocket_connections.dec();
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.with_label_values(&[result]).inc();
+        self.last_reload_successful.set(i64::from(ok));
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -26,7 +26,6 @@ mod policy;
 mod respond;
 mod route;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,8 +55,6 @@ const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct TicketGate {
     /// The current policy; each request takes a snapshot of it when it starts.
     pub policy: Arc<ArcSwap<Policy>>,
-    /// `config.upstream`, resolved at start.
-    pub upstream: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
     pub in_flight: InFlight,
@@ -206,7 +203,7 @@ impl ProxyHttp for TicketGate {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        let mut peer = HttpPeer::new(ctx.policy.upstream, false, String::new());
         peer.options.connection_timeout = Some(UPSTREAM_CONNECT_TIMEOUT);
         if ctx.websocket {
             peer.options.read_timeout = Some(ctx.policy.websocket.idle_timeout);

@@ -1,8 +1,9 @@
 //! Assembles the Pingora server from a validated `Config`: the proxy service on `listen`,
-//! the admin service on `admin.listen`, and the background work (JWKS refresh, the ticket
-//! store's purge or Redis connection).
+//! the admin service on `admin.listen`, and the background work (`reload`: SIGHUP, JWKS
+//! refresh and the ticket store's upkeep; the access-log flush; the drain on SIGTERM).
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,13 +15,13 @@ use pingora::services::listening::Service;
 
 use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
-use crate::auth::jwks::IssuerKeys;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
 use crate::drain::{Drain, InFlight};
 use crate::limits::Bounded;
 use crate::metrics::Metrics;
 use crate::proxy::{Policy, TicketGate};
+use crate::reload::{Reloader, RestartOnly};
 use crate::tickets::Tickets;
 use crate::tickets::store::StoreError;
 
@@ -34,10 +35,11 @@ pub enum StartError {
     Upstream(String),
 }
 
-/// Builds every service and runs until SIGTERM (graceful) or SIGINT (immediate).
-pub fn run(config: Config) -> Result<(), StartError> {
+/// Builds every service and runs until SIGTERM (graceful) or SIGINT (immediate). `path` is
+/// the config file `config` came from, read again on SIGHUP.
+pub fn run(config: Config, path: PathBuf) -> Result<(), StartError> {
+    ignore_hangups_until_reloading();
     let upstream = resolve(&config.upstream)?;
-    let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let verifier = Arc::new(JwtVerifier::new(
         &config.jwt,
@@ -49,22 +51,24 @@ pub fn run(config: Config) -> Result<(), StartError> {
         Some(tickets) => Some(Arc::new(Tickets::new(tickets, metrics.clone())?)),
         None => None,
     };
+    let policy = Arc::new(ArcSwap::from_pointee(Policy::new(
+        &config, upstream, verifier, tickets,
+    )));
+    let limits = Arc::new(ArcSwap::from_pointee(config.limits));
 
     let in_flight = InFlight::default();
     let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
     server.bootstrap();
 
-    let policy = Policy::new(&config, verifier.clone(), tickets.clone());
     let gate = TicketGate {
-        policy: Arc::new(ArcSwap::from_pointee(policy)),
-        upstream,
+        policy: policy.clone(),
         metrics: metrics.clone(),
         access_log: access_log.clone(),
         in_flight: in_flight.clone(),
     };
     let proxy = Bounded {
         inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, gate)),
-        limits: config.limits,
+        limits: limits.clone(),
     };
     let mut proxy = Service::new("ticketgate".to_string(), proxy);
     proxy.add_tcp(&config.listen.to_string());
@@ -72,20 +76,24 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut admin = Service::new(
         "admin".to_string(),
         Admin {
-            metrics,
-            verifier: verifier.clone(),
-            tickets: tickets.clone(),
+            metrics: metrics.clone(),
+            policy: policy.clone(),
         },
     );
     admin.add_tcp(&config.admin_listen.to_string());
     admin.threads = Some(1);
 
-    let jwks = JwksRefresh {
-        issuers: verifier.issuer_keys().cloned().collect(),
+    let reloader = Reloader {
+        path,
+        running: RestartOnly::of(&config),
+        policy,
+        limits,
+        access_log: access_log.clone(),
+        metrics,
     };
     server.add_service(proxy);
     server.add_service(admin);
-    server.add_service(background_service("jwks refresh", jwks));
+    server.add_service(background_service("policy and reload", reloader));
     server.add_service(background_service(
         "access log flush",
         AccessLogFlush(access_log.clone()),
@@ -97,12 +105,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
             access_log: access_log.clone(),
         },
     ));
-    if let Some(tickets) = tickets {
-        server.add_service(background_service(
-            "ticket store",
-            TicketStoreUpkeep(tickets),
-        ));
-    }
     log::info!(
         "ticketgate listening on {}, admin on {}, upstream {}",
         config.listen,
@@ -114,8 +116,27 @@ pub fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The upstream is resolved once, at start: a sidecar's upstream is a fixed local address.
-fn resolve(upstream: &str) -> Result<SocketAddr, StartError> {
+/// SIGHUP's default action ends the process. Taking it over here, before any service runs,
+/// means a SIGHUP that arrives before the reload service listens is lost, not fatal.
+fn ignore_hangups_until_reloading() {
+    let registered = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|runtime| {
+            runtime.block_on(async {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).is_ok()
+            })
+        });
+    if !matches!(registered, Ok(true)) {
+        log::warn!(
+            "cannot take over SIGHUP: a SIGHUP before the reload service starts ends the process"
+        );
+    }
+}
+
+/// The upstream is resolved when a policy is made (at start and on reload): a sidecar's
+/// upstream is a fixed local address.
+pub fn resolve(upstream: &str) -> Result<SocketAddr, StartError> {
     upstream
         .to_socket_addrs()
         .ok()
@@ -134,38 +155,6 @@ fn pingora_conf(config: &Config) -> ServerConf {
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
-    }
-}
-
-/// Keeps every `jwks_url` issuer's keys fresh until shutdown.
-struct JwksRefresh {
-    issuers: Vec<Arc<IssuerKeys>>,
-}
-
-#[async_trait]
-impl BackgroundService for JwksRefresh {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for keys in &self.issuers {
-            let keys = keys.clone();
-            tasks.spawn(async move { keys.refresh_forever().await });
-        }
-        // Either outcome means the process is shutting down.
-        let _ = shutdown.changed().await;
-        tasks.abort_all();
-    }
-}
-
-/// Purges expired ticket ids, or keeps the Redis connection and its health current.
-struct TicketStoreUpkeep(Arc<Tickets>);
-
-#[async_trait]
-impl BackgroundService for TicketStoreUpkeep {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        tokio::select! {
-            _ = self.0.maintain() => {}
-            _ = shutdown.changed() => {}
-        }
     }
 }
 

@@ -28,7 +28,7 @@ pub struct TicketsConfig {
     pub query_param: String,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     Memory,
     Redis(String),
@@ -36,13 +36,24 @@ pub enum StoreConfig {
 
 pub struct Tickets {
     codec: Codec,
+    secret: Vec<u8>,
+    /// After a reload that changed the secret: the previous codec, until the last ticket it
+    /// sealed has expired (Unix seconds), so tickets already handed out stay redeemable.
+    previous: Option<Arc<Previous>>,
     /// Sealed into every ticket minted by this run of the process. A store that forgets
     /// used tickets on restart (memory) accepts only this run's tickets, so a ticket used
     /// before a restart cannot be replayed after it.
     run: RunId,
-    store: Box<dyn UsedTickets>,
+    store: Arc<dyn UsedTickets>,
+    store_config: StoreConfig,
     ttl: Duration,
     metrics: Arc<Metrics>,
+}
+
+/// A secret replaced by a reload, and until when (Unix seconds) its tickets may be out.
+struct Previous {
+    codec: Codec,
+    until: u64,
 }
 
 pub struct Issued {
@@ -73,10 +84,10 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn used_tickets(config: &StoreConfig) -> Result<Box<dyn UsedTickets>, StoreError> {
+fn used_tickets(config: &StoreConfig) -> Result<Arc<dyn UsedTickets>, StoreError> {
     Ok(match config {
-        StoreConfig::Memory => Box::new(MemoryStore::new(MEMORY_CAPACITY)),
-        StoreConfig::Redis(url) => Box::new(RedisStore::new(url)?),
+        StoreConfig::Memory => Arc::new(MemoryStore::new(MEMORY_CAPACITY)),
+        StoreConfig::Redis(url) => Arc::new(RedisStore::new(url)?),
     })
 }
 
@@ -88,10 +99,44 @@ impl Tickets {
             .map_err(|e| StoreError::Unreachable(e.to_string()))?;
         Ok(Tickets {
             codec,
+            secret: config.secret.clone(),
+            previous: None,
             run,
             store: used_tickets(&config.store)?,
+            store_config: config.store.clone(),
             ttl: config.ttl,
             metrics,
+        })
+    }
+
+    /// The ticket service `config` describes after a reload. It keeps this run's id and,
+    /// when the store settings are unchanged, this very store: what it remembers must
+    /// survive a reload, or a used ticket would work again. A changed secret keeps the
+    /// previous one for the tickets already out, until they expire.
+    pub fn reloaded(&self, config: &TicketsConfig) -> Result<Self, StoreError> {
+        let store = if config.store == self.store_config {
+            self.store.clone()
+        } else {
+            used_tickets(&config.store)?
+        };
+        let now = unix_now();
+        let previous = if config.secret == self.secret {
+            self.previous.clone().filter(|p| p.until > now)
+        } else {
+            Some(Arc::new(Previous {
+                codec: Codec::new(&self.secret),
+                until: now + self.ttl.as_secs(),
+            }))
+        };
+        Ok(Tickets {
+            codec: Codec::new(&config.secret),
+            secret: config.secret.clone(),
+            previous,
+            run: self.run,
+            store,
+            store_config: config.store.clone(),
+            ttl: config.ttl,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -125,7 +170,7 @@ impl Tickets {
 
     async fn open_and_consume(&self, ticket: &str) -> Result<Identity, RedeemError> {
         let now = unix_now();
-        let opened = self.codec.open(ticket, now).map_err(RedeemError::Ticket)?;
+        let opened = self.open(ticket, now).map_err(RedeemError::Ticket)?;
         if !self.store.survives_restarts() && opened.run != self.run {
             return Err(RedeemError::Ticket(TicketProblem::EarlierRun));
         }
@@ -140,11 +185,22 @@ impl Tickets {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.store.is_healthy()
+    /// Opens with the current secret, or with the previous one while its tickets may be out.
+    fn open(&self, ticket: &str, now: u64) -> Result<codec::Ticket, TicketProblem> {
+        match (self.codec.open(ticket, now), &self.previous) {
+            (Err(TicketProblem::Invalid), Some(previous)) if now < previous.until => {
+                previous.codec.open(ticket, now)
+            }
+            (opened, _) => opened,
+        }
     }
 
-    pub async fn maintain(&self) {
-        self.store.maintain().await;
+    /// The store, for its background upkeep (`UsedTickets::maintain`).
+    pub fn store(&self) -> &Arc<dyn UsedTickets> {
+        &self.store
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.store.is_healthy()
     }
 }

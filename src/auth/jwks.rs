@@ -118,20 +118,29 @@ impl IssuerKeys {
         self.fetch_and_store().await;
     }
 
-    /// The periodic refresh, run as a background task for issuers with a `jwks_url`.
+    /// The periodic refresh, run as a background task for issuers with a `jwks_url`. Keys
+    /// loaded already (`load`, before a reload's swap) are refreshed one period later.
     pub async fn refresh_forever(&self) {
         if self.url.is_none() {
             return;
         }
         loop {
+            if self.snapshot().is_some() {
+                tokio::time::sleep(self.refresh).await;
+            }
             self.fetch_and_store().await;
-            let wait = if self.snapshot().is_some() {
-                self.refresh
-            } else {
-                RETRY_BEFORE_FIRST_LOAD.min(self.refresh)
-            };
-            tokio::time::sleep(wait).await;
+            if self.snapshot().is_none() {
+                tokio::time::sleep(RETRY_BEFORE_FIRST_LOAD.min(self.refresh)).await;
+            }
         }
+    }
+
+    /// Fetches the JWK Set now (once); true when the issuer then has usable keys.
+    pub async fn load(&self) -> bool {
+        if !self.is_ready() {
+            self.fetch_and_store().await;
+        }
+        self.is_ready()
     }
 
     async fn fetch_and_store(&self) {

@@ -3,6 +3,7 @@
 //! policy keeps it until it closes, and nothing a request holds — a route index, say — can
 //! dangle when the policy is replaced.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::ORIGIN;
@@ -19,6 +20,8 @@ use crate::tickets::{Tickets, codec};
 const DEFAULT_TICKET_PARAM: &str = "ticket";
 
 pub struct Policy {
+    /// `upstream`, resolved when the policy was made.
+    pub upstream: SocketAddr,
     pub routes: Vec<Route>,
     pub verifier: Arc<JwtVerifier>,
     pub tickets: Option<TicketEndpoint>,
@@ -36,7 +39,12 @@ pub struct TicketEndpoint {
 
 impl Policy {
     /// The policy `config` describes, with the verifier and ticket service built for it.
-    pub fn new(config: &Config, verifier: Arc<JwtVerifier>, tickets: Option<Arc<Tickets>>) -> Self {
+    pub fn new(
+        config: &Config,
+        upstream: SocketAddr,
+        verifier: Arc<JwtVerifier>,
+        tickets: Option<Arc<Tickets>>,
+    ) -> Self {
         let tickets = config
             .tickets
             .as_ref()
@@ -47,6 +55,7 @@ impl Policy {
                 query_param: settings.query_param.clone(),
             });
         Policy {
+            upstream,
             routes: config.routes.clone(),
             verifier,
             tickets,

@@ -11,6 +11,7 @@ mod jwt;
 mod limits;
 mod logs;
 mod redis_store;
+mod reload;
 mod routing;
 mod tickets;
 mod websocket;

@@ -1,0 +1,214 @@
+//! SIGHUP: the config file is read again, validated as `check` does, and — once every issuer
+//! it names has usable keys — becomes the policy new requests are decided by. Requests and
+//! WebSockets in flight keep the snapshot they were admitted under (`proxy::Policy`), so a
+//! reload drops nothing. An invalid file, or one that changes what needs a restart, changes
+//! nothing: the error log names the key, and the failure is counted.
+//!
+//! The same service keeps the policy's background work going — each `jwks_url` issuer's
+//! refresh and the ticket store's upkeep — and moves it to the new policy on a swap.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+
+use crate::access_log::AccessLog;
+use crate::auth::jwt::JwtVerifier;
+use crate::config::{self, Config, ConfigError};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::proxy::Policy;
+use crate::tickets::Tickets;
+use crate::tickets::store::{StoreError, UsedTickets};
+
+/// How long a reload may wait for the JWK Sets of the issuers it names.
+const KEYS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a running process cannot change without a restart, with the key that sets it.
+#[derive(PartialEq, Eq)]
+pub struct RestartOnly {
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    threads: usize,
+    shutdown_grace: Duration,
+}
+
+impl RestartOnly {
+    pub fn of(config: &Config) -> Self {
+        RestartOnly {
+            listen: config.listen,
+            admin_listen: config.admin_listen,
+            threads: config.threads,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+
+    /// The first key whose value differs, if any.
+    fn changed_key(&self, other: &RestartOnly) -> Option<&'static str> {
+        [
+            (self.listen != other.listen, "listen"),
+            (self.admin_listen != other.admin_listen, "admin.listen"),
+            (self.threads != other.threads, "threads"),
+            (
+                self.shutdown_grace != other.shutdown_grace,
+                "shutdown_grace_seconds",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(changed, key)| changed.then_some(key))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}: changing it needs a restart")]
+    RestartOnly(&'static str),
+    #[error("upstream: cannot resolve {0:?}")]
+    Upstream(String),
+    #[error("jwt.issuers: no usable keys for issuer {0} within {KEYS_DEADLINE:?}")]
+    Keys(String),
+    #[error("tickets.store: {0}")]
+    Store(#[from] StoreError),
+    #[error("access_log.path: cannot open it: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// Everything a reload replaces, and what it reads.
+pub struct Reloader {
+    pub path: PathBuf,
+    pub running: RestartOnly,
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub limits: Arc<ArcSwap<Limits>>,
+    pub access_log: Arc<AccessLog>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Reads, validates and applies the file; the new policy when it took effect.
+    pub async fn reload(&self) -> Result<Arc<Policy>, ReloadError> {
+        let config = config::load(&self.path)?;
+        if let Some(key) = self.running.changed_key(&RestartOnly::of(&config)) {
+            return Err(ReloadError::RestartOnly(key));
+        }
+        let upstream = crate::server::resolve(&config.upstream)
+            .map_err(|_| ReloadError::Upstream(config.upstream.clone()))?;
+        let verifier = Arc::new(JwtVerifier::new(
+            &config.jwt,
+            config.forward.clone(),
+            &self.metrics,
+        ));
+        load_keys(&verifier).await?;
+        let current = self.policy.load();
+        let tickets = match (&config.tickets, &current.tickets) {
+            (Some(settings), Some(running)) => Some(Arc::new(running.tickets.reloaded(settings)?)),
+            (Some(settings), None) => Some(Arc::new(Tickets::new(settings, self.metrics.clone())?)),
+            (None, _) => None,
+        };
+        self.access_log
+            .reopen(&config.access_log)
+            .map_err(ReloadError::AccessLog)?;
+        let policy = Arc::new(Policy::new(&config, upstream, verifier, tickets));
+        self.limits.store(Arc::new(config.limits));
+        self.policy.store(policy.clone());
+        Ok(policy)
+    }
+}
+
+/// Fetches every `jwks_url` issuer's keys, all within `KEYS_DEADLINE`.
+async fn load_keys(verifier: &JwtVerifier) -> Result<(), ReloadError> {
+    let mut loads = JoinSet::new();
+    for keys in verifier.issuer_keys() {
+        let keys = keys.clone();
+        loads.spawn(async move { (keys.load().await, keys.issuer().to_string()) });
+    }
+    let all = async {
+        while let Some(loaded) = loads.join_next().await {
+            if let Ok((false, issuer)) = loaded {
+                return Err(ReloadError::Keys(issuer));
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(KEYS_DEADLINE, all).await {
+        Ok(result) => result,
+        Err(_) => Err(ReloadError::Keys(
+            verifier
+                .issuer_keys()
+                .find(|keys| !keys.is_ready())
+                .map_or_else(String::new, |keys| keys.issuer().to_string()),
+        )),
+    }
+}
+
+/// The background work of one policy: JWKS refreshes, and the ticket store's upkeep, which
+/// outlives a reload whenever the store itself does.
+#[derive(Default)]
+struct Upkeep {
+    jwks: JoinSet<()>,
+    store: Option<(Arc<dyn UsedTickets>, JoinSet<()>)>,
+}
+
+impl Upkeep {
+    fn follow(&mut self, policy: &Policy) {
+        self.jwks.abort_all();
+        for keys in policy.verifier.issuer_keys() {
+            let keys = keys.clone();
+            self.jwks.spawn(async move { keys.refresh_forever().await });
+        }
+        let store = policy.tickets.as_ref().map(|t| t.tickets.store().clone());
+        let same = match (&store, &self.store) {
+            (Some(new), Some((running, _))) => Arc::ptr_eq(new, running),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.store = store.map(|store| {
+                let mut task = JoinSet::new();
+                let maintained = store.clone();
+                task.spawn(async move { maintained.maintain().await });
+                (store, task)
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut upkeep = Upkeep::default();
+        upkeep.follow(&self.policy.load());
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP, reloading is off: {e}");
+                let _ = shutdown.changed().await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => match self.reload().await {
+                    Ok(policy) => {
+                        upkeep.follow(&policy);
+                        self.metrics.reloaded(true);
+                        log::info!("config reloaded from {}", self.path.display());
+                    }
+                    Err(e) => {
+                        self.metrics.reloaded(false);
+                        log::error!("reload refused, the previous config stays in force: {e}");
+                    }
+                },
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
