@@ -22,7 +22,7 @@ mod authenticate;
 mod forward;
 mod issue;
 mod log;
-mod policy;
+pub mod policy;
 mod respond;
 mod route;
 
@@ -38,10 +38,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use arc_swap::ArcSwap;
 
 use crate::access_log::AccessLog;
-use crate::auth::Caller;
 use crate::boundary::{self, Target};
 use crate::config::AuthMode;
 use crate::drain::{InFlight, InFlightGuard};
+use crate::identity::Caller;
 use crate::limits;
 use crate::metrics::Metrics;
 use authenticate::Credential;
@@ -121,7 +121,7 @@ impl TicketGate {
                 let (reply, caller) = issue::answer(
                     req,
                     &endpoint.tickets,
-                    &policy.verifier,
+                    &policy.authenticators(),
                     &policy.cors_allowed_origins,
                 )
                 .await;

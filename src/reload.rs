@@ -24,7 +24,7 @@ use crate::auth::jwt::JwtVerifier;
 use crate::config::{self, Config, ConfigError};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::proxy::Policy;
+use crate::proxy::{Policy, policy};
 use crate::tickets::Tickets;
 use crate::tickets::store::{StoreError, UsedTickets};
 
@@ -99,11 +99,11 @@ impl Reloader {
         if let Some(key) = self.running.changed_key(&RestartOnly::of(&config)) {
             return Err(ReloadError::RestartOnly(key));
         }
-        let upstream = crate::server::resolve(&config.upstream)
-            .map_err(|_| ReloadError::Upstream(config.upstream.clone()))?;
+        let upstream = policy::resolve_upstream(&config.upstream)
+            .ok_or_else(|| ReloadError::Upstream(config.upstream.clone()))?;
         let verifier = Arc::new(JwtVerifier::new(
             &config.jwt,
-            config.forward.clone(),
+            config.forward.claim_names(),
             &self.metrics,
         ));
         load_keys(&verifier).await?;

@@ -2,7 +2,6 @@
 //! the admin service on `admin.listen`, and the background work (`reload`: SIGHUP, JWKS
 //! refresh and the ticket store's upkeep; the access-log flush; the drain on SIGTERM).
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use crate::config::Config;
 use crate::drain::{Drain, InFlight};
 use crate::limits::Bounded;
 use crate::metrics::Metrics;
-use crate::proxy::{Policy, TicketGate};
+use crate::proxy::{Policy, TicketGate, policy};
 use crate::reload::{Reloader, RestartOnly};
 use crate::tickets::Tickets;
 use crate::tickets::store::StoreError;
@@ -39,11 +38,12 @@ pub enum StartError {
 /// the config file `config` came from, read again on SIGHUP.
 pub fn run(config: Config, path: PathBuf) -> Result<(), StartError> {
     ignore_hangups_until_reloading();
-    let upstream = resolve(&config.upstream)?;
+    let upstream = policy::resolve_upstream(&config.upstream)
+        .ok_or_else(|| StartError::Upstream(config.upstream.clone()))?;
     let metrics = Arc::new(Metrics::new());
     let verifier = Arc::new(JwtVerifier::new(
         &config.jwt,
-        config.forward.clone(),
+        config.forward.claim_names(),
         &metrics,
     ));
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
@@ -132,16 +132,6 @@ fn ignore_hangups_until_reloading() {
             "cannot take over SIGHUP: a SIGHUP before the reload service starts ends the process"
         );
     }
-}
-
-/// The upstream is resolved when a policy is made (at start and on reload): a sidecar's
-/// upstream is a fixed local address.
-pub fn resolve(upstream: &str) -> Result<SocketAddr, StartError> {
-    upstream
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| StartError::Upstream(upstream.to_string()))
 }
 
 /// Pingora's own settings, derived from ours. Pingora's default grace period would keep a

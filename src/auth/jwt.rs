@@ -10,12 +10,10 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
-use super::cache::TokenCache;
 use super::error::TokenProblem;
 use super::jwks::IssuerKeys;
 use super::keys::VerifyKey;
-use super::{Caller, Identity, MAX_TOKEN_BYTES};
-use crate::identity::ForwardConfig;
+use super::{Identity, MAX_TOKEN_BYTES};
 use crate::metrics::Metrics;
 
 /// The `jwt:` settings.
@@ -38,10 +36,15 @@ pub struct IssuerConfig {
 
 pub struct JwtVerifier {
     issuers: Vec<Issuer>,
-    cache: TokenCache,
     leeway_seconds: u64,
-    /// Which claims become which headers; only these claims are kept in an `Identity`.
-    forward: ForwardConfig,
+    /// The claims an `Identity` keeps (those the forward headers carry); the rest are dropped.
+    kept_claims: Vec<String>,
+}
+
+/// A token that passed every check: who it names, and until when (`exp`) it may be trusted.
+pub struct Verified {
+    pub identity: Identity,
+    pub expires_at: u64,
 }
 
 struct Issuer {
@@ -77,7 +80,7 @@ struct UnverifiedIssuer {
 }
 
 impl JwtVerifier {
-    pub fn new(config: &JwtConfig, forward: ForwardConfig, metrics: &Arc<Metrics>) -> Self {
+    pub fn new(config: &JwtConfig, kept_claims: Vec<String>, metrics: &Arc<Metrics>) -> Self {
         let issuers = config
             .issuers
             .iter()
@@ -98,9 +101,8 @@ impl JwtVerifier {
             .collect();
         JwtVerifier {
             issuers,
-            cache: TokenCache::new(config.cache_size),
             leeway_seconds: config.leeway_seconds,
-            forward,
+            kept_claims,
         }
     }
 
@@ -109,26 +111,11 @@ impl JwtVerifier {
         self.issuers.iter().map(|i| &i.keys)
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Arc<Caller>, TokenProblem> {
+    /// The full check of `token` at `now` (Unix seconds).
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenProblem> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenProblem::TooLarge);
         }
-        let now = jsonwebtoken::get_current_timestamp();
-        if let Some(caller) = self.cache.get(token, now) {
-            return Ok(caller);
-        }
-        let (identity, expires_at) = self.verify_uncached(token, now).await?;
-        let caller = Arc::new(Caller::new(identity, &self.forward)?);
-        self.cache.insert(token, &caller, expires_at);
-        Ok(caller)
-    }
-
-    /// The full check; also returns the token's `exp`, until which it may be cached.
-    async fn verify_uncached(
-        &self,
-        token: &str,
-        now: u64,
-    ) -> Result<(Identity, u64), TokenProblem> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenProblem::Malformed)?;
         if header.crit.is_some() {
             return Err(TokenProblem::CriticalHeader);
@@ -170,7 +157,7 @@ impl JwtVerifier {
             .ok_or(TokenProblem::WrongIssuer)
     }
 
-    fn identity(&self, claims: Claims, now: u64) -> Result<(Identity, u64), TokenProblem> {
+    fn identity(&self, claims: Claims, now: u64) -> Result<Verified, TokenProblem> {
         let iat = claims
             .iat
             .as_ref()
@@ -187,16 +174,18 @@ impl JwtVerifier {
             .and_then(serde_json::Value::as_f64)
             .ok_or(TokenProblem::MissingClaim)? as u64;
         let claims_for_headers = self
-            .forward
-            .claim_headers
+            .kept_claims
             .iter()
-            .filter_map(|(name, _)| Some((name.clone(), header_text(claims.other.get(name)?))))
+            .filter_map(|name| Some((name.clone(), header_text(claims.other.get(name)?))))
             .collect();
         let identity = Identity {
             subject: claims.sub.ok_or(TokenProblem::MissingClaim)?,
             claims: claims_for_headers,
         };
-        Ok((identity, expires_at))
+        Ok(Verified {
+            identity,
+            expires_at,
+        })
     }
 }
 

@@ -9,15 +9,18 @@ use pingora::http::RequestHeader;
 
 use super::respond::Rejection;
 use crate::auth::error::TicketProblem;
-use crate::auth::{self, AuthError, Caller, jwt::JwtVerifier};
+use crate::auth::{self, AuthError, jwt::JwtVerifier};
 use crate::config::AuthMode;
-use crate::identity::ForwardConfig;
+use crate::identity::cache::TokenCache;
+use crate::identity::{Caller, ForwardConfig};
 use crate::query;
 use crate::tickets::{RedeemError, Tickets};
 
 /// What authentication needs besides the request.
 pub struct Authenticators<'a> {
     pub verifier: &'a JwtVerifier,
+    /// Callers of tokens verified before, with their headers built.
+    pub callers: &'a TokenCache,
     pub tickets: Option<&'a Tickets>,
     pub ticket_param: &'a str,
     pub forward: &'a ForwardConfig,
@@ -48,11 +51,8 @@ pub async fn authenticate(
 ) -> Result<Option<(Arc<Caller>, Credential)>, Rejection> {
     let caller = match mode {
         AuthMode::None => return Ok(None),
-        AuthMode::Jwt => (
-            require_bearer(req.header, with.verifier).await?,
-            Credential::Bearer,
-        ),
-        AuthMode::Ticket => match bearer(req.header, with.verifier).await? {
+        AuthMode::Jwt => (require_bearer(req.header, with).await?, Credential::Bearer),
+        AuthMode::Ticket => match bearer(req.header, with).await? {
             Some(caller) => (caller, Credential::Bearer),
             None => (ticket(req, with).await?, Credential::Ticket),
         },
@@ -63,22 +63,22 @@ pub async fn authenticate(
 /// The caller of a request that must carry a bearer JWT.
 pub async fn require_bearer(
     req: &RequestHeader,
-    verifier: &JwtVerifier,
+    with: &Authenticators<'_>,
 ) -> Result<Arc<Caller>, Rejection> {
-    bearer(req, verifier)
+    bearer(req, with)
         .await?
         .ok_or(Rejection::Auth(AuthError::Missing))
 }
 
 async fn bearer(
     req: &RequestHeader,
-    verifier: &JwtVerifier,
+    with: &Authenticators<'_>,
 ) -> Result<Option<Arc<Caller>>, Rejection> {
     let Some(token) = auth::bearer_token(req).map_err(Rejection::Auth)? else {
         return Ok(None);
     };
-    verifier
-        .verify(token)
+    with.callers
+        .caller(token, with.verifier, with.forward)
         .await
         .map(Some)
         .map_err(|problem| Rejection::Auth(AuthError::Token(problem)))

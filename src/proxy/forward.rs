@@ -7,9 +7,9 @@ use http::HeaderName;
 use http::header::AUTHORIZATION;
 use pingora::http::RequestHeader;
 
-use crate::auth::Caller;
 use crate::boundary::Target;
 use crate::config::AuthMode;
+use crate::identity::Caller;
 use crate::identity::ForwardConfig;
 use crate::query;
 

@@ -12,17 +12,16 @@ use http::header::{
 use http::{HeaderName, Method};
 use pingora::http::RequestHeader;
 
-use super::authenticate::require_bearer;
+use super::authenticate::{Authenticators, require_bearer};
 use super::respond::{Rejection, Reply};
-use crate::auth::Caller;
-use crate::auth::jwt::JwtVerifier;
+use crate::identity::Caller;
 use crate::tickets::{IssueError, Tickets};
 
 /// The reply, and the caller when the bearer JWT verified.
 pub async fn answer(
     req: &RequestHeader,
     tickets: &Tickets,
-    verifier: &JwtVerifier,
+    with: &Authenticators<'_>,
     allowed_origins: &[String],
 ) -> (Reply, Option<Arc<Caller>>) {
     let allowed_origin = req
@@ -31,7 +30,7 @@ pub async fn answer(
         .and_then(|o| o.to_str().ok())
         .filter(|origin| allowed_origins.iter().any(|allowed| allowed == origin));
     let (mut reply, identity) = match req.method {
-        Method::POST => issue(req, tickets, verifier).await,
+        Method::POST => issue(req, tickets, with).await,
         Method::OPTIONS => (preflight(allowed_origin.is_some()), None),
         _ => (Rejection::MethodNotAllowed.into(), None),
     };
@@ -47,9 +46,9 @@ pub async fn answer(
 async fn issue(
     req: &RequestHeader,
     tickets: &Tickets,
-    verifier: &JwtVerifier,
+    with: &Authenticators<'_>,
 ) -> (Reply, Option<Arc<Caller>>) {
-    let caller = match require_bearer(req, verifier).await {
+    let caller = match require_bearer(req, with).await {
         Ok(caller) => caller,
         Err(rejection) => return (rejection.into(), None),
     };

@@ -3,7 +3,7 @@
 //! policy keeps it until it closes, and nothing a request holds — a route index, say — can
 //! dangle when the policy is replaced.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use http::header::ORIGIN;
@@ -13,6 +13,7 @@ use super::authenticate::Authenticators;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::{Config, Route, WebsocketConfig};
 use crate::identity::ForwardConfig;
+use crate::identity::cache::TokenCache;
 use crate::redact::Shapes;
 use crate::tickets::{Tickets, codec};
 
@@ -24,10 +25,19 @@ pub struct Policy {
     pub upstream: SocketAddr,
     pub routes: Vec<Route>,
     pub verifier: Arc<JwtVerifier>,
+    /// Callers of verified tokens with their headers built, under this policy's `forward`
+    /// rules: a reload starts with an empty one, so no header of the old rules survives it.
+    pub callers: TokenCache,
     pub tickets: Option<TicketEndpoint>,
     pub forward: ForwardConfig,
     pub cors_allowed_origins: Vec<String>,
     pub websocket: WebsocketConfig,
+}
+
+/// `host:port` resolved, when a policy is made (at start and on reload): a sidecar's upstream
+/// is a fixed local address, not looked up per request.
+pub fn resolve_upstream(upstream: &str) -> Option<SocketAddr> {
+    upstream.to_socket_addrs().ok()?.next()
 }
 
 /// The ticket service and where it is reached.
@@ -58,6 +68,7 @@ impl Policy {
             upstream,
             routes: config.routes.clone(),
             verifier,
+            callers: TokenCache::new(config.jwt.cache_size),
             tickets,
             forward: config.forward.clone(),
             cors_allowed_origins: config.cors_allowed_origins.clone(),
@@ -82,6 +93,7 @@ impl Policy {
     pub fn authenticators(&self) -> Authenticators<'_> {
         Authenticators {
             verifier: &self.verifier,
+            callers: &self.callers,
             tickets: self.tickets.as_ref().map(|t| t.tickets.as_ref()),
             ticket_param: self.ticket_param(),
             forward: &self.forward,

@@ -23,8 +23,20 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use std::collections::BTreeMap;
+
 use crate::auth::Identity;
 use crate::auth::error::TicketProblem;
+
+/// The caller as a ticket carries it: this codec's own wire format, with one-letter field
+/// names because a ticket must stay under 256 characters.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Carried {
+    #[serde(rename = "s")]
+    subject: String,
+    #[serde(rename = "c", default, skip_serializing_if = "BTreeMap::is_empty")]
+    claims: BTreeMap<String, String>,
+}
 
 pub const PREFIX: &str = "tg2.";
 /// The contract's bound: a ticket fits any URL and any log redaction.
@@ -97,7 +109,11 @@ impl Codec {
         sealed.extend_from_slice(&id);
         sealed.extend_from_slice(&expires_at.to_be_bytes());
         sealed.extend_from_slice(run);
-        serde_json::to_writer(&mut sealed, identity).map_err(|_| SealError::TooLarge)?;
+        let carried = Carried {
+            subject: identity.subject.clone(),
+            claims: identity.claims.clone(),
+        };
+        serde_json::to_writer(&mut sealed, &carried).map_err(|_| SealError::TooLarge)?;
         let (_, payload) = sealed.split_at_mut(NONCE_LEN);
         let tag = self
             .key
@@ -149,7 +165,12 @@ impl Codec {
         if now >= expires_at {
             return Err(TicketProblem::Expired);
         }
-        let identity = serde_json::from_slice(identity).map_err(|_| TicketProblem::Invalid)?;
+        let carried: Carried =
+            serde_json::from_slice(identity).map_err(|_| TicketProblem::Invalid)?;
+        let identity = Identity {
+            subject: carried.subject,
+            claims: carried.claims,
+        };
         Ok(Ticket {
             id: *id,
             expires_at,

@@ -1,4 +1,5 @@
-//! Verified-token cache: a token that verified once is not verified again until it expires.
+//! Verified-token cache: a token that verified once is not verified again until it expires,
+//! and its identity headers are not built again either.
 //! Signature checks dominate the cost of a JWT route (RS256/ES256 especially), and a browser
 //! or service sends the same token for every request of its session.
 //!
@@ -12,7 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use super::Caller;
+use super::{Caller, ForwardConfig};
+use crate::auth::TokenProblem;
+use crate::auth::jwt::JwtVerifier;
 
 pub struct TokenCache {
     entries: Option<Mutex<LruCache<Box<str>, Verified>>>,
@@ -32,7 +35,7 @@ impl TokenCache {
     }
 
     /// The caller of a token verified earlier and not expired at `now`.
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Caller>> {
+    fn get(&self, token: &str, now: u64) -> Option<Arc<Caller>> {
         let mut entries = self.entries.as_ref()?.lock().ok()?;
         match entries.get(token) {
             Some(hit) if now < hit.expires_at => Some(hit.caller.clone()),
@@ -44,7 +47,24 @@ impl TokenCache {
         }
     }
 
-    pub fn insert(&self, token: &str, caller: &Arc<Caller>, expires_at: u64) {
+    /// The caller of `token`: from the cache, or verified now and its headers built.
+    pub async fn caller(
+        &self,
+        token: &str,
+        verifier: &JwtVerifier,
+        forward: &ForwardConfig,
+    ) -> Result<Arc<Caller>, TokenProblem> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(caller) = self.get(token, now) {
+            return Ok(caller);
+        }
+        let verified = verifier.verify(token, now).await?;
+        let caller = Arc::new(Caller::new(verified.identity, forward)?);
+        self.insert(token, &caller, verified.expires_at);
+        Ok(caller)
+    }
+
+    fn insert(&self, token: &str, caller: &Arc<Caller>, expires_at: u64) {
         let Some(entries) = &self.entries else { return };
         if let Ok(mut entries) = entries.lock() {
             entries.put(
