@@ -6,19 +6,23 @@
 //! caller's identity in headers the client cannot forge.
 //!
 //! # Layout
-//! - `config`: the YAML file, validated whole before anything starts.
-//! - `reload`: SIGHUP, and the background work of the policy in force (JWKS refresh,
-//!   ticket-store upkeep).
-//! - `server`: assembles Pingora's services from the config; `drain` ends a graceful
-//!   shutdown as soon as no request is left; `limits` gives every connection the header and
-//!   keep-alive deadlines Pingora lacks.
+//! - `config`: the YAML file, validated whole before anything starts (one validator per
+//!   section in `config/`); it builds each domain's own settings type.
+//! - `server`: assembles Pingora's services from the config; `reload` re-reads it on SIGHUP
+//!   and keeps the policy's background work (JWKS refresh, ticket-store upkeep) going;
+//!   `drain` ends a graceful shutdown as soon as no request is left; `limits` gives every
+//!   connection the header and keep-alive deadlines Pingora lacks.
 //! - `boundary`: the one reading of a request target (canonical path, refused forms) that
 //!   routing, forwarding and logging share.
 //! - `proxy`: the request's life, one hook per step (`proxy/route`, `proxy/authenticate`,
-//!   `proxy/forward`, `proxy/respond`, `proxy/log`).
-//! - `identity`: which headers carry a verified caller's identity to the upstream.
-//! - `auth`: bearer JWTs, their keys and JWK Sets, and why a credential is refused.
-//! - `tickets`: WebSocket tickets, minted statelessly and redeemed once (memory or Redis).
+//!   `proxy/forward`, `proxy/respond`, `proxy/log`), each decided by the request's own
+//!   snapshot of the policy (`proxy/policy`).
+//! - `auth`: bearer JWTs, their keys and JWK Sets, and why a credential is refused; it says
+//!   who is calling and until when.
+//! - `identity`: what the upstream is told about the caller: which headers, built once per
+//!   verified token and cached until it expires (`identity/cache`).
+//! - `tickets`: WebSocket tickets, sealed statelessly (`tickets/codec`) and redeemed once
+//!   (`tickets/store`: the `UsedTickets` trait over memory and Redis).
 //! - `redact` and `query`: what of a URL may be logged, and query-string parsing.
 //! - `access_log`, `metrics`, `admin`: what operators see; `log_filter`: what the error
 //!   log may never print.
@@ -28,10 +32,12 @@
 //!   identity provider and page.
 //!
 //! # Life of a request
-//! boundary (the target read as the upstream will read it, or 400) -> route (the ticket endpoint, the first matching prefix, or 404) -> authenticate (per the
-//! route's `auth`, upgrade or not; a ticket only on an upgrade) -> forward (ticket stripped
-//! from the URI, identity headers set, client copies and `Authorization` removed) -> log (one
-//! JSON line with the redacted path, metrics; for a WebSocket when it closes).
+//! boundary (the target read as the upstream will read it, or 400) -> route (the ticket
+//! endpoint, the first prefix matching the canonical path, or 404) -> authenticate (per the
+//! route's `auth`, upgrade or not; a ticket only on a complete opening handshake) -> forward
+//! (the canonical target without the ticket, identity headers set, client copies and
+//! `Authorization` removed) -> log (one JSON line with the redacted target, metrics; for a
+//! WebSocket when it closes).
 
 #![forbid(unsafe_code)]
 
