@@ -3,12 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::Algorithm;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::tokens::{mint, valid_claims};
 use crate::common::{Gate, TicketOptions, raw, ticket_config, upstream, ws};
 
 const LIMITS: &str = "limits:\n  header_timeout_seconds: 1\n  keepalive_timeout_seconds: 2\n";
@@ -86,12 +84,7 @@ async fn a_connection_that_sends_nothing_is_closed() {
 #[tokio::test]
 async fn a_websocket_outlives_both_limits() {
     let (_upstream, gate) = gate().await;
-    let jwt = mint(Algorithm::HS256, &valid_claims());
-    let ticket = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
-    let mut socket = ws::connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
-        .await
-        .expect("upgrade");
-    ws::upstream_report(&mut socket).await;
+    let (mut socket, _, _) = ws::open_with_ticket(&gate).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     ws::assert_echoes(&mut socket, &[Message::text("still here")]).await;
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::common::tokens::{mint, valid_claims};
 use tokio_tungstenite::tungstenite::protocol::Message;
 
-use crate::common::ws::{self, assert_echoes, connect, upstream_report};
+use crate::common::ws::{self, assert_echoes};
 use crate::common::{
     ALL_STATIC_KEYS, Gate, TicketOptions, free_port, get, jwt_config, ticket_config, upstream,
 };
@@ -111,12 +111,7 @@ async fn sigterm_lets_an_open_websocket_finish_first() {
     let config = ticket_config(upstream.addr, &TicketOptions::default())
         .replace("shutdown_grace_seconds: 1", "shutdown_grace_seconds: 30");
     let mut gate = Gate::start(&config).await;
-    let jwt = mint(Algorithm::HS256, &valid_claims());
-    let ticket = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
-    let mut socket = connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
-        .await
-        .expect("101");
-    upstream_report(&mut socket).await;
+    let (mut socket, _, _) = ws::open_with_ticket(&gate).await;
     gate.signal("TERM");
     assert!(
         gate.exit_within(Duration::from_secs(1)).await.is_none(),

@@ -40,12 +40,7 @@ async fn a_reload_takes_effect_for_new_requests_and_open_websockets_keep_going()
     let (_upstream, gate) = gate().await;
     gate.assert_metrics(&["ticketgate_config_last_reload_successful 1"])
         .await;
-    let jwt = mint(Algorithm::HS256, &valid_claims());
-    let ticket = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
-    let mut socket = ws::connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
-        .await
-        .expect("upgrade");
-    ws::upstream_report(&mut socket).await;
+    let (mut socket, jwt, ticket) = ws::open_with_ticket(&gate).await;
     assert_eq!(get(&gate.url("/public/x"), None).await.0, 200);
 
     // `/public` now needs a JWT, and the WebSocket's own route changes its rule too.

@@ -115,3 +115,16 @@ pub async fn count_upgrades(ports: &[u16], path: &str) -> usize {
     }
     opened
 }
+
+/// A WebSocket opened on `/ws` of `gate` with a fresh ticket bought by a valid HS256 login,
+/// past the upstream's first (report) message; also the login and the ticket, to grep for.
+pub async fn open_with_ticket(gate: &super::Gate) -> (Socket, String, String) {
+    use jsonwebtoken::Algorithm;
+    let jwt = super::tokens::mint(Algorithm::HS256, &super::tokens::valid_claims());
+    let ticket = ticket(&gate.url("/ws-ticket"), &jwt).await;
+    let mut socket = connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
+        .await
+        .expect("upgrade with a fresh ticket");
+    upstream_report(&mut socket).await;
+    (socket, jwt, ticket)
+}
