@@ -65,6 +65,7 @@ pub async fn assert_echoes(socket: &mut Socket, messages: &[Message]) {
 }
 
 /// `POST` to the ticket endpoint with a bearer token; returns status, headers and JSON body.
+/// An issued ticket joins the credentials no gate may print.
 pub async fn request_ticket(
     url: &str,
     token: &str,
@@ -77,12 +78,13 @@ pub async fn request_ticket(
         .expect("ticket request");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.text().await.expect("body");
-    (
-        status,
-        headers,
-        serde_json::from_str(&body).unwrap_or_default(),
-    )
+    let body: serde_json::Value =
+        serde_json::from_str(&response.text().await.expect("body")).unwrap_or_default();
+    // Every gate's output is grepped for every ticket handed out, as for every JWT.
+    if let Some(ticket) = body["ticket"].as_str() {
+        super::secrets::remember(ticket);
+    }
+    (status, headers, body)
 }
 
 /// A fresh ticket for `token`, asserting issuance works.
