@@ -12,6 +12,8 @@
 
 use std::borrow::Cow;
 
+use crate::query;
+
 /// Why a request target was refused (always a 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -81,10 +83,7 @@ pub fn read(raw: &[u8], is_options: bool) -> Result<Target<'_>, Refused> {
         Some(_) => (raw, false),
         None => (absolute_form_rest(raw)?, true),
     };
-    let (path, query) = match origin.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (origin, None),
-    };
+    let (path, query) = query::split(origin);
     let (path, route_path) = canonical(if path.is_empty() { "/" } else { path })?;
     let rewritten = absolute || matches!(path, Cow::Owned(_));
     Ok(Target {
@@ -143,22 +142,19 @@ fn canonical(path: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), Refused> {
         canonical.push('/');
         route.push('/');
     }
-    for built in [&mut canonical, &mut route] {
-        if built.is_empty() || built == "//" {
-            *built = "/".to_string();
-        }
+    Ok((
+        borrowed_if_same(path, canonical),
+        borrowed_if_same(path, route),
+    ))
+}
+
+/// `built`, or `path` itself when they are equal; an empty path is `/`.
+fn borrowed_if_same(path: &str, built: String) -> Cow<'_, str> {
+    match built.as_str() {
+        "" => Cow::Owned("/".to_string()),
+        same if same == path => Cow::Borrowed(path),
+        _ => Cow::Owned(built),
     }
-    let canonical = if canonical == path {
-        Cow::Borrowed(path)
-    } else {
-        Cow::Owned(canonical)
-    };
-    let route = if route == path {
-        Cow::Borrowed(path)
-    } else {
-        Cow::Owned(route)
-    };
-    Ok((canonical, route))
 }
 
 /// One segment with unreserved escapes decoded and other escapes in upper case.

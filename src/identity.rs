@@ -33,9 +33,7 @@ impl ForwardConfig {
         std::iter::once(&self.subject_header.name)
             .chain(self.claim_headers.iter().map(|(_, h)| &h.name))
     }
-}
 
-impl ForwardConfig {
     /// The claims a verified identity must keep: those a header carries.
     pub fn claim_names(&self) -> Vec<String> {
         self.claim_headers

@@ -126,14 +126,14 @@ pub fn phase(session: &pingora::proxy::Session) -> Option<&Phase> {
 /// A stream whose reads fail with `TimedOut` past its phase's deadline.
 pub struct Deadlined {
     inner: Stream,
-    phase: Arc<Phase>,
+    phase: Phase,
     timer: Pin<Box<Sleep>>,
     timer_at: Instant,
 }
 
 impl Deadlined {
     fn new(inner: Stream, limits: Limits) -> Self {
-        let phase = Arc::new(Phase::new(limits));
+        let phase = Phase::new(limits);
         let now = Instant::now();
         Deadlined {
             inner,
@@ -148,7 +148,7 @@ impl Deadlined {
         stream
             .as_any()
             .downcast_ref::<Deadlined>()
-            .map(|d| d.phase.as_ref())
+            .map(|d| &d.phase)
     }
 
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {

@@ -14,6 +14,16 @@ pub fn split(target: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// `text` as an upstream reads a query component: `+` is a space, escapes decoded (invalid
+/// UTF-8 replaced); borrowed when there is nothing to decode.
+pub fn decode(text: &str) -> Cow<'_, str> {
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
+    let spaced = text.replace('+', " ");
+    Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
+}
+
 /// One `name=value` pair of a query, as raw text.
 pub struct Pair<'a> {
     pub raw: &'a str,
@@ -30,24 +40,12 @@ impl<'a> Pair<'a> {
 
     /// The name as the upstream would read it (percent- and `+`-decoded).
     pub fn name(&self) -> Cow<'a, str> {
-        let name = self.raw_name();
-        if !name.contains(['%', '+']) {
-            return Cow::Borrowed(name);
-        }
-        let spaced = name.replace('+', " ");
-        Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
+        decode(self.raw_name())
     }
 
     /// The value as the upstream would read it.
     pub fn value(&self) -> Option<Cow<'a, str>> {
-        let value = self.raw_value()?;
-        if !value.contains(['%', '+']) {
-            return Some(Cow::Borrowed(value));
-        }
-        let spaced = value.replace('+', " ");
-        Some(Cow::Owned(
-            percent_decode_str(&spaced).decode_utf8_lossy().into_owned(),
-        ))
+        self.raw_value().map(decode)
     }
 }
 

@@ -8,8 +8,6 @@
 
 use std::borrow::Cow;
 
-use percent_encoding::percent_decode_str;
-
 use crate::query;
 
 pub const REDACTED: &str = "REDACTED";
@@ -17,8 +15,9 @@ pub const REDACTED: &str = "REDACTED";
 /// Query parameters whose value is always a credential.
 const CREDENTIAL_PARAMS: [&str; 2] = ["access_token", "id_token"];
 
-/// How a ticket starts (`tickets::codec::PREFIX`); passed in so that logging needs no
-/// knowledge of the ticket format beyond it.
+/// What marks a credential in a target: the ticket parameter's name, and how a ticket starts
+/// (`tickets::codec::PREFIX`), passed in so that logging needs no knowledge of the ticket
+/// format beyond it.
 pub struct Shapes<'a> {
     pub ticket_param: &'a str,
     pub ticket_prefix: &'a str,
@@ -107,13 +106,7 @@ fn rewrite<'a>(
 /// Whether `piece`, as sent or once percent-decoded, holds a ticket or a JWT.
 fn holds_credential(piece: &str, shapes: &Shapes) -> bool {
     credential_runs(piece, shapes.ticket_prefix)
-        || (piece.contains(['%', '+']) && credential_runs(&decoded(piece), shapes.ticket_prefix))
-}
-
-fn decoded(piece: &str) -> String {
-    percent_decode_str(&piece.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
+        || matches!(query::decode(piece), Cow::Owned(decoded) if credential_runs(&decoded, shapes.ticket_prefix))
 }
 
 /// Scans the runs of base64url characters and dots (a `%XX` escape ends a run) for a ticket

@@ -101,11 +101,7 @@ impl Reloader {
         }
         let upstream = policy::resolve_upstream(&config.upstream)
             .ok_or_else(|| ReloadError::Upstream(config.upstream.clone()))?;
-        let verifier = Arc::new(JwtVerifier::new(
-            &config.jwt,
-            config.forward.claim_names(),
-            &self.metrics,
-        ));
+        let verifier = policy::verifier(&config, &self.metrics);
         load_keys(&verifier).await?;
         let current = self.policy.load();
         let tickets = match (&config.tickets, &current.tickets) {

@@ -14,7 +14,6 @@ use pingora::services::listening::Service;
 
 use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
-use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
 use crate::drain::{Drain, InFlight};
 use crate::limits::Bounded;
@@ -41,11 +40,7 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), StartError> {
     let upstream = policy::resolve_upstream(&config.upstream)
         .ok_or_else(|| StartError::Upstream(config.upstream.clone()))?;
     let metrics = Arc::new(Metrics::new());
-    let verifier = Arc::new(JwtVerifier::new(
-        &config.jwt,
-        config.forward.claim_names(),
-        &metrics,
-    ));
+    let verifier = policy::verifier(&config, &metrics);
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
     let tickets = match &config.tickets {
         Some(tickets) => Some(Arc::new(Tickets::new(tickets, metrics.clone())?)),

@@ -1,6 +1,5 @@
 //! Verified-token cache: a token that verified once is not verified again until it expires,
-//! and its identity headers are not built again either.
-//! Signature checks dominate the cost of a JWT route (RS256/ES256 especially), and a browser
+//! and its identity headers are not built again either. Signature checks dominate the cost of a JWT route (RS256/ES256 especially), and a browser
 //! or service sends the same token for every request of its session.
 //!
 //! Only tokens that passed every check are stored, keyed by the whole token (exact equality,

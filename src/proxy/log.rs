@@ -1,5 +1,6 @@
 //! The last step of a request's life: one access-log line and its metrics.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use pingora::proxy::Session;
@@ -21,13 +22,10 @@ pub struct Outcome<'a> {
 
 /// The request target as the client sent it, redacted: what both the access log and
 /// Pingora's error log (`request_summary`) print.
-pub fn logged_target<'a>(session: &'a Session, shapes: &Shapes) -> std::borrow::Cow<'a, str> {
-    let raw = String::from_utf8_lossy(session.req_header().raw_path());
-    match raw {
-        std::borrow::Cow::Borrowed(text) => redact::target(text, shapes),
-        std::borrow::Cow::Owned(text) => {
-            std::borrow::Cow::Owned(redact::target(&text, shapes).into_owned())
-        }
+pub fn logged_target<'a>(session: &'a Session, shapes: &Shapes) -> Cow<'a, str> {
+    match String::from_utf8_lossy(session.req_header().raw_path()) {
+        Cow::Borrowed(text) => redact::target(text, shapes),
+        Cow::Owned(text) => Cow::Owned(redact::target(&text, shapes).into_owned()),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::auth::jwt::JwtVerifier;
 use crate::config::{Config, Route, WebsocketConfig};
 use crate::identity::ForwardConfig;
 use crate::identity::cache::TokenCache;
+use crate::metrics::Metrics;
 use crate::redact::Shapes;
 use crate::tickets::{Tickets, codec};
 
@@ -45,6 +46,16 @@ pub struct TicketEndpoint {
     pub tickets: Arc<Tickets>,
     pub issue_path: String,
     pub query_param: String,
+}
+
+/// The verifier `config` describes. Its identities keep exactly the claims a `forward`
+/// header carries.
+pub fn verifier(config: &Config, metrics: &Arc<Metrics>) -> Arc<JwtVerifier> {
+    Arc::new(JwtVerifier::new(
+        &config.jwt,
+        config.forward.claim_names(),
+        metrics,
+    ))
 }
 
 impl Policy {
