@@ -5,7 +5,7 @@
 //! file one error per restart loses patience fast. Messages never quote key or secret file
 //! contents.
 
-mod file;
+pub mod file;
 mod forward;
 mod jwt;
 mod routes;

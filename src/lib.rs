@@ -10,8 +10,9 @@
 //!   section in `config/`); it builds each domain's own settings type.
 //! - `server`: assembles Pingora's services from the config; `reload` re-reads it on SIGHUP
 //!   and keeps the policy's background work (JWKS refresh, ticket-store upkeep) going;
-//!   `drain` ends a graceful shutdown as soon as no request is left; `limits` gives every
-//!   connection the header and keep-alive deadlines Pingora lacks.
+//!   `lifecycle` holds the one shape of periodic work and the drain that ends a graceful
+//!   shutdown as soon as no request is left; `limits` gives every connection the header
+//!   and keep-alive deadlines Pingora lacks.
 //! - `boundary`: the one reading of a request target (canonical path, refused forms) that
 //!   routing, forwarding and logging share.
 //! - `proxy`: the request's life, one hook per step (`proxy/route`, `proxy/authenticate`,
@@ -47,9 +48,9 @@ pub mod auth;
 pub mod boundary;
 pub mod config;
 pub mod demo;
-pub mod drain;
 pub mod fuzzing;
 pub mod identity;
+pub mod lifecycle;
 pub mod limits;
 pub mod log_filter;
 pub mod metrics;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ticketgate::lifecycle::OnceIdle;
 
 /// jemalloc, with its background purging thread switched on in `main`: glibc's malloc kept
 /// the pages of closed WebSockets (resident memory grew with every wave of connections),
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match ticketgate::server::run(config, path) {
+            match ticketgate::server::run(config, path, OnceIdle::Exit) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ticketgate: {e}");

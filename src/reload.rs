@@ -22,11 +22,12 @@ use tokio::task::JoinSet;
 use crate::access_log::AccessLog;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::{self, Config, ConfigError};
+use crate::lifecycle;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::{Policy, policy};
-use crate::tickets::Tickets;
 use crate::tickets::store::{StoreError, UsedTickets};
+use crate::tickets::{Tickets, unix_now};
 
 /// How long a reload may wait for the JWK Sets of the issuers it names.
 const KEYS_DEADLINE: Duration = Duration::from_secs(10);
@@ -147,18 +148,35 @@ async fn load_keys(verifier: &JwtVerifier) -> Result<(), ReloadError> {
 
 /// The background work of one policy: JWKS refreshes, and the ticket store's upkeep, which
 /// outlives a reload whenever the store itself does.
-#[derive(Default)]
+/// The policy's periodic work, each a `lifecycle::repeat` loop that ends on shutdown.
 struct Upkeep {
+    shutdown: ShutdownWatch,
     jwks: JoinSet<()>,
     store: Option<(Arc<dyn UsedTickets>, JoinSet<()>)>,
 }
 
 impl Upkeep {
+    fn new(shutdown: ShutdownWatch) -> Self {
+        Upkeep {
+            shutdown,
+            jwks: JoinSet::new(),
+            store: None,
+        }
+    }
+
+    /// Refreshes the JWK Sets `policy` names; keeps the store's upkeep unless its store
+    /// changed.
     fn follow(&mut self, policy: &Policy) {
         self.jwks.abort_all();
         for keys in policy.verifier.issuer_keys() {
+            let Some(first) = keys.first_refresh() else {
+                continue;
+            };
             let keys = keys.clone();
-            self.jwks.spawn(async move { keys.refresh_forever().await });
+            let shutdown = self.shutdown.clone();
+            self.jwks.spawn(async move {
+                lifecycle::repeat(shutdown, first, || keys.refresh()).await;
+            });
         }
         let store = policy.tickets.as_ref().map(|t| t.tickets.store().clone());
         let same = match (&store, &self.store) {
@@ -170,7 +188,11 @@ impl Upkeep {
             self.store = store.map(|store| {
                 let mut task = JoinSet::new();
                 let maintained = store.clone();
-                task.spawn(async move { maintained.maintain().await });
+                let shutdown = self.shutdown.clone();
+                task.spawn(async move {
+                    lifecycle::repeat(shutdown, Duration::ZERO, || maintained.maintain(unix_now()))
+                        .await;
+                });
                 (store, task)
             });
         }
@@ -180,7 +202,7 @@ impl Upkeep {
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut upkeep = Upkeep::default();
+        let mut upkeep = Upkeep::new(shutdown.clone());
         upkeep.follow(&self.policy.load());
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(hangups) => hangups,

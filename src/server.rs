@@ -1,21 +1,21 @@
 //! Assembles the Pingora server from a validated `Config`: the proxy service on `listen`,
 //! the admin service on `admin.listen`, and the background work (`reload`: SIGHUP, JWKS
-//! refresh and the ticket store's upkeep; the access-log flush; the drain on SIGTERM).
+//! refresh and the ticket store's upkeep; `lifecycle`: the access-log flush and the drain
+//! on SIGTERM).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
+use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::access_log::{self, AccessLog};
+use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::Config;
-use crate::drain::{Drain, InFlight};
+use crate::lifecycle::{AccessLogFlush, Drain, InFlight, OnceIdle};
 use crate::limits::Bounded;
 use crate::metrics::Metrics;
 use crate::proxy::{Policy, TicketGate, policy};
@@ -34,8 +34,9 @@ pub enum StartError {
 }
 
 /// Builds every service and runs until SIGTERM (graceful) or SIGINT (immediate). `path` is
-/// the config file `config` came from, read again on SIGHUP.
-pub fn run(config: Config, path: PathBuf) -> Result<(), StartError> {
+/// the config file `config` came from, read again on SIGHUP; `once_idle` says whether a
+/// graceful shutdown ends the process as soon as no request is left.
+pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), StartError> {
     ignore_hangups_until_reloading();
     let upstream = policy::resolve_upstream(&config.upstream)
         .ok_or_else(|| StartError::Upstream(config.upstream.clone()))?;
@@ -98,6 +99,7 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), StartError> {
         Drain {
             in_flight,
             access_log: access_log.clone(),
+            once_idle,
         },
     ));
     log::info!(
@@ -140,19 +142,5 @@ fn pingora_conf(config: &Config) -> ServerConf {
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
-    }
-}
-
-/// Writes the access log's batch out every `FLUSH_EVERY`, also during the shutdown grace
-/// period, when the last requests finish.
-struct AccessLogFlush(Arc<AccessLog>);
-
-#[async_trait]
-impl BackgroundService for AccessLogFlush {
-    async fn start(&self, _shutdown: ShutdownWatch) {
-        loop {
-            tokio::time::sleep(access_log::FLUSH_EVERY).await;
-            self.0.flush();
-        }
     }
 }

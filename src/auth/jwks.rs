@@ -118,20 +118,26 @@ impl IssuerKeys {
         self.fetch_and_store().await;
     }
 
-    /// The periodic refresh, run as a background task for issuers with a `jwks_url`. Keys
-    /// loaded already (`load`, before a reload's swap) are refreshed one period later.
-    pub async fn refresh_forever(&self) {
-        if self.url.is_none() {
-            return;
-        }
-        loop {
-            if self.snapshot().is_some() {
-                tokio::time::sleep(self.refresh).await;
-            }
-            self.fetch_and_store().await;
-            if self.snapshot().is_none() {
-                tokio::time::sleep(RETRY_BEFORE_FIRST_LOAD.min(self.refresh)).await;
-            }
+    /// When the periodic refresh should first run, or `None` for an issuer without a
+    /// `jwks_url`. Keys loaded already (`load`, before a reload's swap) are refreshed one
+    /// period later.
+    pub fn first_refresh(&self) -> Option<Duration> {
+        self.url.as_ref()?;
+        Some(if self.snapshot().is_some() {
+            self.refresh
+        } else {
+            Duration::ZERO
+        })
+    }
+
+    /// One round of the periodic refresh; returns the wait before the next (shorter while
+    /// the issuer has never had keys).
+    pub async fn refresh(&self) -> Duration {
+        self.fetch_and_store().await;
+        if self.snapshot().is_some() {
+            self.refresh
+        } else {
+            RETRY_BEFORE_FIRST_LOAD.min(self.refresh)
         }
     }
 

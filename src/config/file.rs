@@ -1,19 +1,26 @@
 //! The YAML file exactly as users write it. Every struct denies unknown fields, because a
 //! misspelt key (say `audience:` for `audiences:`) would otherwise silently disable a check.
 //! Nothing here is validated beyond its shape; `config::validate` turns this into `Config`.
+//!
+//! It also serialises, so tests and the demo build a config as a typed value and write it
+//! out as the YAML a user would, instead of editing YAML text.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub listen: String,
     pub upstream: String,
     pub admin: Admin,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt: Option<Jwt>,
     pub routes: Vec<Route>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tickets: Option<Tickets>,
     #[serde(default)]
     pub forward: Forward,
@@ -27,55 +34,66 @@ pub struct File {
     pub limits: Limits,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub listen: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Jwt {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub leeway_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<usize>,
     pub issuers: Vec<Issuer>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Issuer {
     pub issuer: String,
     #[serde(default)]
     pub audiences: Vec<String>,
     pub algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<String>,
     #[serde(default)]
     pub public_key_files: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_refresh_seconds: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub prefix: String,
     pub auth: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tickets {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issue_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
     pub secret_file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub query_param: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forward {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_header: Option<String>,
     #[serde(default)]
     pub claim_headers: std::collections::BTreeMap<String, String>,
@@ -83,30 +101,34 @@ pub struct Forward {
     pub forward_authorization: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cors {
     #[serde(default)]
     pub allowed_origins: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Websocket {
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout_seconds: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLog {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_timeout_seconds: Option<u64>,
 }

@@ -6,6 +6,8 @@
 pub mod memory;
 pub mod redis;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use super::codec::TicketId;
@@ -34,7 +36,8 @@ pub trait UsedTickets: Send + Sync {
     /// Whether used tickets are remembered across a restart of this process.
     fn survives_restarts(&self) -> bool;
 
-    /// The store's background work, run until shutdown: purging expired ids from memory, or
-    /// keeping the Redis connection and its health current.
-    async fn maintain(&self);
+    /// One round of the store's background work — purging ids expired by `now` from
+    /// memory, or checking the Redis connection and its health; returns the wait before the
+    /// next round.
+    async fn maintain(&self, now: u64) -> Duration;
 }

@@ -2,13 +2,14 @@
 
 use jsonwebtoken::Algorithm;
 
+use crate::common::config::{self, Keys};
 use crate::common::tokens::{mint, valid_claims};
-use crate::common::{ALL_STATIC_KEYS, Gate, get, jwt_config, upstream};
+use crate::common::{Gate, get, upstream};
 
 #[tokio::test]
 async fn health_readiness_and_unknown_paths() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     for (path, status) in [
         ("/healthz", 200),
         ("/readyz", 200),
@@ -23,7 +24,7 @@ async fn health_readiness_and_unknown_paths() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     let token = mint(Algorithm::HS256, &valid_claims());
     assert_eq!(get(&gate.url("/api/a"), Some(&token)).await.0, 200);
     assert_eq!(get(&gate.url("/api/b?x=1"), Some(&token)).await.0, 200);
@@ -50,7 +51,7 @@ async fn metrics_count_requests_by_route_and_status() {
 #[tokio::test]
 async fn the_probe_command_reports_health() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     let probe = |url: String| {
         std::process::Command::new(env!("CARGO_BIN_EXE_ticketgate"))
             .args(["probe", "--url", &url])

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{Gate, check, fixture};
+use crate::common::{Gate, check, fixture, free_port};
 
 #[test]
 fn every_shipped_config_passes() {
@@ -244,7 +244,11 @@ fn key_file_contents_are_never_quoted() {
 
 #[tokio::test]
 async fn run_refuses_a_bad_config_with_the_same_message() {
-    let mut gate = Gate::spawn("upstream: \"127.0.0.1:1\"\nroutes: []\n");
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: \"127.0.0.1:{port}\"\nadmin:\n  listen: \"127.0.0.1:{admin}\"\nupstream: \"127.0.0.1:1\"\nroutes: []\n"
+    );
+    let mut gate = Gate::spawn_yaml(&yaml, port, admin, &[]);
     let status = tokio::task::spawn_blocking(move || {
         let status = gate.wait();
         (status, gate.output())

@@ -7,33 +7,32 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Value, json};
 
+use crate::common::config::{self, Keys, route};
 use crate::common::tokens::{self, mint, valid_claims};
 use crate::common::ws::{self, connect, request_ticket};
-use crate::common::{Gate, free_port, raw, upstream, upstream_and_issuer};
-
-const HS_KEYS: &str = r#"      algorithms: [HS256]
-      secret_file: "{fixtures}/hs.secret""#;
+use crate::common::{Gate, free_port, raw, upstream};
 
 /// A strong rule on `/api` and `/ws`, and everything else public: the layout where reading
 /// a path differently from the upstream is a bypass.
-const ROUTES: &str = r#"routes:
-  - prefix: /api
-    auth: jwt
-  - prefix: /ws
-    auth: ticket
-  - prefix: /
-    auth: none
-tickets:
-  secret_file: "{fixtures}/ticket.secret"
-forward:
-  subject_header: X-Auth-Subject
-  claim_headers:
-    email: X-Auth-Email
-"#;
+fn hardened(upstream: std::net::SocketAddr) -> config::File {
+    config::File {
+        routes: vec![
+            route("/api", "jwt"),
+            route("/ws", "ticket"),
+            route("/", "none"),
+        ],
+        tickets: Some(config::Tickets {
+            secret_file: crate::common::fixture("ticket.secret"),
+            ..Default::default()
+        }),
+        forward: config::identity_headers(),
+        ..config::base(upstream, config::issuer(Keys::Hs256))
+    }
+}
 
 async fn gate() -> (upstream::Server, Gate) {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&(upstream_and_issuer(upstream.addr, HS_KEYS) + ROUTES)).await;
+    let gate = Gate::start(&hardened(upstream.addr)).await;
     (upstream, gate)
 }
 
@@ -212,7 +211,7 @@ async fn a_ticket_is_redeemed_only_on_a_complete_handshake() {
 #[tokio::test]
 async fn a_ticket_never_buys_a_plain_response() {
     let (addr, head) = upstream::raw_once().await;
-    let gate = Gate::start(&(upstream_and_issuer(addr, HS_KEYS) + ROUTES)).await;
+    let gate = Gate::start(&hardened(addr)).await;
     let token = mint(Algorithm::HS256, &valid_claims());
     let ticket = ws::ticket(&gate.url("/ws-ticket"), &token).await;
     let (status, body) = connect(gate.port, &format!("/ws/room?ticket={ticket}"), &[])
@@ -235,7 +234,7 @@ async fn a_ticket_never_buys_a_plain_response() {
 #[tokio::test]
 async fn a_ticket_from_an_earlier_run_is_refused_with_the_memory_store() {
     let upstream = upstream::echo().await;
-    let config = upstream_and_issuer(upstream.addr, HS_KEYS) + ROUTES;
+    let config = hardened(upstream.addr);
     let before = Gate::start(&config).await;
     let token = mint(Algorithm::HS256, &valid_claims());
     let used = ws::ticket(&before.url("/ws-ticket"), &token).await;
@@ -348,7 +347,7 @@ async fn credentials_anywhere_in_a_target_are_redacted() {
 #[tokio::test]
 async fn pingoras_error_log_prints_targets_redacted() {
     let closed = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let gate = Gate::start(&(upstream_and_issuer(closed, HS_KEYS) + ROUTES)).await;
+    let gate = Gate::start(&hardened(closed)).await;
     let token = mint(Algorithm::HS256, &valid_claims());
     let target = format!("/public/{token}?ticket=tg2.abcdefghijklmnopqrstuvwxyz0123");
     let answer = raw::exchange(gate.port, &raw::get(&target, "")).await;
@@ -365,7 +364,7 @@ async fn pingoras_error_log_prints_targets_redacted() {
 #[tokio::test]
 async fn debug_directives_for_pingora_modules_cannot_dump_headers() {
     let upstream = upstream::echo().await;
-    let config = upstream_and_issuer(upstream.addr, HS_KEYS) + ROUTES;
+    let config = hardened(upstream.addr);
     let env = [(
         "TICKETGATE_LOG",
         "debug,pingora_proxy::proxy_h1=trace,pingora_core::protocols=debug,hyper_util=trace",

@@ -5,23 +5,18 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
+use crate::common::config::{self, Keys};
 use crate::common::tokens::{self, mint_with, valid_claims};
 use crate::common::upstream::{self, Jwks};
-use crate::common::{Gate, get, jwt_config, wait_for};
-
-fn issuer_block(url: &str, refresh_seconds: u64) -> String {
-    format!(
-        "      algorithms: [RS256, ES256]\n      jwks_url: \"{url}\"\n      jwks_refresh_seconds: {refresh_seconds}"
-    )
-}
+use crate::common::{Gate, get, wait_for};
 
 /// A gate whose only issuer takes its keys from `jwks`, once those keys have loaded.
 async fn gate_on(upstream: &upstream::Server, jwks: &Jwks, refresh_seconds: u64) -> Gate {
-    let gate = Gate::start(&jwt_config(
-        upstream.addr,
-        &issuer_block(&jwks.url(), refresh_seconds),
-    ))
-    .await;
+    let keys = Keys::Jwks {
+        url: jwks.url(),
+        refresh_seconds,
+    };
+    let gate = Gate::start(&config::jwt(upstream.addr, keys)).await;
     gate.wait_for_readyz(200).await;
     gate
 }
@@ -96,7 +91,11 @@ async fn not_ready_until_the_first_keys_arrive() {
     let upstream = upstream::echo().await;
     let jwks = Jwks::start(String::new()).await;
     jwks.set(None);
-    let gate = Gate::start(&jwt_config(upstream.addr, &issuer_block(&jwks.url(), 3600))).await;
+    let keys = Keys::Jwks {
+        url: jwks.url(),
+        refresh_seconds: 3600,
+    };
+    let gate = Gate::start(&config::jwt(upstream.addr, keys)).await;
     wait_for("a failed first fetch", Duration::from_secs(10), || async {
         jwks.hits() >= 1
     })

@@ -4,8 +4,9 @@
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
+use crate::common::config::{self, Edit, Keys};
 use crate::common::tokens::{self, mint, mint_with, unsigned, valid_claims};
-use crate::common::{ALL_STATIC_KEYS, Gate, echoed, get, jwt_config, upstream};
+use crate::common::{Gate, echoed, get, upstream};
 
 const ALL_ALGORITHMS: [Algorithm; 12] = [
     Algorithm::HS256,
@@ -25,7 +26,7 @@ const ALL_ALGORITHMS: [Algorithm; 12] = [
 #[tokio::test]
 async fn every_algorithm_verifies_with_static_keys() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     let mut issued = Vec::new();
     for alg in ALL_ALGORITHMS {
         let token = mint(alg, &valid_claims());
@@ -59,11 +60,12 @@ async fn jwk_set_file_selects_keys_by_kid() {
     ]);
     let path = keys.path().join("jwks.json");
     std::fs::write(&path, set).expect("write jwks");
-    let issuer = format!(
-        "      algorithms: [RS256, ES256, EdDSA]\n      jwks_file: \"{}\"",
-        path.display()
-    );
-    let gate = Gate::start(&jwt_config(upstream.addr, &issuer)).await;
+    let mut config = config::jwt(upstream.addr, Keys::Hs256);
+    let issuer = config.issuer_mut();
+    issuer.secret_file = None;
+    issuer.algorithms = ["RS256", "ES256", "EdDSA"].map(String::from).to_vec();
+    issuer.jwks_file = Some(path.display().to_string());
+    let gate = Gate::start(&config).await;
     for (alg, file, kid) in [
         (Algorithm::RS256, "rsa.key.pem", "rsa-1"),
         (Algorithm::RS256, "rsa2.key.pem", "rsa-2"),
@@ -129,10 +131,7 @@ fn tampered(token: &str) -> String {
 #[tokio::test]
 async fn every_bad_token_gets_the_rfc6750_401() {
     let upstream = upstream::echo().await;
-    let issuer = r#"      algorithms: [HS256, RS256]
-      secret_file: "{fixtures}/hs.secret"
-      public_key_files: ["{fixtures}/rsa.pub.pem"]"#;
-    let gate = Gate::start(&jwt_config(upstream.addr, issuer)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::HsAndRs)).await;
     let now = tokens::now();
     let rsa_public_pem =
         std::fs::read_to_string(crate::common::fixture("rsa.pub.pem")).expect("pem");
@@ -261,7 +260,7 @@ async fn every_bad_token_gets_the_rfc6750_401() {
 #[tokio::test]
 async fn missing_or_foreign_credentials_get_a_bare_challenge() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     let client = reqwest::Client::new();
     for request in [
         client.get(gate.url("/api")),
@@ -282,7 +281,7 @@ async fn missing_or_foreign_credentials_get_a_bare_challenge() {
 #[tokio::test]
 async fn the_scheme_is_case_insensitive() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     let token = mint(Algorithm::HS256, &valid_claims());
     for scheme in ["bearer", "BEARER", "Bearer"] {
         let response = reqwest::Client::new()
@@ -298,25 +297,21 @@ async fn the_scheme_is_case_insensitive() {
 #[tokio::test]
 async fn the_tokens_iss_picks_its_issuer_entry() {
     let upstream = upstream::echo().await;
-    let config = format!(
-        r#"upstream: "{}"
-jwt:
-  leeway_seconds: 5
-  issuers:
-    - issuer: "https://first.test/"
-      audiences: ["chat-api"]
-      algorithms: [HS256]
-      secret_file: "{{fixtures}}/hs.secret"
-    - issuer: "https://second.test/"
-      audiences: ["other-api", "chat-api"]
-      algorithms: [ES256]
-      public_key_files: ["{{fixtures}}/ec256.pub.pem"]
-routes:
-  - prefix: /
-    auth: jwt
-"#,
-        upstream.addr
-    );
+    let first = config::Issuer {
+        issuer: "https://first.test/".into(),
+        ..config::issuer(Keys::Hs256)
+    };
+    let second = config::Issuer {
+        issuer: "https://second.test/".into(),
+        audiences: ["other-api", "chat-api"].map(String::from).to_vec(),
+        algorithms: vec!["ES256".into()],
+        secret_file: None,
+        public_key_files: vec![crate::common::fixture("ec256.pub.pem")],
+        ..Default::default()
+    };
+    let mut config = config::base(upstream.addr, first);
+    config.jwt_mut().issuers.push(second);
+    config.routes = vec![config::route("/", "jwt")];
     let gate = Gate::start(&config).await;
     let first = with(&[("iss", json!("https://first.test/"))]);
     let second = with(&[
@@ -372,8 +367,8 @@ routes:
 #[tokio::test]
 async fn the_token_cache_changes_no_refusal() {
     let upstream = upstream::echo().await;
-    let config = jwt_config(upstream.addr, ALL_STATIC_KEYS)
-        .replace("leeway_seconds: 5", "leeway_seconds: 0");
+    let mut config = config::jwt(upstream.addr, Keys::AllStatic);
+    config.jwt_mut().leeway_seconds = Some(0);
     let gate = Gate::start(&config).await;
     let token = mint(
         Algorithm::ES256,
@@ -389,7 +384,12 @@ async fn the_token_cache_changes_no_refusal() {
         401
     );
     // Once the token's exp has passed, the cached verification is gone: "token expired".
-    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    crate::common::wait_for(
+        "the cached token to expire",
+        std::time::Duration::from_secs(5),
+        || async { get(&gate.url("/api"), Some(&token)).await.0 != 200 },
+    )
+    .await;
     let (status, headers, _) = get(&gate.url("/api"), Some(&token)).await;
     assert_eq!(status, 401);
     assert!(challenge(&headers).contains("token expired"));

@@ -7,13 +7,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{Gate, TicketOptions, raw, ticket_config, upstream, ws};
-
-const LIMITS: &str = "limits:\n  header_timeout_seconds: 1\n  keepalive_timeout_seconds: 2\n";
+use crate::common::config::{self, TicketOptions};
+use crate::common::{Gate, raw, upstream, ws};
 
 async fn gate() -> (upstream::Server, Gate) {
     let upstream = upstream::echo().await;
-    let config = ticket_config(upstream.addr, &TicketOptions::default()) + LIMITS;
+    let config = config::File {
+        limits: config::Limits {
+            header_timeout_seconds: Some(1),
+            keepalive_timeout_seconds: Some(2),
+        },
+        ..config::tickets(upstream.addr, &TicketOptions::default())
+    };
     (upstream, Gate::start(&config).await)
 }
 
@@ -85,6 +90,14 @@ async fn a_connection_that_sends_nothing_is_closed() {
 async fn a_websocket_outlives_both_limits() {
     let (_upstream, gate) = gate().await;
     let (mut socket, _, _) = ws::open_with_ticket(&gate).await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // A keep-alive connection opened after the socket, cut by the gate: both limits have
+    // passed for the quiet socket too.
+    let mut control = connect(&gate).await;
+    control
+        .write_all(b"GET /public HTTP/1.1\r\nHost: g\r\n\r\n")
+        .await
+        .expect("send");
+    let (_, closed) = raw::read_until_closed(&mut control, Duration::from_secs(6)).await;
+    assert!(closed, "the keep-alive connection was not cut");
     ws::assert_echoes(&mut socket, &[Message::text("still here")]).await;
 }

@@ -9,15 +9,14 @@ use serde_json::json;
 use crate::common::tokens::{mint, valid_claims};
 use tokio_tungstenite::tungstenite::protocol::Message;
 
+use crate::common::config::{self, Keys, TicketOptions};
 use crate::common::ws::{self, assert_echoes};
-use crate::common::{
-    ALL_STATIC_KEYS, Gate, TicketOptions, free_port, get, jwt_config, ticket_config, upstream,
-};
+use crate::common::{Gate, free_port, get, upstream};
 
 #[tokio::test]
 async fn access_log_lines_carry_the_contract_fields() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     let token = mint(Algorithm::ES256, &valid_claims());
     assert_eq!(
         get(&gate.url("/api/me?ticket=t0p&room=1"), Some(&token))
@@ -47,7 +46,7 @@ async fn access_log_lines_carry_the_contract_fields() {
 async fn no_credential_reaches_any_output() {
     // An upstream that is down makes Pingora write its own error log lines too.
     let down = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let gate = Gate::start(&jwt_config(down, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(down, Keys::AllStatic)).await;
     let mut secrets = Vec::new();
     for alg in [
         Algorithm::HS256,
@@ -79,8 +78,10 @@ async fn no_credential_reaches_any_output() {
 async fn sigterm_exits_zero_as_soon_as_nothing_is_in_flight() {
     let upstream = upstream::echo().await;
     // A long grace period: the exit must not wait for it when nothing is open.
-    let config = jwt_config(upstream.addr, ALL_STATIC_KEYS)
-        .replace("shutdown_grace_seconds: 1", "shutdown_grace_seconds: 30");
+    let config = config::File {
+        shutdown_grace_seconds: Some(30),
+        ..config::jwt(upstream.addr, Keys::AllStatic)
+    };
     let mut gate = Gate::start(&config).await;
     let token = mint(Algorithm::HS256, &valid_claims());
     assert_eq!(
@@ -108,8 +109,10 @@ async fn sigterm_exits_zero_as_soon_as_nothing_is_in_flight() {
 #[tokio::test]
 async fn sigterm_lets_an_open_websocket_finish_first() {
     let upstream = upstream::echo().await;
-    let config = ticket_config(upstream.addr, &TicketOptions::default())
-        .replace("shutdown_grace_seconds: 1", "shutdown_grace_seconds: 30");
+    let config = config::File {
+        shutdown_grace_seconds: Some(30),
+        ..config::tickets(upstream.addr, &TicketOptions::default())
+    };
     let mut gate = Gate::start(&config).await;
     let (mut socket, _, _) = ws::open_with_ticket(&gate).await;
     gate.signal("TERM");

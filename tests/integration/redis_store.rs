@@ -3,17 +3,18 @@
 
 use jsonwebtoken::Algorithm;
 
+use crate::common::config::{self, TicketOptions};
 use crate::common::redis::Redis;
 use crate::common::tokens::{mint, valid_claims};
 use crate::common::ws::{self, connect, request_ticket};
-use crate::common::{Gate, TicketOptions, get, ticket_config, upstream};
+use crate::common::{Gate, get, upstream};
 
 async fn replica(upstream: std::net::SocketAddr, redis: &Redis) -> Gate {
     let options = TicketOptions {
         store: redis.url(),
         ..Default::default()
     };
-    let gate = Gate::start(&ticket_config(upstream, &options)).await;
+    let gate = Gate::start(&config::tickets(upstream, &options)).await;
     gate.wait_for_readyz(200).await;
     gate
 }

@@ -6,18 +6,10 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::common::config::{self, Edit, TicketOptions};
 use crate::common::tokens::{self, mint, mint_with, valid_claims};
 use crate::common::upstream::{self, Jwks};
-use crate::common::{Gate, TicketOptions, get, ticket_config, wait_for, ws};
-
-/// Rewrites the gate's config file with `change` applied.
-fn rewrite(gate: &Gate, change: impl Fn(String) -> String) {
-    let path = gate.dir.path().join("ticketgate.yaml");
-    let before = std::fs::read_to_string(&path).expect("config");
-    let after = change(before.clone());
-    assert_ne!(before, after, "the change changed nothing");
-    std::fs::write(&path, after).expect("write config");
-}
+use crate::common::{Gate, get, wait_for, ws};
 
 /// Sends SIGHUP and waits until the reload counter for `result` reaches `count`.
 async fn reload(gate: &Gate, result: &str, count: u32) {
@@ -31,7 +23,7 @@ async fn reload(gate: &Gate, result: &str, count: u32) {
 
 async fn gate() -> (upstream::Server, Gate) {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&ticket_config(upstream.addr, &TicketOptions::default())).await;
+    let gate = Gate::start(&config::tickets(upstream.addr, &TicketOptions::default())).await;
     (upstream, gate)
 }
 
@@ -44,15 +36,13 @@ async fn a_reload_takes_effect_for_new_requests_and_open_websockets_keep_going()
     assert_eq!(get(&gate.url("/public/x"), None).await.0, 200);
 
     // `/public` now needs a JWT, and the WebSocket's own route changes its rule too.
-    rewrite(&gate, |c| {
-        c.replace(
-            "prefix: /public\n    auth: none",
-            "prefix: /public\n    auth: jwt",
-        )
-        .replace(
-            "prefix: /ws\n    auth: ticket",
-            "prefix: /ws\n    auth: jwt\n  - prefix: /ws2\n    auth: ticket",
-        )
+    gate.edit_config(|c| {
+        c.routes = vec![
+            config::route("/ws", "jwt"),
+            config::route("/ws2", "ticket"),
+            config::route("/public", "jwt"),
+            config::route("/", "jwt"),
+        ]
     });
     reload(&gate, "success", 1).await;
     assert_eq!(get(&gate.url("/public/x"), None).await.0, 401);
@@ -70,9 +60,7 @@ async fn a_reload_takes_effect_for_new_requests_and_open_websockets_keep_going()
 async fn an_invalid_file_changes_nothing_and_says_which_key() {
     let (_upstream, gate) = gate().await;
     let jwt = mint(Algorithm::HS256, &valid_claims());
-    rewrite(&gate, |c| {
-        c.replace("algorithms: [HS256, RS256]", "algorithms: [HS256, RS257]")
-    });
+    gate.edit_config(|c| c.issuer_mut().algorithms[1] = "RS257".into());
     reload(&gate, "failure", 1).await;
     gate.assert_metrics(&["ticketgate_config_last_reload_successful 0"])
         .await;
@@ -85,7 +73,7 @@ async fn an_invalid_file_changes_nothing_and_says_which_key() {
     assert_eq!(get(&gate.url("/api"), Some(&jwt)).await.0, 200);
     assert_eq!(get(&gate.url("/public"), None).await.0, 200);
 
-    rewrite(&gate, |c| c.replace("RS257", "RS256"));
+    gate.edit_config(|c| c.issuer_mut().algorithms[1] = "RS256".into());
     reload(&gate, "success", 1).await;
     gate.assert_metrics(&["ticketgate_config_last_reload_successful 1"])
         .await;
@@ -94,15 +82,15 @@ async fn an_invalid_file_changes_nothing_and_says_which_key() {
 #[tokio::test]
 async fn restart_only_keys_are_refused_by_name() {
     let (_upstream, gate) = gate().await;
-    rewrite(&gate, |c| c + "threads: 2\n");
+    gate.edit_config(|c| c.threads = Some(2));
     reload(&gate, "failure", 1).await;
     assert!(
         gate.output()
             .contains("threads: changing it needs a restart")
     );
-    rewrite(&gate, |c| {
-        c.replace("threads: 2\n", "")
-            .replace("shutdown_grace_seconds: 1", "shutdown_grace_seconds: 2")
+    gate.edit_config(|c| {
+        c.threads = None;
+        c.shutdown_grace_seconds = Some(2);
     });
     reload(&gate, "failure", 2).await;
     assert!(
@@ -118,12 +106,7 @@ async fn tickets_of_the_previous_secret_stay_redeemable() {
     let before = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
     let rotated = gate.dir.path().join("rotated.secret");
     std::fs::write(&rotated, [b'r'; 48]).expect("secret");
-    rewrite(&gate, |c| {
-        c.replace(
-            &format!("{}/ticket.secret", crate::common::fixtures().display()),
-            &rotated.display().to_string(),
-        )
-    });
+    gate.edit_config(|c| c.tickets_mut().secret_file = rotated.display().to_string());
     reload(&gate, "success", 1).await;
     let after = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
     for ticket in [&before, &after] {
@@ -149,12 +132,15 @@ async fn a_new_issuers_keys_are_fetched_before_it_takes_effect() {
     assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 401);
 
     jwks.set(None);
-    let issuer = format!(
-        "    - issuer: \"{second}\"\n      audiences: [\"{}\"]\n      algorithms: [RS256]\n      jwks_url: \"{}\"\nroutes:",
-        tokens::AUDIENCE,
-        jwks.url()
-    );
-    rewrite(&gate, |c| c.replacen("routes:", &issuer, 1));
+    let issuer = config::Issuer {
+        issuer: second.into(),
+        algorithms: vec!["RS256".into()],
+        ..config::issuer(config::Keys::Jwks {
+            url: jwks.url(),
+            refresh_seconds: 3600,
+        })
+    };
+    gate.edit_config(|c| c.jwt_mut().issuers.push(issuer));
     reload(&gate, "failure", 1).await;
     assert!(
         gate.output()
@@ -195,12 +181,7 @@ async fn reloads_under_a_request_loop_lose_no_request() {
         })
     };
     for round in 1..=3 {
-        rewrite(&gate, |c| {
-            c.replace(
-                &format!("idle_timeout_seconds: {}", 3600 + round - 1),
-                &format!("idle_timeout_seconds: {}", 3600 + round),
-            )
-        });
+        gate.edit_config(|c| c.websocket.idle_timeout_seconds = Some(3600 + u64::from(round)));
         reload(&gate, "success", round).await;
     }
     let statuses = load.await.expect("load task");

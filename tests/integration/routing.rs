@@ -5,8 +5,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::common::config::{self, Keys};
 use crate::common::tokens::{mint, valid_claims};
-use crate::common::{ALL_STATIC_KEYS, Gate, echoed, free_port, get, jwt_config, upstream};
+use crate::common::{Gate, echoed, free_port, get, upstream};
 
 async fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut request = reqwest::Client::new().get(url);
@@ -23,7 +24,7 @@ async fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
 #[tokio::test]
 async fn identity_headers_cannot_be_spoofed() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     let token = mint(Algorithm::RS256, &valid_claims());
     let bearer = format!("Bearer {token}");
     let spoofed = [
@@ -55,8 +56,8 @@ async fn identity_headers_cannot_be_spoofed() {
 #[tokio::test]
 async fn authorization_is_forwarded_only_when_configured() {
     let upstream = upstream::echo().await;
-    // `forward:` is the last block of the generated config.
-    let config = jwt_config(upstream.addr, ALL_STATIC_KEYS) + "  forward_authorization: true\n";
+    let mut config = config::jwt(upstream.addr, Keys::AllStatic);
+    config.forward.forward_authorization = true;
     let gate = Gate::start(&config).await;
     let token = mint(Algorithm::HS256, &valid_claims());
     let (status, _, body) = get(&gate.url("/api"), Some(&token)).await;
@@ -70,14 +71,11 @@ async fn authorization_is_forwarded_only_when_configured() {
 #[tokio::test]
 async fn prefixes_match_whole_segments_and_unmatched_paths_get_404() {
     let upstream = upstream::echo().await;
-    let config = format!(
-        r#"upstream: "{}"
-routes:
-  - prefix: /public
-    auth: none
-"#,
-        upstream.addr
-    );
+    let config = config::File {
+        upstream: upstream.addr.to_string(),
+        routes: vec![config::route("/public", "none")],
+        ..Default::default()
+    };
     let gate = Gate::start(&config).await;
     assert_eq!(get(&gate.url("/public"), None).await.0, 200);
     assert_eq!(get(&gate.url("/public/a/b"), None).await.0, 200);
@@ -91,7 +89,7 @@ routes:
 #[tokio::test]
 async fn dot_segments_cannot_walk_out_of_a_public_route() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     for path in [
         "/public/../admin",
         "/public/%2e%2e/admin",
@@ -109,9 +107,9 @@ async fn dot_segments_cannot_walk_out_of_a_public_route() {
 #[tokio::test]
 async fn unreachable_upstream_gets_a_json_502() {
     let upstream_port = free_port();
-    let config = jwt_config(
+    let config = config::jwt(
         format!("127.0.0.1:{upstream_port}").parse().expect("addr"),
-        ALL_STATIC_KEYS,
+        Keys::AllStatic,
     );
     let gate = Gate::start(&config).await;
     let (status, _, body) = get(&gate.url("/public/x"), None).await;
@@ -150,7 +148,7 @@ async fn raw_request(port: u16, request: &str) -> (u16, String) {
 #[tokio::test]
 async fn an_upgrade_request_never_skips_auth() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&jwt_config(upstream.addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(upstream.addr, Keys::AllStatic)).await;
     let upgrade = "GET /api/socket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
     let (status, answer) = raw_request(gate.port, &format!("{upgrade}\r\n")).await;
@@ -164,7 +162,7 @@ async fn an_upgrade_request_never_skips_auth() {
 #[tokio::test]
 async fn identity_headers_keep_their_configured_spelling() {
     let (addr, head) = upstream::raw_once().await;
-    let gate = Gate::start(&jwt_config(addr, ALL_STATIC_KEYS)).await;
+    let gate = Gate::start(&config::jwt(addr, Keys::AllStatic)).await;
     let token = mint(Algorithm::HS256, &valid_claims());
     assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 200);
     let head = head.await.expect("the upstream saw the request");

@@ -5,13 +5,14 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
+use crate::common::config::{self, TicketOptions};
 use crate::common::tokens::{mint, valid_claims};
 use crate::common::ws::{self, assert_echoes, connect, request_ticket, upstream_report};
-use crate::common::{Gate, TicketOptions, get, ticket_config, tokens, upstream};
+use crate::common::{Gate, get, tokens, upstream};
 
 async fn gate_with(options: &TicketOptions) -> (upstream::Server, Gate) {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&ticket_config(upstream.addr, options)).await;
+    let gate = Gate::start(&config::tickets(upstream.addr, options)).await;
     (upstream, gate)
 }
 
@@ -160,24 +161,44 @@ async fn every_bad_ticket_is_refused_with_401() {
     gate.assert_never_printed(&[&jwt, &used, &fresh, &foreign]);
 }
 
+/// A ticket sealed under the gate's own secret with an expiry already past: what an issued
+/// ticket becomes after its TTL, without waiting the TTL out.
+fn expired_ticket() -> String {
+    let secret =
+        ticketgate::auth::keys::read_key_file(&crate::common::fixtures().join("ticket.secret"))
+            .expect("ticket secret fixture");
+    let identity = ticketgate::auth::Identity {
+        subject: "alice".into(),
+        claims: Default::default(),
+    };
+    ticketgate::tickets::codec::Codec::new(&secret)
+        .seal(&identity, (tokens::now() - 1) as u64, &[0; 8])
+        .expect("seal")
+}
+
 #[tokio::test]
 async fn a_ticket_past_its_ttl_is_refused() {
     let (_upstream, gate) = gate_with(&TicketOptions {
-        ttl_seconds: 1,
+        ttl_seconds: 7,
         ..Default::default()
     })
     .await;
     let jwt = mint(Algorithm::HS256, &valid_claims());
-    let ticket = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
-    // Expiry has one-second resolution: after two seconds the ticket is past it for sure.
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-    let (status, body) = connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
+    let (status, _, issued) = request_ticket(&gate.url("/ws-ticket"), &jwt).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        issued["expires_in"], 7,
+        "the TTL configured is the TTL issued"
+    );
+    let expired = expired_ticket();
+    let (status, body) = connect(gate.port, &format!("/ws?ticket={expired}"), &[])
         .await
         .expect_err("expired");
     assert_eq!(status, 401);
     assert_eq!(description(&body), "ticket too old, fetch a new one");
     gate.assert_metrics(&[r#"ticketgate_tickets_rejected_total{reason="expired"} 1"#])
         .await;
+    gate.assert_never_printed(&[&jwt, &expired]);
 }
 
 #[tokio::test]
@@ -298,7 +319,7 @@ async fn the_ticket_endpoint_speaks_cors_to_allowed_origins_only() {
 #[tokio::test]
 async fn upgrades_from_other_origins_get_403_and_keep_their_ticket() {
     let options = TicketOptions {
-        websocket_origins: r#"["https://app.test"]"#,
+        websocket_origins: vec!["https://app.test".into()],
         ..Default::default()
     };
     let (_upstream, gate) = gate_with(&options).await;

@@ -1,6 +1,7 @@
-//! Upgraded connections over time: a long session against a fast local upstream
+//! Upgraded connections over time: sessions against a fast local upstream
 //! (cloudflare/pingora#946 tore such sessions down right after the 101), and the idle
-//! timeout that replaces Pingora's 60 s read timeout on upgraded sessions.
+//! timeout that replaces Pingora's 60 s read timeout on upgraded sessions: a quiet socket
+//! lives exactly that long.
 
 use std::time::{Duration, Instant};
 
@@ -8,9 +9,10 @@ use futures_util::StreamExt;
 use jsonwebtoken::Algorithm;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
+use crate::common::config::{self, TicketOptions};
 use crate::common::tokens::{mint, valid_claims};
 use crate::common::ws::{self, assert_echoes, connect, upstream_report};
-use crate::common::{Gate, TicketOptions, ticket_config, upstream};
+use crate::common::{Gate, upstream};
 
 async fn open(gate: &Gate, jwt: &str) -> ws::Socket {
     let ticket = ws::ticket(&gate.url("/ws-ticket"), jwt).await;
@@ -24,23 +26,18 @@ async fn open(gate: &Gate, jwt: &str) -> ws::Socket {
 #[tokio::test]
 async fn sessions_against_a_fast_local_upstream_stay_up() {
     let upstream = upstream::echo().await;
-    let gate = Gate::start(&ticket_config(upstream.addr, &TicketOptions::default())).await;
+    let gate = Gate::start(&config::tickets(upstream.addr, &TicketOptions::default())).await;
     let jwt = mint(Algorithm::HS256, &valid_claims());
     // Many fresh handshakes, each used at once: the race of #946 is right after the 101.
     for i in 0..20 {
         let mut socket = open(&gate, &jwt).await;
         assert_echoes(&mut socket, &[Message::text(format!("first {i}"))]).await;
     }
-    // One session that keeps talking for a while.
+    // One session that keeps talking.
     let mut socket = open(&gate, &jwt).await;
-    let until = Instant::now() + Duration::from_secs(3);
-    let mut round_trips = 0;
-    while Instant::now() < until {
-        assert_echoes(&mut socket, &[Message::text(format!("tick {round_trips}"))]).await;
-        round_trips += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for round_trip in 0..500 {
+        assert_echoes(&mut socket, &[Message::text(format!("tick {round_trip}"))]).await;
     }
-    assert!(round_trips >= 20);
 }
 
 /// A gate whose WebSockets close after `idle_seconds` without traffic, and one open socket.
@@ -50,16 +47,9 @@ async fn open_with_idle_timeout(idle_seconds: u64) -> (upstream::Server, Gate, w
         idle_timeout_seconds: idle_seconds,
         ..Default::default()
     };
-    let gate = Gate::start(&ticket_config(upstream.addr, &options)).await;
+    let gate = Gate::start(&config::tickets(upstream.addr, &options)).await;
     let socket = open(&gate, &mint(Algorithm::HS256, &valid_claims())).await;
     (upstream, gate, socket)
-}
-
-#[tokio::test]
-async fn a_quiet_session_lives_until_the_configured_idle_timeout() {
-    let (_upstream, _gate, mut socket) = open_with_idle_timeout(4).await;
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_echoes(&mut socket, &[Message::text("still here")]).await;
 }
 
 #[tokio::test]
@@ -76,9 +66,10 @@ async fn a_session_quiet_past_the_idle_timeout_is_closed() {
     })
     .await;
     assert!(ended.is_ok(), "the idle socket was not closed within 10 s");
+    // Lived until the configured timeout, not a shorter default.
     let lived = quiet_since.elapsed();
     assert!(
-        lived >= Duration::from_millis(1_500),
+        lived >= Duration::from_millis(1_900),
         "closed after {lived:?}, before the idle timeout"
     );
     // The closed WebSocket is logged and no longer counted as open.

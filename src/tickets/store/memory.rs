@@ -10,7 +10,6 @@ use async_trait::async_trait;
 
 use super::{StoreError, UsedTickets};
 use crate::tickets::codec::TicketId;
-use crate::tickets::unix_now;
 
 const PURGE_EVERY: Duration = Duration::from_secs(1);
 
@@ -93,11 +92,9 @@ impl UsedTickets for MemoryStore {
         false
     }
 
-    async fn maintain(&self) {
-        loop {
-            tokio::time::sleep(PURGE_EVERY).await;
-            self.purge(unix_now());
-        }
+    async fn maintain(&self, now: u64) -> Duration {
+        self.purge(now);
+        PURGE_EVERY
     }
 }
 

@@ -138,11 +138,9 @@ impl UsedTickets for RedisStore {
         true
     }
 
-    /// Pings every second until the process ends, keeping `healthy` current.
-    async fn maintain(&self) {
-        loop {
-            self.ping().await;
-            tokio::time::sleep(PING_EVERY).await;
-        }
+    /// A ping, every second, keeps `healthy` current.
+    async fn maintain(&self, _now: u64) -> Duration {
+        self.ping().await;
+        PING_EVERY
     }
 }

@@ -1,6 +1,7 @@
 //! The test harness: real servers on ephemeral loopback ports, and ticketgate itself run as
 //! the built binary so that every byte it prints can be checked for leaked credentials.
 
+pub mod config;
 pub mod raw;
 pub mod redis;
 pub mod secrets;
@@ -55,33 +56,32 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Starts ticketgate with `body` appended to a generated `listen`/`admin` header.
-    /// `{fixtures}` in `body` becomes the fixtures folder.
-    pub async fn start(body: &str) -> Gate {
-        let gate = Gate::spawn(body);
-        gate.wait_until_serving().await;
-        gate
-    }
-
-    pub fn spawn(body: &str) -> Gate {
-        Gate::spawn_with_env(body, &[])
+    /// Starts ticketgate on `file` (its `listen` and `admin` replaced by free ports) and
+    /// waits until it serves.
+    pub async fn start(file: &config::File) -> Gate {
+        Gate::start_with_env(file, &[]).await
     }
 
     /// Starts ticketgate with extra environment variables (`TICKETGATE_LOG`, say).
-    pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gate {
-        let gate = Gate::spawn_with_env(body, env);
+    pub async fn start_with_env(file: &config::File, env: &[(&str, &str)]) -> Gate {
+        let port = free_port();
+        let admin_port = free_port();
+        let file = config::File {
+            listen: format!("127.0.0.1:{port}"),
+            admin: config::Admin {
+                listen: format!("127.0.0.1:{admin_port}"),
+            },
+            ..file.clone()
+        };
+        let yaml = serde_yaml_ng::to_string(&file).expect("config as YAML");
+        let gate = Gate::spawn_yaml(&yaml, port, admin_port, env);
         gate.wait_until_serving().await;
         gate
     }
 
-    pub fn spawn_with_env(body: &str, env: &[(&str, &str)]) -> Gate {
+    /// Runs ticketgate on `yaml` as written, for the files no `File` can express.
+    pub fn spawn_yaml(yaml: &str, port: u16, admin_port: u16, env: &[(&str, &str)]) -> Gate {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let admin_port = free_port();
-        let yaml = format!(
-            "listen: \"127.0.0.1:{port}\"\nadmin:\n  listen: \"127.0.0.1:{admin_port}\"\n{}",
-            body.replace("{fixtures}", &fixtures().display().to_string())
-        );
         let config = dir.path().join("ticketgate.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let stdout = std::fs::File::create(dir.path().join("stdout.log")).expect("stdout file");
@@ -100,6 +100,20 @@ impl Gate {
             admin_port,
             child: Some(child),
         }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("ticketgate.yaml")
+    }
+
+    /// Rewrites the config file through `edit` (the gate reads it on SIGHUP).
+    pub fn edit_config(&self, edit: impl FnOnce(&mut config::File)) {
+        let before = std::fs::read_to_string(self.config_path()).expect("read config");
+        let mut file: config::File = serde_yaml_ng::from_str(&before).expect("config parses");
+        edit(&mut file);
+        let yaml = serde_yaml_ng::to_string(&file).expect("config as YAML");
+        assert_ne!(before, yaml, "the edit changed nothing");
+        std::fs::write(self.config_path(), yaml).expect("write config");
     }
 
     pub async fn wait_until_serving(&self) {
@@ -259,45 +273,6 @@ pub fn check(config: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// The upstream and one issuer (`https://auth.test/`, audience `chat-api`) whose algorithms
-/// and key sources are `issuer_keys` (YAML lines indented for the issuer entry).
-pub fn upstream_and_issuer(upstream: std::net::SocketAddr, issuer_keys: &str) -> String {
-    format!(
-        r#"upstream: "{upstream}"
-shutdown_grace_seconds: 1
-jwt:
-  leeway_seconds: 5
-  issuers:
-    - issuer: "{issuer}"
-      audiences: ["{audience}"]
-{issuer_keys}
-"#,
-        issuer = tokens::ISSUER,
-        audience = tokens::AUDIENCE,
-    )
-}
-
-/// A gate config with `upstream_and_issuer`, a public route, a JWT route for everything
-/// else, and identity headers.
-pub fn jwt_config(upstream: std::net::SocketAddr, issuer_keys: &str) -> String {
-    upstream_and_issuer(upstream, issuer_keys)
-        + r#"routes:
-  - prefix: /public
-    auth: none
-  - prefix: /
-    auth: jwt
-forward:
-  subject_header: X-Auth-Subject
-  claim_headers:
-    email: X-Auth-Email
-"#
-}
-
-/// Static keys for every algorithm family, from the fixtures.
-pub const ALL_STATIC_KEYS: &str = r#"      algorithms: [HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
-      secret_file: "{fixtures}/hs.secret"
-      public_key_files: ["{fixtures}/rsa.pub.pem", "{fixtures}/ec256.pub.pem", "{fixtures}/ec384.pub.pem", "{fixtures}/ed25519.pub.pem"]"#;
-
 /// GETs `url` with an optional bearer token; returns status, headers and body.
 pub async fn get(url: &str, token: Option<&str>) -> (u16, reqwest::header::HeaderMap, String) {
     let mut request = reqwest::Client::new().get(url);
@@ -324,60 +299,4 @@ impl Gate {
             .wait()
             .expect("exit status")
     }
-}
-
-/// Knobs of `ticket_config`.
-pub struct TicketOptions {
-    pub ttl_seconds: u64,
-    pub store: String,
-    pub websocket_origins: &'static str,
-    pub idle_timeout_seconds: u64,
-}
-
-impl Default for TicketOptions {
-    fn default() -> Self {
-        TicketOptions {
-            ttl_seconds: 30,
-            store: "memory".into(),
-            websocket_origins: "[]",
-            idle_timeout_seconds: 3600,
-        }
-    }
-}
-
-/// A gate with a ticket route `/ws`, the ticket endpoint `/ws-ticket`, a public route and a
-/// JWT route, HS256/RS256 static keys, and CORS for `https://app.test`.
-pub fn ticket_config(upstream: std::net::SocketAddr, options: &TicketOptions) -> String {
-    let issuer_keys = r#"      algorithms: [HS256, RS256]
-      secret_file: "{fixtures}/hs.secret"
-      public_key_files: ["{fixtures}/rsa.pub.pem"]"#;
-    upstream_and_issuer(upstream, issuer_keys)
-        + &format!(
-            r#"routes:
-  - prefix: /ws
-    auth: ticket
-  - prefix: /public
-    auth: none
-  - prefix: /
-    auth: jwt
-tickets:
-  issue_path: /ws-ticket
-  ttl_seconds: {ttl}
-  secret_file: "{{fixtures}}/ticket.secret"
-  store: "{store}"
-forward:
-  subject_header: X-Auth-Subject
-  claim_headers:
-    email: X-Auth-Email
-cors:
-  allowed_origins: ["https://app.test"]
-websocket:
-  allowed_origins: {origins}
-  idle_timeout_seconds: {idle}
-"#,
-            ttl = options.ttl_seconds,
-            store = options.store,
-            origins = options.websocket_origins,
-            idle = options.idle_timeout_seconds,
-        )
 }

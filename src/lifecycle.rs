@@ -1,0 +1,220 @@
+//! How ticketgate's background work runs and how the process ends.
+//!
+//! All periodic work (JWKS refresh, the ticket store's upkeep, the access log's flush) has
+//! one shape, `repeat`: a domain offers one round that says when it wants the next, and the
+//! loop ends on shutdown. Nothing here knows what a round does.
+//!
+//! Ending: on SIGTERM Pingora stops accepting and then sleeps its whole grace period, even
+//! with nothing left to finish, so a terminating pod would always take
+//! `shutdown_grace_seconds`. `Drain` counts the requests in flight (a WebSocket counts until
+//! it closes) and, with `OnceIdle::Exit`, ends the process as soon as none is left — the one
+//! place that exits early. With `OnceIdle::Stay` it only returns, and Pingora's grace period
+//! decides; that is also how its logic runs under a test's paused clock.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::access_log::{self, AccessLog};
+
+/// How often the drain looks at the count of requests in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Runs `round` after `first_wait`, then again after each wait it returns, until shutdown
+/// is signalled (a round in progress is abandoned at its next await).
+pub async fn repeat<F, Fut>(mut shutdown: ShutdownWatch, first_wait: Duration, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Duration>,
+{
+    let mut wait = first_wait;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stopped(&mut shutdown) => return,
+        }
+        tokio::select! {
+            next = round() => wait = next,
+            () = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Resolves once shutdown has been signalled, or can no longer be.
+async fn stopped(shutdown: &mut ShutdownWatch) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes the access log's batch out every `FLUSH_EVERY` until shutdown; from then on the
+/// drain flushes while it waits.
+pub struct AccessLogFlush(pub Arc<AccessLog>);
+
+#[async_trait]
+impl BackgroundService for AccessLogFlush {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        repeat(shutdown, access_log::FLUSH_EVERY, || async {
+            self.0.flush();
+            access_log::FLUSH_EVERY
+        })
+        .await;
+    }
+}
+
+/// How many requests are between their start and their end.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+/// Held by a request for its whole life; counted while it exists.
+pub struct InFlightGuard(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.0.clone())
+    }
+
+    fn is_idle(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the drain does once the last request in flight has finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnceIdle {
+    /// Flush the access log and exit 0 without waiting out Pingora's grace period.
+    Exit,
+    /// Flush the access log and leave the rest to Pingora's grace period.
+    Stay,
+}
+
+/// Waits for the shutdown signal, then for the last request in flight.
+pub struct Drain {
+    pub in_flight: InFlight,
+    pub access_log: Arc<AccessLog>,
+    pub once_idle: OnceIdle,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        stopped(&mut shutdown).await;
+        while !self.in_flight.is_idle() {
+            self.access_log.flush();
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        self.access_log.flush();
+        if self.once_idle == OnceIdle::Exit {
+            log::info!("no request left in flight: exiting before the grace period ends");
+            std::process::exit(0);
+        }
+        log::info!("no request left in flight");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+    use crate::access_log::AccessLogTarget;
+
+    fn shutdown() -> (tokio::sync::watch::Sender<bool>, ShutdownWatch) {
+        tokio::sync::watch::channel(false)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeat_waits_what_each_round_asks_and_ends_on_shutdown() {
+        let (stop, watch) = shutdown();
+        let rounds = Arc::new(AtomicU32::new(0));
+        let counted = rounds.clone();
+        let task = tokio::spawn(repeat(watch, Duration::from_secs(5), move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Duration::from_secs(2)
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(4_900)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 0, "first wait not honoured");
+        // Rounds at 5, 7, 9 and 11 s.
+        tokio::time::sleep(Duration::from_millis(6_200)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 4);
+        stop.send(true).expect("send");
+        tokio::time::timeout(Duration::from_millis(1), task)
+            .await
+            .expect("repeat ended on shutdown")
+            .expect("no panic");
+        assert_eq!(rounds.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeat_abandons_a_round_that_hangs_at_shutdown() {
+        let (stop, watch) = shutdown();
+        let task = tokio::spawn(repeat(watch, Duration::ZERO, || async {
+            std::future::pending::<()>().await;
+            Duration::ZERO
+        }));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        stop.send(true).expect("send");
+        tokio::time::timeout(Duration::from_millis(1), task)
+            .await
+            .expect("repeat ended on shutdown")
+            .expect("no panic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_returns_only_after_the_last_request_and_flushes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("access.log");
+        let access_log = Arc::new(
+            AccessLog::open(&AccessLogTarget::File(path.clone())).expect("open access log"),
+        );
+        let in_flight = InFlight::default();
+        let websocket = in_flight.enter();
+        let drain = Drain {
+            in_flight: in_flight.clone(),
+            access_log: access_log.clone(),
+            once_idle: OnceIdle::Stay,
+        };
+        let (stop, watch) = shutdown();
+        let task = tokio::spawn(async move { drain.start(watch).await });
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(!task.is_finished(), "drained before shutdown");
+        stop.send(true).expect("send");
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(!task.is_finished(), "drained with a request in flight");
+        access_log.write(&access_log::Entry {
+            ts: "t".into(),
+            method: "GET",
+            path: "/ws",
+            route: "/ws",
+            status: 101,
+            duration_ms: 1.0,
+            subject: None,
+            auth: "ticket",
+            reason: None,
+        });
+        drop(websocket);
+        tokio::time::timeout(DRAIN_POLL * 2, task)
+            .await
+            .expect("drain ended once idle")
+            .expect("no panic");
+        let written = std::fs::read_to_string(&path).expect("read access log");
+        assert!(written.contains(r#""status":101"#), "{written}");
+    }
+}
