@@ -1,5 +1,6 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, from one path match. It runs on
-//! its own port so that probes and scrapes never share the data plane's routes or auth.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, and `POST /revoke` when an admin
+//! token is configured, from one path match. It runs on its own port so that probes and
+//! scrapes never share the data plane's routes or auth.
 
 use std::sync::Arc;
 
@@ -12,11 +13,22 @@ use arc_swap::ArcSwap;
 
 use crate::metrics::Metrics;
 use crate::proxy::Policy;
+use crate::revocations::Revocations;
+
+/// A revocation request's body is one subject; anything larger is not one.
+const MAX_REVOKE_BODY: usize = 4096;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// The policy in force: readiness is about the keys and store new requests will use.
     pub policy: Arc<ArcSwap<Policy>>,
+    pub revocations: Arc<Revocations>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    subject: String,
 }
 
 impl Admin {
@@ -35,6 +47,9 @@ impl Admin {
             .is_some_and(|t| !t.tickets.is_ready())
         {
             waiting.push("ticket store unreachable".to_string());
+        }
+        if !self.revocations.is_loaded() {
+            waiting.push("revocations not yet read from the ticket store".to_string());
         }
         waiting
     }
@@ -66,9 +81,100 @@ impl ServeHttp for Admin {
                     )
                 }
             }
-            _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+            "/revoke" => self.revoke(session).await,
+            _ => not_found(),
         }
     }
+}
+
+fn not_found() -> Response<Vec<u8>> {
+    reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec())
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", body.to_string().into_bytes())
+}
+
+fn refusal(status: StatusCode, error: &str, description: &str) -> Response<Vec<u8>> {
+    json(
+        status,
+        serde_json::json!({"error": error, "error_description": description}),
+    )
+}
+
+impl Admin {
+    /// `POST /revoke` with the admin token and `{"subject": "..."}`: that subject's logins
+    /// until now are void, and its open WebSockets close.
+    async fn revoke(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let Some(token) = self.policy.load().admin_token.clone() else {
+            return not_found();
+        };
+        if session.req_header().method != http::Method::POST {
+            let mut response = refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use POST",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            return response;
+        }
+        let presented = crate::auth::bearer_token(session.req_header())
+            .ok()
+            .flatten();
+        if !presented.is_some_and(|p| token.matches(p.as_bytes())) {
+            return refusal(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "admin token required",
+            );
+        }
+        let Some(request) = read_revoke_request(session).await else {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "body must be {\"subject\": \"...\"}",
+            );
+        };
+        let now_ms = crate::clock::unix_now_ms();
+        match self.revocations.revoke(&request.subject, now_ms).await {
+            Ok(revoked) => {
+                self.metrics.revoked();
+                log::info!(
+                    "logins of subject {:?} revoked for {} s",
+                    request.subject,
+                    revoked.until_ms.saturating_sub(revoked.at_ms) / 1000
+                );
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"subject": request.subject, "revoked_at": revoked.at_ms / 1000}),
+                )
+            }
+            Err(e) => {
+                log::error!("{e}");
+                refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "revoked on this replica only: the ticket store is unreachable",
+                )
+            }
+        }
+    }
+}
+
+/// The body of a revocation, when it is one: a non-empty subject, in at most
+/// `MAX_REVOKE_BODY` bytes of JSON.
+async fn read_revoke_request(session: &mut ServerSession) -> Option<RevokeRequest> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await.ok()? {
+        if body.len() + chunk.len() > MAX_REVOKE_BODY {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let request: RevokeRequest = serde_json::from_slice(&body).ok()?;
+    (!request.subject.is_empty()).then_some(request)
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {

@@ -23,6 +23,15 @@ pub struct Identity {
     pub claims: BTreeMap<String, String>,
 }
 
+/// The login a credential stands for: until when it is valid (`exp`, Unix seconds) and when
+/// it was issued (`iat`, when the token has one). A WebSocket lives no longer than its login,
+/// and a revocation refuses logins issued before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Login {
+    pub expires_at: u64,
+    pub issued_at: Option<u64>,
+}
+
 /// A token longer than this is refused before any parsing: no real login JWT comes close,
 /// and parsing attacker-sized input is how denial-of-service starts.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;

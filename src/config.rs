@@ -5,6 +5,7 @@
 //! file one error per restart loses patience fast. Messages never quote key or secret file
 //! contents.
 
+mod admin;
 pub mod file;
 mod forward;
 mod jwt;
@@ -20,12 +21,15 @@ use crate::access_log::AccessLogTarget;
 use crate::auth::jwt::JwtConfig;
 use crate::identity::ForwardConfig;
 use crate::limits::Limits;
+use crate::revocations::{AdminToken, RevocationsConfig};
 use crate::tickets::TicketsConfig;
 
 const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 const DEFAULT_WEBSOCKET_IDLE_SECONDS: u64 = 3600;
 const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 10;
 const DEFAULT_KEEPALIVE_TIMEOUT_SECONDS: u64 = 60;
+/// A day: longer than most login tokens live.
+const DEFAULT_REVOCATION_TTL_SECONDS: u64 = 86_400;
 
 /// The validated configuration: every address parsed, every key file read and parsed.
 pub struct Config {
@@ -33,6 +37,8 @@ pub struct Config {
     /// `host:port`, resolved when the server starts (so `check` needs no DNS).
     pub upstream: String,
     pub admin_listen: SocketAddr,
+    /// Enables `POST /revoke` on the admin listener.
+    pub admin_token: Option<AdminToken>,
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub jwt: JwtConfig,
@@ -43,6 +49,7 @@ pub struct Config {
     pub websocket: WebsocketConfig,
     pub access_log: AccessLogTarget,
     pub limits: Limits,
+    pub revocations: RevocationsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +80,8 @@ pub struct Route {
 pub struct WebsocketConfig {
     pub allowed_origins: Vec<String>,
     pub idle_timeout: Duration,
+    /// Close a WebSocket when the login that opened it expires (`websocket.close_at_login_expiry`).
+    pub close_at_login_expiry: bool,
 }
 
 /// One problem in the config file, named by its key path.
@@ -214,12 +223,15 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
                 .idle_timeout_seconds
                 .unwrap_or(DEFAULT_WEBSOCKET_IDLE_SECONDS),
         ),
+        close_at_login_expiry: raw.websocket.close_at_login_expiry.unwrap_or(true),
     };
     if websocket.idle_timeout.is_zero() {
         problems.add("websocket.idle_timeout_seconds", "must be at least 1");
     }
     let access_log = access_log_target(raw.access_log.path, base, &mut problems);
     let limits = limits(&raw.limits, &mut problems);
+    let admin_token = admin::admin_token(raw.admin.token_file, base, &mut problems);
+    let revocations = revocations(&raw.revocations, &mut problems);
 
     let (Some(listen), Some(admin_listen)) = (listen, admin_listen) else {
         return Err(problems.0);
@@ -231,6 +243,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
         listen,
         upstream: raw.upstream,
         admin_listen,
+        admin_token,
         threads,
         shutdown_grace: Duration::from_secs(
             raw.shutdown_grace_seconds
@@ -244,7 +257,18 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
         websocket,
         access_log,
         limits,
+        revocations,
     })
+}
+
+fn revocations(raw: &file::Revocations, problems: &mut Problems) -> RevocationsConfig {
+    let ttl = raw.ttl_seconds.unwrap_or(DEFAULT_REVOCATION_TTL_SECONDS);
+    if ttl == 0 {
+        problems.add("revocations.ttl_seconds", "must be at least 1");
+    }
+    RevocationsConfig {
+        ttl: Duration::from_secs(ttl),
+    }
 }
 
 fn limits(raw: &file::Limits, problems: &mut Problems) -> Limits {
@@ -288,6 +312,22 @@ fn check_host_port(value: &str, key: &str, problems: &mut Problems) {
 
 fn resolve(base: &Path, path: &str) -> PathBuf {
     base.join(path)
+}
+
+/// The bytes of the secret file at `path` (`key` in the file), at least `min` of them; the
+/// problem names the file, never its content.
+fn secret_file(path: &str, base: &Path, key: &str, min: usize, problems: &mut Problems) -> Vec<u8> {
+    match crate::auth::keys::read_key_file(&resolve(base, path)) {
+        Ok(secret) if secret.len() < min => {
+            problems.add(key, format!("the secret must be at least {min} bytes"));
+            Vec::new()
+        }
+        Ok(secret) => secret,
+        Err(e) => {
+            problems.add(key, e);
+            Vec::new()
+        }
+    }
 }
 
 /// Origins are compared byte for byte with the browser's `Origin` header, so they must be

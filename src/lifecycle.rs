@@ -21,6 +21,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::access_log::{self, AccessLog};
+use crate::revocations::Revocations;
 
 /// How often the drain looks at the count of requests in flight.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -66,6 +67,27 @@ impl BackgroundService for AccessLogFlush {
             access_log::FLUSH_EVERY
         })
         .await;
+    }
+}
+
+/// The revocation record's upkeep, and with Redis the subscription to other replicas'
+/// revocations, until shutdown.
+pub struct RevocationUpkeep(pub Arc<Revocations>);
+
+#[async_trait]
+impl BackgroundService for RevocationUpkeep {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let revocations = &self.0;
+        let purge = repeat(shutdown.clone(), Duration::ZERO, || async {
+            revocations.purge(crate::clock::unix_now_ms())
+        });
+        match revocations.shared() {
+            Some(shared) => {
+                let follow = repeat(shutdown, Duration::ZERO, || shared.follow(revocations));
+                tokio::join!(purge, follow);
+            }
+            None => purge.await,
+        }
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Metrics {
     tickets_redeemed: IntCounter,
     tickets_rejected: IntCounterVec,
     websocket_connections: IntGauge,
+    websockets_closed: IntCounterVec,
+    revocations: IntCounter,
     ready: IntGauge,
     reloads: IntCounterVec,
     last_reload_successful: IntGauge,
@@ -93,6 +95,17 @@ impl Metrics {
                 "ticketgate_websocket_connections",
                 "Upgraded connections open now.",
             )),
+            websockets_closed: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_websocket_closed_total",
+                    "WebSockets ended, by reason: normal, login_expired, revoked, idle, shutdown or error.",
+                ),
+                &["reason"],
+            )),
+            revocations: must(IntCounter::new(
+                "ticketgate_revocations_total",
+                "POST /revoke calls that revoked a subject's logins; a burst may mean an incident.",
+            )),
             ready: must(IntGauge::new(
                 "ticketgate_ready",
                 "1 when /readyz would answer 200 (keys loaded, ticket store reachable); for alerts.",
@@ -116,7 +129,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload_successful.clone()),
             Box::new(self.ready.clone()),
@@ -129,6 +142,8 @@ impl Metrics {
             Box::new(self.tickets_redeemed.clone()),
             Box::new(self.tickets_rejected.clone()),
             Box::new(self.websocket_connections.clone()),
+            Box::new(self.websockets_closed.clone()),
+            Box::new(self.revocations.clone()),
         ];
         for collector in collectors {
             must(self.registry.register(collector));
@@ -175,8 +190,13 @@ impl Metrics {
         self.websocket_connections.inc();
     }
 
-    pub fn websocket_closed(&self) {
+    pub fn websocket_closed(&self, reason: &str) {
         self.websocket_connections.dec();
+        self.websockets_closed.with_label_values(&[reason]).inc();
+    }
+
+    pub fn revoked(&self) {
+        self.revocations.inc();
     }
 
     pub fn reloaded(&self, ok: bool) {

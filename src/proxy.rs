@@ -40,9 +40,10 @@ use arc_swap::ArcSwap;
 use crate::access_log::AccessLog;
 use crate::boundary::{self, Target};
 use crate::config::AuthMode;
+use crate::connection;
 use crate::identity::Caller;
 use crate::lifecycle::{InFlight, InFlightGuard};
-use crate::limits;
+use crate::live::CloseReason;
 use crate::metrics::Metrics;
 use authenticate::Credential;
 pub use policy::Policy;
@@ -70,6 +71,8 @@ pub struct RequestCtx {
     websocket: bool,
     upgraded: bool,
     caller: Option<Arc<Caller>>,
+    /// When the caller's login expires (Unix seconds); a WebSocket closes then.
+    login_expires_at: Option<u64>,
     /// The caller came with a ticket: the upstream must answer 101.
     by_ticket: bool,
     /// What the upstream is sent instead of the client's target (`forward::upstream_target`).
@@ -139,11 +142,13 @@ impl TicketGate {
             query: target.query,
         };
         match authenticate::authenticate(route.auth, &request, &policy.authenticators()).await {
-            Ok(authenticated) => {
-                ctx.by_ticket = matches!(authenticated, Some((_, Credential::Ticket)));
-                ctx.caller = authenticated.map(|(caller, _)| caller);
+            Ok(Some(authenticated)) => {
+                ctx.by_ticket = authenticated.credential == Credential::Ticket;
+                ctx.login_expires_at = Some(authenticated.login_expires_at);
+                ctx.caller = Some(authenticated.caller);
                 None
             }
+            Ok(None) => None,
             Err(rejection) => Some(rejection.into()),
         }
     }
@@ -162,6 +167,7 @@ impl ProxyHttp for TicketGate {
             websocket: false,
             upgraded: false,
             caller: None,
+            login_expires_at: None,
             by_ticket: false,
             upstream_target: None,
             rejection: None,
@@ -175,7 +181,7 @@ impl ProxyHttp for TicketGate {
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(phase) = limits::phase(session) {
+        if let Some(phase) = connection::phase(session) {
             phase.open();
         }
         Ok(())
@@ -231,7 +237,7 @@ impl ProxyHttp for TicketGate {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -245,6 +251,7 @@ impl ProxyHttp for TicketGate {
         if upstream_response.status == 101 && !ctx.upgraded {
             ctx.upgraded = true;
             self.metrics.websocket_opened();
+            live_session(session, ctx);
         }
         Ok(())
     }
@@ -284,12 +291,16 @@ impl ProxyHttp for TicketGate {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(phase) = limits::phase(session) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(phase) = connection::phase(session) {
             phase.idle();
         }
-        if ctx.upgraded {
-            self.metrics.websocket_closed();
+        let closed = ctx.upgraded.then(|| {
+            let by_us = connection::ending(session).and_then(|ending| ending.closing());
+            close_label(by_us, e)
+        });
+        if let Some(reason) = closed {
+            self.metrics.websocket_closed(reason);
         }
         if let Some(Rejection::Auth(refusal)) = ctx.rejection {
             self.metrics.auth_failure(refusal.reason());
@@ -299,7 +310,10 @@ impl ProxyHttp for TicketGate {
             route: route::label(&ctx.policy, ctx.destination),
             auth: ctx.auth,
             subject: ctx.caller.as_ref().map(|c| c.identity.subject.as_str()),
-            reason: ctx.rejection.map(Rejection::reason),
+            reason: ctx
+                .rejection
+                .map(Rejection::reason)
+                .or(closed.filter(|reason| !matches!(*reason, "normal" | "error"))),
             shapes: ctx.policy.shapes(),
         };
         log::record(session, outcome, &self.access_log, &self.metrics);
@@ -312,5 +326,31 @@ impl ProxyHttp for TicketGate {
             session.req_header().method,
             log::logged_target(session, &ctx.policy.shapes())
         )
+    }
+}
+
+/// An authenticated WebSocket is about to open: its connection closes when the login expires
+/// (`exp` plus leeway, when `websocket.close_at_login_expiry` is on) or its subject is revoked.
+fn live_session(session: &Session, ctx: &RequestCtx) {
+    let (Some(ending), Some(caller)) = (connection::ending(session), &ctx.caller) else {
+        return;
+    };
+    let policy = &ctx.policy;
+    let close_at_ms = ctx
+        .login_expires_at
+        .filter(|_| policy.websocket.close_at_login_expiry)
+        .map(|exp| (exp + policy.leeway_seconds) * 1000);
+    ending.upgrading(close_at_ms);
+    policy.revocations.watch(&caller.identity.subject, ending);
+}
+
+/// The `reason` of `ticketgate_websocket_closed_total`, and of the access log when ticketgate
+/// closed the socket (`login_expired`, `revoked`, `idle`).
+fn close_label(closed_by_us: Option<CloseReason>, error: Option<&Error>) -> &'static str {
+    match (closed_by_us, error.map(|e| e.etype())) {
+        (Some(reason), _) => reason.label(),
+        (None, None) => "normal",
+        (None, Some(ErrorType::ReadTimedout | ErrorType::WriteTimedout)) => "idle",
+        (None, Some(_)) => "error",
     }
 }

@@ -21,13 +21,14 @@ use tokio::task::JoinSet;
 
 use crate::access_log::AccessLog;
 use crate::auth::jwt::JwtVerifier;
+use crate::clock::unix_now;
 use crate::config::{self, Config, ConfigError};
 use crate::lifecycle;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::{Policy, policy};
+use crate::tickets::Tickets;
 use crate::tickets::store::{StoreError, UsedTickets};
-use crate::tickets::{Tickets, unix_now};
 
 /// How long a reload may wait for the JWK Sets of the issuers it names.
 const KEYS_DEADLINE: Duration = Duration::from_secs(10);
@@ -113,7 +114,15 @@ impl Reloader {
         self.access_log
             .reopen(&config.access_log)
             .map_err(ReloadError::AccessLog)?;
-        let policy = Arc::new(Policy::new(&config, upstream, verifier, tickets));
+        let revocations = self.policy.load().revocations.clone();
+        revocations.configure(config.revocations);
+        let policy = Arc::new(Policy::new(
+            &config,
+            upstream,
+            verifier,
+            tickets,
+            revocations,
+        ));
         self.limits.store(Arc::new(config.limits));
         self.policy.store(policy.clone());
         Ok(policy)

@@ -15,13 +15,14 @@ use pingora::services::listening::Service;
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::Config;
-use crate::lifecycle::{AccessLogFlush, Drain, InFlight, OnceIdle};
-use crate::limits::Bounded;
+use crate::connection::Watch;
+use crate::lifecycle::{AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep};
 use crate::metrics::Metrics;
 use crate::proxy::{Policy, TicketGate, policy};
 use crate::reload::{Reloader, RestartOnly};
-use crate::tickets::Tickets;
+use crate::revocations::{Revocations, Shared};
 use crate::tickets::store::StoreError;
+use crate::tickets::{StoreConfig, Tickets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -47,8 +48,16 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
         Some(tickets) => Some(Arc::new(Tickets::new(tickets, metrics.clone())?)),
         None => None,
     };
+    let revocations = Arc::new(Revocations::new(
+        config.revocations,
+        shared_revocations(&config)?,
+    ));
     let policy = Arc::new(ArcSwap::from_pointee(Policy::new(
-        &config, upstream, verifier, tickets,
+        &config,
+        upstream,
+        verifier,
+        tickets,
+        revocations.clone(),
     )));
     let limits = Arc::new(ArcSwap::from_pointee(config.limits));
 
@@ -62,7 +71,7 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
         access_log: access_log.clone(),
         in_flight: in_flight.clone(),
     };
-    let proxy = Bounded {
+    let proxy = Watch {
         inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, gate)),
         limits: limits.clone(),
     };
@@ -74,6 +83,7 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
         Admin {
             metrics: metrics.clone(),
             policy: policy.clone(),
+            revocations: revocations.clone(),
         },
     );
     admin.add_tcp(&config.admin_listen.to_string());
@@ -90,6 +100,10 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service("policy and reload", reloader));
+    server.add_service(background_service(
+        "revocations",
+        RevocationUpkeep(revocations),
+    ));
     server.add_service(background_service(
         "access log flush",
         AccessLogFlush(access_log.clone()),
@@ -111,6 +125,18 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
     server.run(pingora::server::RunArgs::default());
     access_log.flush();
     Ok(())
+}
+
+/// With a Redis ticket store, revocations travel through the same Redis to every replica.
+/// It is the store of the file the process started with; a reload that moves the ticket
+/// store does not move them.
+fn shared_revocations(config: &Config) -> Result<Option<Shared>, StartError> {
+    match config.tickets.as_ref().map(|t| &t.store) {
+        Some(StoreConfig::Redis(url)) => redis::Client::open(url.as_str())
+            .map(|client| Some(Shared::new(client)))
+            .map_err(|e| StartError::TicketStore(StoreError::Unreachable(e.to_string()))),
+        _ => Ok(None),
+    }
 }
 
 /// SIGHUP's default action ends the process. Taking it over here, before any service runs,

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use crate::auth::Identity;
 use crate::auth::error::TicketProblem;
+use crate::clock::{unix_now, unix_now_ms};
 use crate::metrics::Metrics;
-use codec::{Codec, RunId, SealError};
+use codec::{Codec, Lifetime, RunId, SealError};
 use store::memory::MemoryStore;
 use store::redis::RedisStore;
 use store::{StoreError, UsedTickets};
@@ -56,6 +57,12 @@ struct Previous {
     until: u64,
 }
 
+/// A ticket redeemed: who it was minted for, and when the login that bought it expires.
+pub struct Redeemed {
+    pub identity: Identity,
+    pub login_expires_at: u64,
+}
+
 pub struct Issued {
     pub ticket: String,
     pub expires_in: u64,
@@ -76,12 +83,6 @@ pub enum RedeemError {
     Ticket(TicketProblem),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn used_tickets(config: &StoreConfig) -> Result<Arc<dyn UsedTickets>, StoreError> {
@@ -140,23 +141,34 @@ impl Tickets {
         })
     }
 
-    pub fn issue(&self, identity: &Identity) -> Result<Issued, IssueError> {
+    /// A ticket for `identity`, whose login expires at `login_expires_at` (Unix seconds).
+    pub fn issue(&self, identity: &Identity, login_expires_at: u64) -> Result<Issued, IssueError> {
         if !self.store.is_healthy() {
             return Err(IssueError::StoreUnavailable);
         }
         let expires_in = self.ttl.as_secs();
-        let ticket = self
-            .codec
-            .seal(identity, unix_now() + expires_in, &self.run)?;
+        let now = unix_now();
+        let lifetime = Lifetime {
+            minted_at_ms: unix_now_ms(),
+            expires_at: now + expires_in,
+            login_expires_at,
+        };
+        let ticket = self.codec.seal(identity, lifetime, &self.run)?;
         self.metrics.ticket_issued();
         Ok(Issued { ticket, expires_in })
     }
 
     /// Verifies the ticket and consumes it atomically; the identity it carries is the caller.
-    /// A ticket sent on anything but a WebSocket upgrade is refused unopened and stays unused.
-    pub async fn redeem(&self, ticket: &str, on_upgrade: bool) -> Result<Identity, RedeemError> {
+    /// A ticket sent on anything but a WebSocket upgrade is refused unopened and stays unused;
+    /// one that `revoked(subject, minted_at_ms)` says was revoked is refused unused too.
+    pub async fn redeem(
+        &self,
+        ticket: &str,
+        on_upgrade: bool,
+        revoked: &(dyn Fn(&str, u64) -> bool + Sync),
+    ) -> Result<Redeemed, RedeemError> {
         let result = if on_upgrade {
-            self.open_and_consume(ticket).await
+            self.open_and_consume(ticket, revoked).await
         } else {
             Err(RedeemError::Ticket(TicketProblem::NotUpgrade))
         };
@@ -168,18 +180,28 @@ impl Tickets {
         result
     }
 
-    async fn open_and_consume(&self, ticket: &str) -> Result<Identity, RedeemError> {
+    async fn open_and_consume(
+        &self,
+        ticket: &str,
+        revoked: &(dyn Fn(&str, u64) -> bool + Sync),
+    ) -> Result<Redeemed, RedeemError> {
         let now = unix_now();
         let opened = self.open(ticket, now).map_err(RedeemError::Ticket)?;
         if !self.store.survives_restarts() && opened.run != self.run {
             return Err(RedeemError::Ticket(TicketProblem::EarlierRun));
         }
+        if revoked(&opened.identity.subject, opened.lifetime.minted_at_ms) {
+            return Err(RedeemError::Ticket(TicketProblem::Revoked));
+        }
         if self
             .store
-            .consume(&opened.id, opened.expires_at, now)
+            .consume(&opened.id, opened.lifetime.expires_at, now)
             .await?
         {
-            Ok(opened.identity)
+            Ok(Redeemed {
+                identity: opened.identity,
+                login_expires_at: opened.lifetime.login_expires_at,
+            })
         } else {
             Err(RedeemError::Ticket(TicketProblem::Replayed))
         }

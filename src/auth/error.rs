@@ -54,6 +54,9 @@ pub enum TokenProblem {
     /// The subject or a forwarded claim cannot be carried in a header value unchanged.
     #[error("token identity cannot be forwarded")]
     UnusableIdentity,
+    /// The subject's logins up to some moment were revoked (`POST /revoke`).
+    #[error("token revoked")]
+    Revoked,
     #[error("token malformed")]
     Malformed,
 }
@@ -73,6 +76,7 @@ impl TokenProblem {
             TokenProblem::TooLarge => "too_large",
             TokenProblem::CriticalHeader => "critical_header",
             TokenProblem::UnusableIdentity => "unusable_identity",
+            TokenProblem::Revoked => "revoked",
             TokenProblem::Malformed => "malformed",
         }
     }
@@ -94,6 +98,9 @@ pub enum TicketProblem {
     EarlierRun,
     #[error("tickets are only accepted on WebSocket upgrades")]
     NotUpgrade,
+    /// Minted before its subject's logins were revoked.
+    #[error("ticket revoked")]
+    Revoked,
 }
 
 impl TicketProblem {
@@ -105,6 +112,7 @@ impl TicketProblem {
             TicketProblem::Replayed => "replayed",
             TicketProblem::EarlierRun => "earlier_run",
             TicketProblem::NotUpgrade => "not_upgrade",
+            TicketProblem::Revoked => "revoked",
         }
     }
 
@@ -116,6 +124,7 @@ impl TicketProblem {
             TicketProblem::Replayed => "ticket_replayed",
             TicketProblem::EarlierRun => "ticket_earlier_run",
             TicketProblem::NotUpgrade => "ticket_not_upgrade",
+            TicketProblem::Revoked => "ticket_revoked",
         }
     }
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::error::TokenProblem;
 use super::jwks::IssuerKeys;
 use super::keys::VerifyKey;
-use super::{Identity, MAX_TOKEN_BYTES};
+use super::{Identity, Login, MAX_TOKEN_BYTES};
 use crate::metrics::Metrics;
 
 /// The `jwt:` settings.
@@ -41,10 +41,10 @@ pub struct JwtVerifier {
     kept_claims: Vec<String>,
 }
 
-/// A token that passed every check: who it names, and until when (`exp`) it may be trusted.
+/// A token that passed every check: who it names, and the login it stands for.
 pub struct Verified {
     pub identity: Identity,
-    pub expires_at: u64,
+    pub login: Login,
 }
 
 struct Issuer {
@@ -162,9 +162,8 @@ impl JwtVerifier {
             .iat
             .as_ref()
             .map(|v| v.as_f64().ok_or(TokenProblem::Malformed));
-        if let Some(iat) = iat.transpose()?
-            && iat > (now + self.leeway_seconds) as f64
-        {
+        let issued_at = iat.transpose()?;
+        if issued_at.is_some_and(|iat| iat > (now + self.leeway_seconds) as f64) {
             return Err(TokenProblem::IssuedInFuture);
         }
         // The validation already required a numeric `exp`.
@@ -184,7 +183,10 @@ impl JwtVerifier {
         };
         Ok(Verified {
             identity,
-            expires_at,
+            login: Login {
+                expires_at,
+                issued_at: issued_at.map(|iat| iat.max(0.0) as u64),
+            },
         })
     }
 }

@@ -3,8 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Problems, file, resolve};
-use crate::auth::keys;
+use super::{Problems, file, secret_file};
 use crate::tickets::{StoreConfig, TicketsConfig};
 
 const DEFAULT_ISSUE_PATH: &str = "/ws-ticket";
@@ -33,20 +32,13 @@ pub(super) fn tickets_config(
             format!("must be between 1 and {MAX_TICKET_TTL_SECONDS}"),
         );
     }
-    let secret = match keys::read_key_file(&resolve(base, &raw.secret_file)) {
-        Ok(secret) if secret.len() < MIN_TICKET_SECRET_BYTES => {
-            problems.add(
-                "tickets.secret_file",
-                format!("the secret must be at least {MIN_TICKET_SECRET_BYTES} bytes"),
-            );
-            Vec::new()
-        }
-        Ok(secret) => secret,
-        Err(e) => {
-            problems.add("tickets.secret_file", e);
-            Vec::new()
-        }
-    };
+    let secret = secret_file(
+        &raw.secret_file,
+        base,
+        "tickets.secret_file",
+        MIN_TICKET_SECRET_BYTES,
+        problems,
+    );
     let store = store_config(raw.store.as_deref().unwrap_or("memory"), problems);
     let query_param = raw.query_param.unwrap_or_else(|| "ticket".to_string());
     if query_param.is_empty()

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use super::{Caller, ForwardConfig};
-use crate::auth::TokenProblem;
 use crate::auth::jwt::JwtVerifier;
+use crate::auth::{Login, TokenProblem};
 
 pub struct TokenCache {
     entries: Option<Mutex<LruCache<Box<str>, Verified>>>,
@@ -22,7 +22,7 @@ pub struct TokenCache {
 
 struct Verified {
     caller: Arc<Caller>,
-    expires_at: u64,
+    login: Login,
 }
 
 impl TokenCache {
@@ -34,10 +34,10 @@ impl TokenCache {
     }
 
     /// The caller of a token verified earlier and not expired at `now`.
-    fn get(&self, token: &str, now: u64) -> Option<Arc<Caller>> {
+    fn get(&self, token: &str, now: u64) -> Option<(Arc<Caller>, Login)> {
         let mut entries = self.entries.as_ref()?.lock().ok()?;
         match entries.get(token) {
-            Some(hit) if now < hit.expires_at => Some(hit.caller.clone()),
+            Some(hit) if now < hit.login.expires_at => Some((hit.caller.clone(), hit.login)),
             Some(_) => {
                 entries.pop(token);
                 None
@@ -46,31 +46,32 @@ impl TokenCache {
         }
     }
 
-    /// The caller of `token`: from the cache, or verified now and its headers built.
+    /// The caller of `token` and its login at `now`: from the cache, or verified now and its
+    /// headers built.
     pub async fn caller(
         &self,
         token: &str,
         verifier: &JwtVerifier,
         forward: &ForwardConfig,
-    ) -> Result<Arc<Caller>, TokenProblem> {
-        let now = jsonwebtoken::get_current_timestamp();
-        if let Some(caller) = self.get(token, now) {
-            return Ok(caller);
+        now: u64,
+    ) -> Result<(Arc<Caller>, Login), TokenProblem> {
+        if let Some(hit) = self.get(token, now) {
+            return Ok(hit);
         }
         let verified = verifier.verify(token, now).await?;
         let caller = Arc::new(Caller::new(verified.identity, forward)?);
-        self.insert(token, &caller, verified.expires_at);
-        Ok(caller)
+        self.insert(token, &caller, verified.login);
+        Ok((caller, verified.login))
     }
 
-    fn insert(&self, token: &str, caller: &Arc<Caller>, expires_at: u64) {
+    fn insert(&self, token: &str, caller: &Arc<Caller>, login: Login) {
         let Some(entries) = &self.entries else { return };
         if let Ok(mut entries) = entries.lock() {
             entries.put(
                 token.into(),
                 Verified {
                     caller: caller.clone(),
-                    expires_at,
+                    login,
                 },
             );
         }
@@ -92,14 +93,21 @@ mod tests {
         })
     }
 
-    fn subject(caller: Option<Arc<Caller>>) -> Option<String> {
-        caller.map(|c| c.identity.subject.clone())
+    fn subject(hit: Option<(Arc<Caller>, Login)>) -> Option<String> {
+        hit.map(|(c, _)| c.identity.subject.clone())
+    }
+
+    fn until(expires_at: u64) -> Login {
+        Login {
+            expires_at,
+            issued_at: None,
+        }
     }
 
     #[test]
     fn entries_die_at_the_tokens_expiry() {
         let cache = TokenCache::new(10);
-        cache.insert("t", &alice(), 100);
+        cache.insert("t", &alice(), until(100));
         assert_eq!(subject(cache.get("t", 99)), Some("alice".into()));
         assert!(cache.get("t", 100).is_none());
         assert!(
@@ -111,7 +119,7 @@ mod tests {
     #[test]
     fn only_the_exact_token_hits() {
         let cache = TokenCache::new(10);
-        cache.insert("token-a", &alice(), 100);
+        cache.insert("token-a", &alice(), until(100));
         assert!(cache.get("token-b", 1).is_none());
         assert!(cache.get("token-", 1).is_none());
         assert!(cache.get("token-a", 1).is_some());
@@ -121,12 +129,12 @@ mod tests {
     fn it_is_bounded_and_can_be_off() {
         let cache = TokenCache::new(2);
         for token in ["a", "b", "c"] {
-            cache.insert(token, &alice(), 100);
+            cache.insert(token, &alice(), until(100));
         }
         assert!(cache.get("a", 1).is_none());
         assert!(cache.get("c", 1).is_some());
         let off = TokenCache::new(0);
-        off.insert("a", &alice(), 100);
+        off.insert("a", &alice(), until(100));
         assert!(off.get("a", 1).is_none());
     }
 }

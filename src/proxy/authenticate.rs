@@ -9,11 +9,13 @@ use pingora::http::RequestHeader;
 
 use super::respond::Rejection;
 use crate::auth::error::TicketProblem;
-use crate::auth::{self, AuthError, jwt::JwtVerifier};
+use crate::auth::{self, AuthError, TokenProblem, jwt::JwtVerifier};
+use crate::clock::{unix_now, unix_now_ms};
 use crate::config::AuthMode;
 use crate::identity::cache::TokenCache;
 use crate::identity::{Caller, ForwardConfig};
 use crate::query;
+use crate::revocations::Revocations;
 use crate::tickets::{RedeemError, Tickets};
 
 /// What authentication needs besides the request.
@@ -24,6 +26,7 @@ pub struct Authenticators<'a> {
     pub tickets: Option<&'a Tickets>,
     pub ticket_param: &'a str,
     pub forward: &'a ForwardConfig,
+    pub revocations: &'a Revocations,
 }
 
 /// What authentication reads of a request besides its headers.
@@ -40,6 +43,14 @@ pub enum Credential {
     Ticket,
 }
 
+/// A caller whose credential verified, and when the login behind it expires (Unix seconds;
+/// a WebSocket it opens lives no longer).
+pub struct Authenticated {
+    pub caller: Arc<Caller>,
+    pub credential: Credential,
+    pub login_expires_at: u64,
+}
+
 /// `Ok(None)` for `auth: none`; otherwise the verified caller or why they were refused.
 ///
 /// On `auth: ticket` a bearer JWT wins when both are present (native clients can set
@@ -48,60 +59,88 @@ pub async fn authenticate(
     mode: AuthMode,
     req: &Request<'_>,
     with: &Authenticators<'_>,
-) -> Result<Option<(Arc<Caller>, Credential)>, Rejection> {
-    let caller = match mode {
+) -> Result<Option<Authenticated>, Rejection> {
+    let authenticated = match mode {
         AuthMode::None => return Ok(None),
-        AuthMode::Jwt => (require_bearer(req.header, with).await?, Credential::Bearer),
+        AuthMode::Jwt => require_bearer(req.header, with).await?,
         AuthMode::Ticket => match bearer(req.header, with).await? {
-            Some(caller) => (caller, Credential::Bearer),
-            None => (ticket(req, with).await?, Credential::Ticket),
+            Some(authenticated) => authenticated,
+            None => ticket(req, with).await?,
         },
     };
-    Ok(Some(caller))
+    Ok(Some(authenticated))
 }
 
 /// The caller of a request that must carry a bearer JWT.
 pub async fn require_bearer(
     req: &RequestHeader,
     with: &Authenticators<'_>,
-) -> Result<Arc<Caller>, Rejection> {
+) -> Result<Authenticated, Rejection> {
     bearer(req, with)
         .await?
         .ok_or(Rejection::Auth(AuthError::Missing))
 }
 
+/// The bearer JWT's caller; a login issued before its subject was revoked is refused, also
+/// when its verification was cached.
 async fn bearer(
     req: &RequestHeader,
     with: &Authenticators<'_>,
-) -> Result<Option<Arc<Caller>>, Rejection> {
+) -> Result<Option<Authenticated>, Rejection> {
+    let refused = |problem| Rejection::Auth(AuthError::Token(problem));
     let Some(token) = auth::bearer_token(req).map_err(Rejection::Auth)? else {
         return Ok(None);
     };
-    with.callers
-        .caller(token, with.verifier, with.forward)
+    let now = unix_now();
+    let (caller, login) = with
+        .callers
+        .caller(token, with.verifier, with.forward, now)
         .await
-        .map(Some)
-        .map_err(|problem| Rejection::Auth(AuthError::Token(problem)))
+        .map_err(refused)?;
+    // `iat` has one-second resolution: a login from the second of a revocation is taken to
+    // be from its start, so one issued just before the revocation cannot slip through.
+    let issued_at_ms = login.issued_at.map(|iat| iat * 1000);
+    if with
+        .revocations
+        .refuses(&caller.identity.subject, issued_at_ms, now * 1000)
+    {
+        return Err(refused(TokenProblem::Revoked));
+    }
+    Ok(Some(Authenticated {
+        caller,
+        credential: Credential::Bearer,
+        login_expires_at: login.expires_at,
+    }))
 }
 
-async fn ticket(req: &Request<'_>, with: &Authenticators<'_>) -> Result<Arc<Caller>, Rejection> {
+async fn ticket(req: &Request<'_>, with: &Authenticators<'_>) -> Result<Authenticated, Rejection> {
     let refused = |problem| Rejection::Auth(AuthError::Ticket(problem));
     let value = query::single_value(req.query, with.ticket_param)
         .map_err(|_| refused(TicketProblem::Invalid))?
         .ok_or(Rejection::Auth(AuthError::Missing))?;
     let tickets = with.tickets.ok_or(refused(TicketProblem::Invalid))?;
-    let identity = match tickets
-        .redeem(&value, is_opening_handshake(req.header))
+    let now_ms = unix_now_ms();
+    let revoked = |subject: &str, minted_at_ms| {
+        with.revocations
+            .refuses(subject, Some(minted_at_ms), now_ms)
+    };
+    let redeemed = match tickets
+        .redeem(&value, is_opening_handshake(req.header), &revoked)
         .await
     {
-        Ok(identity) => identity,
+        Ok(redeemed) => redeemed,
         Err(RedeemError::Ticket(problem)) => return Err(refused(problem)),
         Err(RedeemError::Store(_)) => return Err(Rejection::StoreUnavailable),
     };
     // The identity was checked when the ticket was issued, under the same forward rules.
-    Caller::new(identity, with.forward)
+    let caller = Caller::new(redeemed.identity, with.forward)
         .map(Arc::new)
-        .map_err(|_| refused(TicketProblem::Invalid))
+        .map_err(|_| refused(TicketProblem::Invalid))?;
+    Ok(Authenticated {
+        caller,
+        credential: Credential::Ticket,
+        login_expires_at: redeemed.login_expires_at,
+    })
 }
 
 /// Whether the request asks for a WebSocket at all (`Upgrade: websocket`): such a request

@@ -48,11 +48,11 @@ async fn issue(
     tickets: &Tickets,
     with: &Authenticators<'_>,
 ) -> (Reply, Option<Arc<Caller>>) {
-    let caller = match require_bearer(req, with).await {
-        Ok(caller) => caller,
+    let (caller, login_expires_at) = match require_bearer(req, with).await {
+        Ok(authenticated) => (authenticated.caller, authenticated.login_expires_at),
         Err(rejection) => return (rejection.into(), None),
     };
-    let reply = match tickets.issue(&caller.identity) {
+    let reply = match tickets.issue(&caller.identity, login_expires_at) {
         Ok(issued) => Reply::new(
             200,
             Some(serde_json::json!({

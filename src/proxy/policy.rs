@@ -16,6 +16,7 @@ use crate::identity::ForwardConfig;
 use crate::identity::cache::TokenCache;
 use crate::metrics::Metrics;
 use crate::redact::Shapes;
+use crate::revocations::{AdminToken, Revocations};
 use crate::tickets::{Tickets, codec};
 
 /// The query parameter tickets travel in when no `tickets:` section names one.
@@ -33,6 +34,12 @@ pub struct Policy {
     pub forward: ForwardConfig,
     pub cors_allowed_origins: Vec<String>,
     pub websocket: WebsocketConfig,
+    /// Added to a login's `exp` before its WebSocket is closed, as for the token itself.
+    pub leeway_seconds: u64,
+    /// What `POST /revoke` must present; `None` turns revocation off.
+    pub admin_token: Option<AdminToken>,
+    /// This process's record of revoked logins: one for the whole run, not per policy.
+    pub revocations: Arc<Revocations>,
 }
 
 /// `host:port` resolved, when a policy is made (at start and on reload): a sidecar's upstream
@@ -65,6 +72,7 @@ impl Policy {
         upstream: SocketAddr,
         verifier: Arc<JwtVerifier>,
         tickets: Option<Arc<Tickets>>,
+        revocations: Arc<Revocations>,
     ) -> Self {
         let tickets = config
             .tickets
@@ -84,6 +92,9 @@ impl Policy {
             forward: config.forward.clone(),
             cors_allowed_origins: config.cors_allowed_origins.clone(),
             websocket: config.websocket.clone(),
+            leeway_seconds: config.jwt.leeway_seconds,
+            admin_token: config.admin_token.clone(),
+            revocations,
         }
     }
 
@@ -108,6 +119,7 @@ impl Policy {
             tickets: self.tickets.as_ref().map(|t| t.tickets.as_ref()),
             ticket_param: self.ticket_param(),
             forward: &self.forward,
+            revocations: &self.revocations,
         }
     }
 

@@ -1,9 +1,10 @@
 //! The ticket format: `tg2.<sealed>`, base64url without padding, where `sealed` is a
 //! 12-byte random nonce followed by AES-256-GCM-SIV (RFC 8452) over the payload, tag last.
 //!
-//! The payload is 16 random bytes (the ticket's identity in the store), the expiry as
-//! big-endian Unix seconds, the 8-byte id of the process run that minted it, and the
-//! caller's `Identity` as JSON. Encrypting it means a proxy or CDN in front that logs URLs
+//! The payload is 16 random bytes (the ticket's identity in the store), its `Lifetime` as
+//! three big-endian values (expiry and the expiry of the login that bought it in Unix
+//! seconds, minting in Unix milliseconds), the 8-byte id of the process run that minted it, and the caller's `Identity`
+//! as JSON. Encrypting it means a proxy or CDN in front that logs URLs
 //! learns neither `sub` nor any claim; authenticating it means nothing in an unverified
 //! ticket is ever looked at.
 //!
@@ -43,7 +44,7 @@ pub const PREFIX: &str = "tg2.";
 pub const MAX_TICKET_CHARS: usize = 256;
 pub const ID_BYTES: usize = 16;
 pub const RUN_BYTES: usize = 8;
-const EXPIRY_BYTES: usize = 8;
+const TIME_BYTES: usize = 8;
 const TAG_BYTES: usize = 16;
 const KEY_SALT: &[u8] = b"ticketgate tickets";
 const KEY_INFO: &[u8] = b"tg2 aes-256-gcm-siv";
@@ -52,10 +53,20 @@ pub type TicketId = [u8; ID_BYTES];
 /// Which run of a process minted a ticket: a store that forgets on restart refuses the rest.
 pub type RunId = [u8; RUN_BYTES];
 
+/// When a ticket was minted (Unix milliseconds: a revocation must tell a ticket minted just
+/// before it from one just after) and stops being redeemable, and when the login that bought
+/// it expires (a WebSocket it opens is closed then); Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    pub minted_at_ms: u64,
+    pub expires_at: u64,
+    pub login_expires_at: u64,
+}
+
 /// A ticket whose seal opened and which has not expired.
 pub struct Ticket {
     pub id: TicketId,
-    pub expires_at: u64,
+    pub lifetime: Lifetime,
     pub run: RunId,
     pub identity: Identity,
 }
@@ -99,7 +110,7 @@ impl Codec {
     pub fn seal(
         &self,
         identity: &Identity,
-        expires_at: u64,
+        lifetime: Lifetime,
         run: &RunId,
     ) -> Result<String, SealError> {
         let nonce: [u8; NONCE_LEN] = self.random()?;
@@ -107,7 +118,13 @@ impl Codec {
         let mut sealed = Vec::with_capacity(MAX_TICKET_CHARS);
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&id);
-        sealed.extend_from_slice(&expires_at.to_be_bytes());
+        for time in [
+            lifetime.expires_at,
+            lifetime.minted_at_ms,
+            lifetime.login_expires_at,
+        ] {
+            sealed.extend_from_slice(&time.to_be_bytes());
+        }
         sealed.extend_from_slice(run);
         let carried = Carried {
             subject: identity.subject.clone(),
@@ -155,14 +172,23 @@ impl Codec {
         let (id, rest) = plain
             .split_first_chunk::<ID_BYTES>()
             .ok_or(TicketProblem::Invalid)?;
-        let (expiry, rest) = rest
-            .split_first_chunk::<EXPIRY_BYTES>()
+        let (times, rest) = rest
+            .split_first_chunk::<{ 3 * TIME_BYTES }>()
             .ok_or(TicketProblem::Invalid)?;
         let (run, identity) = rest
             .split_first_chunk::<RUN_BYTES>()
             .ok_or(TicketProblem::Invalid)?;
-        let expires_at = u64::from_be_bytes(*expiry);
-        if now >= expires_at {
+        let time = |i: usize| {
+            let mut bytes = [0; TIME_BYTES];
+            bytes.copy_from_slice(&times[i * TIME_BYTES..(i + 1) * TIME_BYTES]);
+            u64::from_be_bytes(bytes)
+        };
+        let lifetime = Lifetime {
+            expires_at: time(0),
+            minted_at_ms: time(1),
+            login_expires_at: time(2),
+        };
+        if now >= lifetime.expires_at {
             return Err(TicketProblem::Expired);
         }
         let carried: Carried =
@@ -173,7 +199,7 @@ impl Codec {
         };
         Ok(Ticket {
             id: *id,
-            expires_at,
+            lifetime,
             run: *run,
             identity,
         })
@@ -186,6 +212,14 @@ mod tests {
 
     const RUN: RunId = [3; RUN_BYTES];
 
+    fn until(expires_at: u64) -> Lifetime {
+        Lifetime {
+            minted_at_ms: (expires_at - 30) * 1000,
+            expires_at,
+            login_expires_at: expires_at + 600,
+        }
+    }
+
     fn alice() -> Identity {
         Identity {
             subject: "alice".into(),
@@ -196,7 +230,7 @@ mod tests {
     #[test]
     fn a_sealed_ticket_opens_with_its_identity() {
         let codec = Codec::new(&[7; 32]);
-        let ticket = codec.seal(&alice(), 1_000, &RUN).expect("seal");
+        let ticket = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
         assert!(ticket.starts_with(PREFIX) && ticket.len() <= MAX_TICKET_CHARS);
         assert!(
             ticket
@@ -205,13 +239,13 @@ mod tests {
         );
         let opened = codec.open(&ticket, 999).expect("open");
         assert_eq!(opened.identity, alice());
-        assert_eq!(opened.expires_at, 1_000);
+        assert_eq!(opened.lifetime, until(1_000));
     }
 
     #[test]
     fn a_ticket_reveals_nothing_about_its_caller() {
         let codec = Codec::new(&[7; 32]);
-        let ticket = codec.seal(&alice(), 1_000, &RUN).expect("seal");
+        let ticket = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
         let bytes = URL_SAFE_NO_PAD
             .decode(&ticket[PREFIX.len()..])
             .expect("base64url");
@@ -224,15 +258,15 @@ mod tests {
     #[test]
     fn every_ticket_is_unique() {
         let codec = Codec::new(&[7; 32]);
-        let a = codec.seal(&alice(), 1_000, &RUN).expect("seal");
-        let b = codec.seal(&alice(), 1_000, &RUN).expect("seal");
+        let a = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
+        let b = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
         assert_ne!(a, b);
     }
 
     #[test]
     fn expiry_tampering_and_other_secrets_are_refused() {
         let codec = Codec::new(&[7; 32]);
-        let ticket = codec.seal(&alice(), 1_000, &RUN).expect("seal");
+        let ticket = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
         assert!(matches!(
             codec.open(&ticket, 1_000),
             Err(TicketProblem::Expired)
@@ -264,7 +298,7 @@ mod tests {
             claims: Default::default(),
         };
         assert!(matches!(
-            codec.seal(&huge, 1_000, &RUN),
+            codec.seal(&huge, until(1_000), &RUN),
             Err(SealError::TooLarge)
         ));
     }

@@ -9,6 +9,7 @@ mod hardening;
 mod jwks;
 mod jwt;
 mod limits;
+mod live;
 mod logs;
 mod redis_store;
 mod reload;

@@ -102,16 +102,7 @@ async fn every_bad_ticket_is_refused_with_401() {
     tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).expect("ascii");
     let secret = std::fs::read(crate::common::fixture("hs.secret")).expect("secret");
-    let foreign = ticketgate::tickets::codec::Codec::new(&secret)
-        .seal(
-            &ticketgate::auth::Identity {
-                subject: "alice".into(),
-                claims: Default::default(),
-            },
-            tokens::now() as u64 + 30,
-            &[0; 8],
-        )
-        .expect("seal");
+    let foreign = sealed(&secret, tokens::now() as u64 + 30);
     let cases = [
         ("replayed", used.clone(), "ticket already used"),
         ("tampered", tampered, "ticket invalid"),
@@ -161,19 +152,29 @@ async fn every_bad_ticket_is_refused_with_401() {
     gate.assert_never_printed(&[&jwt, &used, &fresh, &foreign]);
 }
 
+/// A ticket for alice sealed under `secret`, expiring at `expires_at`.
+fn sealed(secret: &[u8], expires_at: u64) -> String {
+    let identity = ticketgate::auth::Identity {
+        subject: "alice".into(),
+        claims: Default::default(),
+    };
+    let lifetime = ticketgate::tickets::codec::Lifetime {
+        minted_at_ms: (expires_at - 30) * 1000,
+        expires_at,
+        login_expires_at: expires_at + 600,
+    };
+    ticketgate::tickets::codec::Codec::new(secret)
+        .seal(&identity, lifetime, &[0; 8])
+        .expect("seal")
+}
+
 /// A ticket sealed under the gate's own secret with an expiry already past: what an issued
 /// ticket becomes after its TTL, without waiting the TTL out.
 fn expired_ticket() -> String {
     let secret =
         ticketgate::auth::keys::read_key_file(&crate::common::fixtures().join("ticket.secret"))
             .expect("ticket secret fixture");
-    let identity = ticketgate::auth::Identity {
-        subject: "alice".into(),
-        claims: Default::default(),
-    };
-    ticketgate::tickets::codec::Codec::new(&secret)
-        .seal(&identity, (tokens::now() - 1) as u64, &[0; 8])
-        .expect("seal")
+    sealed(&secret, tokens::now() as u64 - 1)
 }
 
 #[tokio::test]

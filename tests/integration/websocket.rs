@@ -75,9 +75,10 @@ async fn a_session_quiet_past_the_idle_timeout_is_closed() {
     // The closed WebSocket is logged and no longer counted as open.
     let lines = gate.wait_for_log_lines(2).await;
     assert!(
-        lines.iter().any(
-            |l| l["status"] == 101 && l["duration_ms"].as_f64().is_some_and(|ms| ms >= 1_500.0)
-        )
+        lines.iter().any(|l| l["status"] == 101
+            && l["reason"] == "idle"
+            && l["duration_ms"].as_f64().is_some_and(|ms| ms >= 1_500.0)),
+        "{lines:?}"
     );
     crate::common::wait_for("the gauge to drop", Duration::from_secs(5), || async {
         gate.metrics()
@@ -85,4 +86,6 @@ async fn a_session_quiet_past_the_idle_timeout_is_closed() {
             .contains("ticketgate_websocket_connections 0")
     })
     .await;
+    gate.assert_metrics(&[r#"ticketgate_websocket_closed_total{reason="idle"} 1"#])
+        .await;
 }

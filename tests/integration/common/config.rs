@@ -149,6 +149,7 @@ pub fn tickets(upstream: SocketAddr, options: &TicketOptions) -> File {
         websocket: Websocket {
             allowed_origins: options.websocket_origins.clone(),
             idle_timeout_seconds: Some(options.idle_timeout_seconds),
+            close_at_login_expiry: None,
         },
         ..base(upstream, issuer(Keys::HsAndRs))
     }

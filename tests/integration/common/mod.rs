@@ -62,21 +62,52 @@ impl Gate {
         Gate::start_with_env(file, &[]).await
     }
 
-    /// Starts ticketgate with extra environment variables (`TICKETGATE_LOG`, say).
+    /// Starts ticketgate with extra environment variables (`TICKETGATE_LOG`, say). A port
+    /// taken between `free_port` and the bind (by a test running beside) makes the process
+    /// exit: it is started again on other ports.
     pub async fn start_with_env(file: &config::File, env: &[(&str, &str)]) -> Gate {
-        let port = free_port();
-        let admin_port = free_port();
-        let file = config::File {
-            listen: format!("127.0.0.1:{port}"),
-            admin: config::Admin {
-                listen: format!("127.0.0.1:{admin_port}"),
-            },
-            ..file.clone()
-        };
-        let yaml = serde_yaml_ng::to_string(&file).expect("config as YAML");
-        let gate = Gate::spawn_yaml(&yaml, port, admin_port, env);
-        gate.wait_until_serving().await;
-        gate
+        for _ in 0..3 {
+            let (port, admin_port) = (free_port(), free_port());
+            let file = config::File {
+                listen: format!("127.0.0.1:{port}"),
+                admin: config::Admin {
+                    listen: format!("127.0.0.1:{admin_port}"),
+                    ..file.admin.clone()
+                },
+                ..file.clone()
+            };
+            let yaml = serde_yaml_ng::to_string(&file).expect("config as YAML");
+            let mut gate = Gate::spawn_yaml(&yaml, port, admin_port, env);
+            if gate.serves().await {
+                return gate;
+            }
+        }
+        panic!("ticketgate did not start on three pairs of ports");
+    }
+
+    /// Waits until both listeners answer; false if the process exited first.
+    async fn serves(&mut self) -> bool {
+        let proxy = format!("127.0.0.1:{}", self.port);
+        let admin = self.admin_url("/healthz");
+        let started = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().expect("try_wait").is_some()
+            {
+                self.child = None;
+                return false;
+            }
+            let admin_up = reqwest::get(&admin).await.is_ok_and(|r| r.status() == 200);
+            if admin_up && tokio::net::TcpStream::connect(&proxy).await.is_ok() {
+                return true;
+            }
+            assert!(
+                started.elapsed() < STARTUP_DEADLINE,
+                "ticketgate did not listen in time; output:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Runs ticketgate on `yaml` as written, for the files no `File` can express.
@@ -114,16 +145,6 @@ impl Gate {
         let yaml = serde_yaml_ng::to_string(&file).expect("config as YAML");
         assert_ne!(before, yaml, "the edit changed nothing");
         std::fs::write(self.config_path(), yaml).expect("write config");
-    }
-
-    pub async fn wait_until_serving(&self) {
-        let proxy = format!("127.0.0.1:{}", self.port);
-        let admin = self.admin_url("/healthz");
-        wait_for("ticketgate to listen", STARTUP_DEADLINE, || async {
-            let admin_up = reqwest::get(&admin).await.is_ok_and(|r| r.status() == 200);
-            admin_up && tokio::net::TcpStream::connect(&proxy).await.is_ok()
-        })
-        .await;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,333 @@
+//! Live sessions: a WebSocket lives only as long as the login behind it. When that login
+//! expires, or its subject is revoked, ticketgate sends the client a close frame (4401
+//! `login expired`, 4403 `revoked`) and ends the connection, which ends the upstream's too.
+//!
+//! Pingora relays an upgraded connection as raw bytes and calls no hook while a socket is
+//! silent, so the closing happens in the connection's own stream (`connection::Watched`):
+//! its pending read is what Pingora always waits on, so a timer or a wake-up registered there
+//! reaches even a silent socket. This module holds what that stream needs: `Ending`, shared
+//! between the stream and whoever may end the session, and `Outgoing`, which follows the
+//! server-to-client bytes frame by frame (RFC 6455 §5.2 headers only, never payloads) so the
+//! close frame is never spliced into the middle of the upstream's frame.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::task::Waker;
+
+use futures_util::task::AtomicWaker;
+
+/// Why ticketgate closed a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    LoginExpired,
+    Revoked,
+}
+
+impl CloseReason {
+    /// The close code (RFC 6455 §7.4.2: 4000-4999 are for applications) and reason text.
+    pub fn code_and_text(self) -> (u16, &'static str) {
+        match self {
+            CloseReason::LoginExpired => (4401, "login expired"),
+            CloseReason::Revoked => (4403, "revoked"),
+        }
+    }
+
+    /// The `reason` of the access log and of `ticketgate_websocket_closed_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::LoginExpired => "login_expired",
+            CloseReason::Revoked => "revoked",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            CloseReason::LoginExpired => 1,
+            CloseReason::Revoked => 2,
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(CloseReason::LoginExpired),
+            2 => Some(CloseReason::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// A connection's live-session state, shared by its stream (which does the closing) and the
+/// proxy hooks and revocations (which say when).
+#[derive(Default)]
+pub struct Ending {
+    /// The 101 is on its way: bytes written from now on are a response header, then frames.
+    upgrading: AtomicBool,
+    /// When the login expires, Unix milliseconds; 0 for never.
+    login_expires_at_ms: AtomicU64,
+    /// 0 while open, else the `CloseReason` ticketgate closes it for.
+    closing: AtomicU8,
+    /// The stream's pending read, woken when `close` is called.
+    waker: AtomicWaker,
+}
+
+impl Ending {
+    /// The upstream answered 101: follow the frames from here, and close at
+    /// `login_expires_at_ms` (Unix milliseconds) when that is set.
+    pub fn upgrading(&self, login_expires_at_ms: Option<u64>) {
+        if let Some(at) = login_expires_at_ms {
+            self.login_expires_at_ms.store(at.max(1), Ordering::Release);
+        }
+        self.upgrading.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Close the session for `reason` as soon as a frame boundary allows.
+    pub fn close(&self, reason: CloseReason) {
+        let _ =
+            self.closing
+                .compare_exchange(0, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire);
+        self.waker.wake();
+    }
+
+    pub fn closing(&self) -> Option<CloseReason> {
+        CloseReason::from_u8(self.closing.load(Ordering::Acquire))
+    }
+
+    pub fn is_upgrading(&self) -> bool {
+        self.upgrading.load(Ordering::Acquire)
+    }
+
+    pub fn login_expires_at_ms(&self) -> Option<u64> {
+        Some(self.login_expires_at_ms.load(Ordering::Acquire)).filter(|at| *at > 0)
+    }
+
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+}
+
+/// A server-to-client close frame: FIN + opcode 8, unmasked, the code and the reason.
+pub fn close_frame(reason: CloseReason) -> Vec<u8> {
+    let (code, text) = reason.code_and_text();
+    let mut frame = Vec::with_capacity(4 + text.len());
+    frame.push(0x88);
+    // Control frame payloads are at most 125 bytes; ours are a dozen.
+    frame.push((2 + text.len()) as u8);
+    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+/// Where the server-to-client byte stream is: in the 101's header, in a frame's header, or
+/// in a payload with some bytes left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    state: State,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// How many bytes of the `\r\n\r\n` that ends the 101's header have been seen.
+    ResponseHeader(u8),
+    /// The bytes of a frame header seen so far (at most 14).
+    FrameHeader {
+        seen: [u8; 14],
+        len: u8,
+    },
+    Payload {
+        left: u64,
+    },
+}
+
+impl Default for Outgoing {
+    fn default() -> Self {
+        Outgoing {
+            state: State::ResponseHeader(0),
+        }
+    }
+}
+
+impl Outgoing {
+    /// Between two frames (after the 101's header): a close frame may go out now.
+    pub fn at_boundary(&self) -> bool {
+        matches!(self.state, State::FrameHeader { len: 0, .. })
+    }
+
+    /// How many of `bytes` can be written before the stream reaches its next frame boundary,
+    /// when that boundary lies within them.
+    pub fn boundary_within(&self, bytes: &[u8]) -> Option<usize> {
+        let mut ahead = self.clone();
+        let mut at = 0;
+        while at < bytes.len() {
+            let step = match ahead.state {
+                State::Payload { left } => (left.min((bytes.len() - at) as u64) as usize).max(1),
+                _ => 1,
+            };
+            ahead.advance(&bytes[at..at + step]);
+            at += step;
+            if ahead.at_boundary() {
+                return Some(at);
+            }
+        }
+        None
+    }
+
+    /// Follows `bytes`, written to the client in this order.
+    pub fn advance(&mut self, mut bytes: &[u8]) {
+        while let Some((&byte, rest)) = bytes.split_first() {
+            match &mut self.state {
+                State::ResponseHeader(matched) => {
+                    let expected = b"\r\n\r\n"[usize::from(*matched)];
+                    *matched = match (byte == expected, byte == b'\r') {
+                        (true, _) => *matched + 1,
+                        (false, true) => 1,
+                        (false, false) => 0,
+                    };
+                    if *matched == 4 {
+                        self.state = State::FrameHeader {
+                            seen: [0; 14],
+                            len: 0,
+                        };
+                    }
+                    bytes = rest;
+                }
+                State::FrameHeader { seen, len } => {
+                    seen[usize::from(*len)] = byte;
+                    *len += 1;
+                    if let Some(payload) = payload_length(&seen[..usize::from(*len)]) {
+                        self.state = State::Payload { left: payload };
+                        self.finish_empty_payload();
+                    }
+                    bytes = rest;
+                }
+                State::Payload { left } => {
+                    let take = (*left).min(bytes.len() as u64);
+                    *left -= take;
+                    bytes = &bytes[take as usize..];
+                    self.finish_empty_payload();
+                }
+            }
+        }
+    }
+
+    fn finish_empty_payload(&mut self) {
+        if self.state == (State::Payload { left: 0 }) {
+            self.state = State::FrameHeader {
+                seen: [0; 14],
+                len: 0,
+            };
+        }
+    }
+}
+
+/// The payload length once `header` holds a whole frame header (§5.2: 2 bytes, then 2 or 8
+/// of extended length, then 4 of masking key when the mask bit is set), else `None`.
+fn payload_length(header: &[u8]) -> Option<u64> {
+    let [_, second, rest @ ..] = header else {
+        return None;
+    };
+    let masked = second & 0x80 != 0;
+    let (length, extended) = match second & 0x7f {
+        126 => (None, 2),
+        127 => (None, 8),
+        short => (Some(u64::from(short)), 0),
+    };
+    let mask = if masked { 4 } else { 0 };
+    if rest.len() < extended + mask {
+        return None;
+    }
+    Some(length.unwrap_or_else(|| {
+        rest[..extended]
+            .iter()
+            .fold(0u64, |n, b| (n << 8) | u64::from(*b))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const HEADER: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+
+    /// An unmasked frame with `payload` bytes of payload.
+    fn frame(payload: usize) -> Vec<u8> {
+        let mut frame = vec![0x82];
+        match payload {
+            0..=125 => frame.push(payload as u8),
+            126..=65535 => {
+                frame.push(126);
+                frame.extend_from_slice(&(payload as u16).to_be_bytes());
+            }
+            _ => {
+                frame.push(127);
+                frame.extend_from_slice(&(payload as u64).to_be_bytes());
+            }
+        }
+        frame.extend(std::iter::repeat_n(b'\r', payload));
+        frame
+    }
+
+    #[test]
+    fn the_close_frames_say_why() {
+        assert_eq!(
+            close_frame(CloseReason::LoginExpired),
+            b"\x88\x0f\x11\x31login expired".to_vec()
+        );
+        assert_eq!(
+            close_frame(CloseReason::Revoked),
+            b"\x88\x09\x11\x33revoked".to_vec()
+        );
+    }
+
+    #[test]
+    fn no_boundary_inside_the_response_header() {
+        let mut outgoing = Outgoing::default();
+        outgoing.advance(&HEADER[..HEADER.len() - 1]);
+        assert!(!outgoing.at_boundary());
+        outgoing.advance(&HEADER[HEADER.len() - 1..]);
+        assert!(outgoing.at_boundary());
+    }
+
+    #[test]
+    fn a_masked_frame_header_counts_its_key() {
+        let mut outgoing = Outgoing::default();
+        outgoing.advance(HEADER);
+        outgoing.advance(&[0x81, 0x83, 1, 2, 3]);
+        assert!(!outgoing.at_boundary(), "masking key incomplete");
+        outgoing.advance(&[4]);
+        assert_eq!(outgoing.boundary_within(b"abcdef"), Some(3));
+        outgoing.advance(b"abc");
+        assert!(outgoing.at_boundary());
+    }
+
+    proptest! {
+        /// However the frames are cut into writes, a boundary is reported exactly where a
+        /// frame ends, and nowhere else; `boundary_within` finds the next one.
+        #[test]
+        fn boundaries_are_exactly_where_frames_end(
+            payloads in prop::collection::vec(
+                prop_oneof![0usize..130, 126usize..70_000, Just(65_536usize)], 1..6),
+            cuts in prop::collection::vec(1usize..5_000, 1..40),
+        ) {
+            let mut wire = HEADER.to_vec();
+            let mut ends = vec![HEADER.len()];
+            for payload in &payloads {
+                wire.extend(frame(*payload));
+                ends.push(wire.len());
+            }
+            let mut outgoing = Outgoing::default();
+            let mut at = 0;
+            let mut cut = cuts.iter().cycle();
+            while at < wire.len() {
+                let step = (*cut.next().unwrap_or(&1)).min(wire.len() - at);
+                let next_end = ends.iter().copied().find(|end| *end > at);
+                let found = outgoing.boundary_within(&wire[at..at + step]).map(|n| at + n);
+                prop_assert_eq!(found, next_end.filter(|end| *end <= at + step));
+                outgoing.advance(&wire[at..at + step]);
+                at += step;
+                prop_assert_eq!(outgoing.at_boundary(), ends.contains(&at), "at byte {}", at);
+            }
+        }
+    }
+}
