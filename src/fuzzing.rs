@@ -8,7 +8,7 @@ use pingora::http::RequestHeader;
 
 use crate::redact::Shapes;
 use crate::tickets::codec::{self, Codec};
-use crate::{auth, boundary, query, redact};
+use crate::{auth, boundary, live, query, redact, subprotocol};
 
 const SHAPES: Shapes = Shapes {
     ticket_param: "ticket",
@@ -91,16 +91,65 @@ pub fn bearer_token(data: &[u8]) {
     }
 }
 
+/// The upstream's bytes after a 101, cut into writes where the first byte says: the frame
+/// tracker's next boundary is where following the bytes lands on one, and it never panics
+/// (a close frame must never be spliced into a frame, whatever the upstream sends).
+pub fn outgoing_frames(data: &[u8]) {
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(cut).max(1);
+    let mut outgoing = live::Outgoing::default();
+    outgoing.advance(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+    for write in bytes.chunks(step) {
+        let expected = outgoing.boundary_within(write);
+        let mut ahead = outgoing.clone();
+        let mut first = None;
+        for (i, byte) in write.iter().enumerate() {
+            ahead.advance(std::slice::from_ref(byte));
+            if ahead.at_boundary() && first.is_none() {
+                first = Some(i + 1);
+            }
+        }
+        assert_eq!(expected, first);
+        outgoing.advance(write);
+        assert_eq!(outgoing, ahead);
+    }
+}
+
+/// Whatever `Sec-WebSocket-Protocol` holds, what the upstream is offered instead holds no
+/// credential entry and no marker, and every credential taken out is one the header held.
+pub fn subprotocol_offered(data: &[u8]) {
+    let offered = subprotocol::Offered::read(data.split(|b| *b == b'\n'));
+    if let Some(forwarded) = offered.forwarded() {
+        for entry in forwarded.split(", ") {
+            assert_ne!(entry, subprotocol::MARKER);
+            assert!(
+                !entry.starts_with("ticketgate.ticket.")
+                    && !entry.starts_with("ticketgate.bearer.")
+            );
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    for credential in &offered.credentials {
+        let (subprotocol::Carried::Ticket(value) | subprotocol::Carried::Bearer(value)) =
+            credential;
+        assert!(text.contains(value));
+    }
+}
+
 /// One fuzz target: attacker bytes in, a panic when an invariant breaks.
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("boundary_read", boundary_read),
     ("query_without", query_without),
     ("redact_target", redact_target),
     ("ticket_open", ticket_open),
     ("bearer_token", bearer_token),
+    ("outgoing_frames", outgoing_frames),
+    ("subprotocol_offered", subprotocol_offered),
 ];
 
 #[cfg(test)]

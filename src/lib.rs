@@ -24,7 +24,11 @@
 //!   verified token and cached until it expires (`identity/cache`).
 //! - `tickets`: WebSocket tickets, sealed statelessly (`tickets/codec`) and redeemed once
 //!   (`tickets/store`: the `UsedTickets` trait over memory and Redis).
-//! - `redact` and `query`: what of a URL may be logged, and query-string parsing.
+//! - `redact` and `query`: what of a URL may be logged, and query-string parsing;
+//!   `subprotocol`: credentials offered in `Sec-WebSocket-Protocol`.
+//! - `connection`: the stream every connection is wrapped in, where `limits` (header and
+//!   keep-alive deadlines) and `live` (closing a WebSocket whose login ended) act;
+//!   `revocations`: revoked logins, shared through Redis between replicas.
 //! - `access_log`, `metrics`, `admin`: what operators see; `log_filter`: what the error
 //!   log may never print.
 //! - `fuzzing`: the attacker-facing parsers with their invariants, for `fuzz/` and its
@@ -63,4 +67,5 @@ pub mod redact;
 pub mod reload;
 pub mod revocations;
 pub mod server;
+pub mod subprotocol;
 pub mod tickets;

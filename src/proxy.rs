@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::Method;
+use http::header::SEC_WEBSOCKET_PROTOCOL;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -45,6 +46,7 @@ use crate::identity::Caller;
 use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::live::CloseReason;
 use crate::metrics::Metrics;
+use crate::subprotocol::Offered;
 use authenticate::Credential;
 pub use policy::Policy;
 use respond::{Rejection, Reply};
@@ -77,6 +79,8 @@ pub struct RequestCtx {
     by_ticket: bool,
     /// What the upstream is sent instead of the client's target (`forward::upstream_target`).
     upstream_target: Option<String>,
+    /// `Sec-WebSocket-Protocol` without ticketgate's entries, when it had any.
+    protocols: Option<forward::Protocols>,
     rejection: Option<Rejection>,
     /// Counts the request as in flight until the context is dropped at its end.
     _in_flight: InFlightGuard,
@@ -137,9 +141,25 @@ impl TicketGate {
         if ctx.websocket && !policy.origin_allowed(req) {
             return Some(Rejection::OriginNotAllowed.into());
         }
+        let offered = match ctx.websocket {
+            true => Offered::read(
+                req.headers
+                    .get_all(SEC_WEBSOCKET_PROTOCOL)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+            ),
+            false => Offered::default(),
+        };
+        if route.auth != AuthMode::None && offered.concerns_us() {
+            ctx.protocols = Some(forward::Protocols {
+                upstream: offered.forwarded(),
+                answer_marker: offered.marker && offered.others.is_empty(),
+            });
+        }
         let request = authenticate::Request {
             header: req,
             query: target.query,
+            offered: &offered,
         };
         match authenticate::authenticate(route.auth, &request, &policy.authenticators()).await {
             Ok(Some(authenticated)) => {
@@ -170,6 +190,7 @@ impl ProxyHttp for TicketGate {
             login_expires_at: None,
             by_ticket: false,
             upstream_target: None,
+            protocols: None,
             rejection: None,
             _in_flight: self.in_flight.enter(),
         }
@@ -232,6 +253,9 @@ impl ProxyHttp for TicketGate {
             ctx.auth,
             ctx.caller.as_deref(),
         );
+        if let Some(protocols) = &ctx.protocols {
+            forward::protocols_upstream(upstream_request, protocols)?;
+        }
         Ok(())
     }
 
@@ -249,6 +273,9 @@ impl ProxyHttp for TicketGate {
             ));
         }
         if upstream_response.status == 101 && !ctx.upgraded {
+            if let Some(protocols) = &ctx.protocols {
+                forward::protocols_downstream(upstream_response, protocols)?;
+            }
             ctx.upgraded = true;
             self.metrics.websocket_opened();
             live_session(session, ctx);

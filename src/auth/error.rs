@@ -10,6 +10,10 @@ pub enum AuthError {
     Token(TokenProblem),
     #[error("{0}")]
     Ticket(TicketProblem),
+    /// A credential in `Sec-WebSocket-Protocol` beside another one: which one counts would
+    /// be a guess, so neither does (and no ticket is consumed).
+    #[error("more than one credential")]
+    TwoCredentials,
 }
 
 impl AuthError {
@@ -19,6 +23,7 @@ impl AuthError {
             AuthError::Missing => "missing",
             AuthError::Token(p) => p.reason(),
             AuthError::Ticket(p) => p.auth_failure_reason(),
+            AuthError::TwoCredentials => "two_credentials",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! A WebSocket echo endpoint on hyper: accepts the upgrade, optionally greets with one text
+//! A WebSocket echo endpoint on hyper: accepts the upgrade (choosing the first protocol
+//! offered, as a STOMP server would pick `v12.stomp`), optionally greets with one text
 //! message, then sends every text or binary message back unchanged. The demo's upstream uses
 //! it; so do the tests' and the benchmark's upstreams, which stand in for a legacy service.
 
@@ -23,6 +24,12 @@ pub fn accept(
         .headers()
         .get("sec-websocket-key")
         .map(|key| derive_accept_key(key.as_bytes()))?;
+    let protocol = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|offered| offered.to_str().ok())
+        .and_then(|offered| offered.split(',').next())
+        .and_then(|first| HeaderValue::from_str(first.trim()).ok());
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
@@ -37,6 +44,9 @@ pub fn accept(
     headers.insert("connection", HeaderValue::from_static("Upgrade"));
     if let Ok(value) = accept.parse() {
         headers.insert("sec-websocket-accept", value);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert("sec-websocket-protocol", protocol);
     }
     Some(response)
 }

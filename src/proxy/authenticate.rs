@@ -1,6 +1,7 @@
 //! Applies a route's `auth` rule to a request. Runs for every request the route matches,
 //! upgrade or not: a WebSocket upgrade never skips authentication.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
@@ -16,6 +17,7 @@ use crate::identity::cache::TokenCache;
 use crate::identity::{Caller, ForwardConfig};
 use crate::query;
 use crate::revocations::Revocations;
+use crate::subprotocol::{Carried, Offered};
 use crate::tickets::{RedeemError, Tickets};
 
 /// What authentication needs besides the request.
@@ -34,6 +36,8 @@ pub struct Request<'a> {
     pub header: &'a RequestHeader,
     /// The query as sent (`boundary::Target::query`).
     pub query: Option<&'a str>,
+    /// What an upgrade offers in `Sec-WebSocket-Protocol` (empty on other requests).
+    pub offered: &'a Offered<'a>,
 }
 
 /// Which credential a caller proved itself with.
@@ -51,46 +55,85 @@ pub struct Authenticated {
     pub login_expires_at: u64,
 }
 
+/// The one credential a request presents.
+enum Presented<'a> {
+    Bearer(&'a str),
+    Ticket(Cow<'a, str>),
+    Nothing,
+}
+
 /// `Ok(None)` for `auth: none`; otherwise the verified caller or why they were refused.
 ///
-/// On `auth: ticket` a bearer JWT wins when both are present (native clients can set
-/// headers); a ticket is only looked at on a WebSocket upgrade.
+/// On `auth: ticket` a bearer JWT in `Authorization` wins over a query ticket (native clients
+/// can set headers); a ticket is only looked at on a WebSocket upgrade.
 pub async fn authenticate(
     mode: AuthMode,
     req: &Request<'_>,
     with: &Authenticators<'_>,
 ) -> Result<Option<Authenticated>, Rejection> {
-    let authenticated = match mode {
-        AuthMode::None => return Ok(None),
-        AuthMode::Jwt => require_bearer(req.header, with).await?,
-        AuthMode::Ticket => match bearer(req.header, with).await? {
-            Some(authenticated) => authenticated,
-            None => ticket(req, with).await?,
-        },
+    if mode == AuthMode::None {
+        return Ok(None);
+    }
+    let authenticated = match presented(mode, req, with)? {
+        Presented::Bearer(token) => verify_bearer(token, with).await?,
+        Presented::Ticket(ticket) if mode == AuthMode::Ticket => {
+            redeem(&ticket, req.header, with).await?
+        }
+        Presented::Ticket(_) | Presented::Nothing => {
+            return Err(Rejection::Auth(AuthError::Missing));
+        }
     };
     Ok(Some(authenticated))
 }
 
-/// The caller of a request that must carry a bearer JWT.
+/// The credential of the request. A `Sec-WebSocket-Protocol` entry beside any other
+/// credential is refused before anything is verified or consumed.
+fn presented<'a>(
+    mode: AuthMode,
+    req: &'a Request<'a>,
+    with: &Authenticators<'_>,
+) -> Result<Presented<'a>, Rejection> {
+    let header = auth::bearer_token(req.header).map_err(Rejection::Auth)?;
+    let entries = &req.offered.credentials;
+    let query_ticket = || -> Result<Option<Cow<'a, str>>, Rejection> {
+        if mode != AuthMode::Ticket {
+            return Ok(None);
+        }
+        query::single_value(req.query, with.ticket_param)
+            .map_err(|_| Rejection::Auth(AuthError::Ticket(TicketProblem::Invalid)))
+    };
+    match entries.as_slice() {
+        [] => Ok(match (header, query_ticket()?) {
+            (Some(token), _) => Presented::Bearer(token),
+            (None, Some(ticket)) => Presented::Ticket(ticket),
+            (None, None) => Presented::Nothing,
+        }),
+        [entry] if header.is_none() && query_ticket()?.is_none() => Ok(match entry {
+            Carried::Bearer(token) => Presented::Bearer(token),
+            Carried::Ticket(ticket) => Presented::Ticket(Cow::Borrowed(ticket)),
+        }),
+        _ => Err(Rejection::Auth(AuthError::TwoCredentials)),
+    }
+}
+
+/// The caller of a request that must carry a bearer JWT in `Authorization`.
 pub async fn require_bearer(
     req: &RequestHeader,
     with: &Authenticators<'_>,
 ) -> Result<Authenticated, Rejection> {
-    bearer(req, with)
-        .await?
-        .ok_or(Rejection::Auth(AuthError::Missing))
+    match auth::bearer_token(req).map_err(Rejection::Auth)? {
+        Some(token) => verify_bearer(token, with).await,
+        None => Err(Rejection::Auth(AuthError::Missing)),
+    }
 }
 
 /// The bearer JWT's caller; a login issued before its subject was revoked is refused, also
 /// when its verification was cached.
-async fn bearer(
-    req: &RequestHeader,
-    with: &Authenticators<'_>,
-) -> Result<Option<Authenticated>, Rejection> {
+async fn verify_bearer(token: &str, with: &Authenticators<'_>) -> Result<Authenticated, Rejection> {
     let refused = |problem| Rejection::Auth(AuthError::Token(problem));
-    let Some(token) = auth::bearer_token(req).map_err(Rejection::Auth)? else {
-        return Ok(None);
-    };
+    if token.len() > auth::MAX_TOKEN_BYTES {
+        return Err(refused(TokenProblem::TooLarge));
+    }
     let now = unix_now();
     let (caller, login) = with
         .callers
@@ -106,18 +149,19 @@ async fn bearer(
     {
         return Err(refused(TokenProblem::Revoked));
     }
-    Ok(Some(Authenticated {
+    Ok(Authenticated {
         caller,
         credential: Credential::Bearer,
         login_expires_at: login.expires_at,
-    }))
+    })
 }
 
-async fn ticket(req: &Request<'_>, with: &Authenticators<'_>) -> Result<Authenticated, Rejection> {
+async fn redeem(
+    ticket: &str,
+    req: &RequestHeader,
+    with: &Authenticators<'_>,
+) -> Result<Authenticated, Rejection> {
     let refused = |problem| Rejection::Auth(AuthError::Ticket(problem));
-    let value = query::single_value(req.query, with.ticket_param)
-        .map_err(|_| refused(TicketProblem::Invalid))?
-        .ok_or(Rejection::Auth(AuthError::Missing))?;
     let tickets = with.tickets.ok_or(refused(TicketProblem::Invalid))?;
     let now_ms = unix_now_ms();
     let revoked = |subject: &str, minted_at_ms| {
@@ -125,7 +169,7 @@ async fn ticket(req: &Request<'_>, with: &Authenticators<'_>) -> Result<Authenti
             .refuses(subject, Some(minted_at_ms), now_ms)
     };
     let redeemed = match tickets
-        .redeem(&value, is_opening_handshake(req.header), &revoked)
+        .redeem(ticket, is_opening_handshake(req), &revoked)
         .await
     {
         Ok(redeemed) => redeemed,

@@ -4,14 +4,14 @@
 use std::borrow::Cow;
 
 use http::HeaderName;
-use http::header::AUTHORIZATION;
-use pingora::http::RequestHeader;
+use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::boundary::Target;
 use crate::config::AuthMode;
 use crate::identity::Caller;
 use crate::identity::ForwardConfig;
-use crate::query;
+use crate::{query, subprotocol};
 
 /// The target the upstream is sent, when it differs from what the client sent: the
 /// canonical path (in origin-form) and the query without the ticket parameter. The ticket is
@@ -61,6 +61,39 @@ pub fn identity_headers(
         // Inserting a valid name and value into a request header cannot fail.
         let _ = upstream.insert_header(name.clone(), value.clone());
     }
+}
+
+/// `Sec-WebSocket-Protocol` once ticketgate's entries (a credential, the `ticketgate` marker)
+/// are out of it.
+pub struct Protocols {
+    /// What the upstream is offered: the application's protocols, or no header at all.
+    pub upstream: Option<String>,
+    /// The client offered the marker and nothing else of its own: the 101 names it.
+    pub answer_marker: bool,
+}
+
+/// Offers the upstream the application's protocols only.
+pub fn protocols_upstream(
+    upstream: &mut RequestHeader,
+    protocols: &Protocols,
+) -> pingora::Result<()> {
+    upstream.remove_header(&SEC_WEBSOCKET_PROTOCOL);
+    if let Some(offered) = &protocols.upstream {
+        upstream.insert_header(SEC_WEBSOCKET_PROTOCOL, offered.as_str())?;
+    }
+    Ok(())
+}
+
+/// The 101 names `ticketgate` when the client offered it and no protocol of its own; with
+/// protocols of its own, the upstream's choice among them passes unchanged.
+pub fn protocols_downstream(
+    response: &mut ResponseHeader,
+    protocols: &Protocols,
+) -> pingora::Result<()> {
+    if protocols.answer_marker {
+        response.insert_header(SEC_WEBSOCKET_PROTOCOL, subprotocol::MARKER)?;
+    }
+    Ok(())
 }
 
 /// Client headers that name an identity header. CGI, WSGI, Rack and PHP upstreams read

@@ -62,6 +62,7 @@ impl Rejection {
             Rejection::Auth(AuthError::Missing) => "missing_token",
             Rejection::Auth(AuthError::Token(_)) => "invalid_token",
             Rejection::Auth(AuthError::Ticket(_)) => "invalid_ticket",
+            Rejection::Auth(AuthError::TwoCredentials) => "invalid_request",
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::NoRoute => "not_found",
             Rejection::BadTarget(_) => "invalid_request",
@@ -92,12 +93,18 @@ impl Rejection {
             Rejection::Auth(AuthError::Missing) => {
                 vec![(WWW_AUTHENTICATE, r#"Bearer realm="ticketgate""#.into())]
             }
-            Rejection::Auth(problem) => vec![(
-                WWW_AUTHENTICATE,
-                format!(
-                    r#"Bearer realm="ticketgate", error="invalid_token", error_description="{problem}""#
-                ),
-            )],
+            Rejection::Auth(problem) => {
+                let error = match problem {
+                    AuthError::TwoCredentials => "invalid_request",
+                    _ => "invalid_token",
+                };
+                vec![(
+                    WWW_AUTHENTICATE,
+                    format!(
+                        r#"Bearer realm="ticketgate", error="{error}", error_description="{problem}""#
+                    ),
+                )]
+            }
             Rejection::MethodNotAllowed => vec![(ALLOW, "POST, OPTIONS".into())],
             _ => Vec::new(),
         }

@@ -14,5 +14,6 @@ mod logs;
 mod redis_store;
 mod reload;
 mod routing;
+mod subprotocol;
 mod tickets;
 mod websocket;
