@@ -1,18 +1,36 @@
 // ticketgate.js — open WebSockets through ticketgate from a browser. Dependency-free ES module.
 //
-//   import { connect } from "./ticketgate.js";
+//   import { connect } from "ticketgate-client";
 //   const socket = connect("wss://chat.example.com/ws/room?id=7", {
 //     getAccessToken: () => auth.accessToken,        // your login JWT (sync or async)
 //     refresh: () => auth.refresh(),                 // refresh the login; resolves when done
+//     ticketIn: "protocol",                          // or "url" (the default)
 //   });
 //   socket.addEventListener("message", (e) => console.log(e.data));
 //   socket.send("hello");
 //
 // Browsers cannot put an Authorization header on a WebSocket, so every (re)connection first
-// POSTs the access token to the ticket endpoint and puts the single-use ticket it gets back in
-// the socket URL. A 401 whose description is "token expired" means the login is stale: the
-// helper calls `refresh` once and asks again. A ticket works once, so every reconnection
-// fetches a new one.
+// POSTs the access token to the ticket endpoint and carries the single-use ticket it gets back
+// in the socket URL or, with `ticketIn: "protocol"`, in `Sec-WebSocket-Protocol` (kept out of
+// URLs that proxies and browsers log). A 401 whose description is "token expired" means the
+// login is stale: the helper calls `refresh` once and asks again. A ticket works once, so
+// every reconnection fetches a new one.
+//
+// ticketgate closes a socket whose login expired with code 4401: the helper refreshes the
+// login and reconnects with a fresh ticket, and the application sees one "reconnect" event
+// (no "close"). A revoked login closes with 4403: the helper stops and dispatches "revoked"
+// after "close".
+
+/** Close codes ticketgate uses. */
+export const LOGIN_EXPIRED = 4401;
+export const REVOKED = 4403;
+
+/** The protocol entries that carry `ticket` (before the application's own protocols). */
+export function ticketProtocols(ticket, appProtocols = []) {
+  const own = typeof appProtocols === "string" ? [appProtocols] : [...appProtocols];
+  // `ticketgate` is what the handshake's answer names when the application offers nothing.
+  return [...(own.length ? [] : ["ticketgate"]), `ticketgate.ticket.${ticket}`, ...own];
+}
 
 /** Thrown (and dispatched as an "error" event) when no ticket could be had. */
 export class TicketError extends Error {
@@ -73,12 +91,14 @@ export function withTicket(url, ticket, param = "ticket") {
  * A WebSocket that authenticates through ticketgate and reconnects with a fresh ticket.
  *
  * Options: getAccessToken (required), refresh, ticketUrl (default: /ws-ticket on the socket's
- * host), ticketParam ("ticket"), protocols, reconnect (true), maxBackoffMs (10000),
- * onStep(step, detail) to watch the flow ("ticket:request", "ticket:received",
- * "login:refresh", "socket:connecting", "socket:open", "socket:closed").
+ * host), ticketIn ("url" or "protocol"), ticketParam ("ticket"), protocols (the application's),
+ * reconnect (true), maxBackoffMs (10000), onStep(step, detail) to watch the flow
+ * ("ticket:request", "ticket:received", "login:refresh", "socket:connecting", "socket:open",
+ * "socket:closed").
  *
- * The returned object is an EventTarget with "open", "message", "close" and "error" events,
- * `send(data)`, `close()`, `reconnect()` and `readyState`.
+ * The returned object is an EventTarget with "open", "message", "close", "reconnect",
+ * "revoked" and "error" events, `send(data)`, `close()`, `reconnect()`, `readyState` and
+ * `protocol` (the application protocol the server chose, "" for none).
  */
 export function connect(url, options) {
   if (typeof options?.getAccessToken !== "function") {
@@ -87,6 +107,7 @@ export function connect(url, options) {
   const settings = {
     ticketUrl: ticketUrlFor(url),
     ticketParam: "ticket",
+    ticketIn: "url",
     reconnect: true,
     maxBackoffMs: 10000,
     onStep: () => {},
@@ -95,6 +116,7 @@ export function connect(url, options) {
   const events = new EventTarget();
   let socket = null;
   let closedByUser = false;
+  let revoked = false;
   let failures = 0;
   let timer = null;
 
@@ -110,9 +132,12 @@ export function connect(url, options) {
       return scheduleReconnect(error);
     }
     if (closedByUser) return;
-    const socketUrl = withTicket(url, ticket, settings.ticketParam);
-    settings.onStep("socket:connecting", { url: socketUrl });
-    const current = new WebSocket(socketUrl, settings.protocols);
+    const inProtocol = settings.ticketIn === "protocol";
+    const socketUrl = inProtocol ? url : withTicket(url, ticket, settings.ticketParam);
+    settings.onStep("socket:connecting", { url: socketUrl, ticketIn: settings.ticketIn });
+    const current = inProtocol
+      ? new WebSocket(socketUrl, ticketProtocols(ticket, settings.protocols ?? []))
+      : new WebSocket(socketUrl, settings.protocols);
     socket = current;
     current.addEventListener("open", () => {
       failures = 0;
@@ -123,13 +148,31 @@ export function connect(url, options) {
     current.addEventListener("close", (e) => {
       if (socket !== current) return;
       settings.onStep("socket:closed", { code: e.code });
+      if (e.code === LOGIN_EXPIRED && settings.refresh && !closedByUser) return renew();
       emit("close", { code: e.code, reason: e.reason });
+      if (e.code === REVOKED) {
+        revoked = true;
+        return emit("revoked", { reason: e.reason });
+      }
       scheduleReconnect();
     });
   }
 
+  /** The login behind the socket expired: a fresh login, a fresh ticket, one "reconnect". */
+  async function renew() {
+    emit("reconnect", { reason: "login expired" });
+    try {
+      settings.onStep("login:refresh", {});
+      await settings.refresh();
+    } catch (error) {
+      emit("error", { error });
+      return;
+    }
+    open();
+  }
+
   function scheduleReconnect(error) {
-    if (closedByUser || !settings.reconnect) return;
+    if (closedByUser || revoked || !settings.reconnect) return;
     // A refused login will not get better by retrying: stop until reconnect() is called.
     if (error instanceof TicketError && error.status === 401) return;
     failures += 1;
@@ -138,26 +181,39 @@ export function connect(url, options) {
   }
 
   open();
-  return Object.assign(events, {
-    send(data) {
-      if (socket?.readyState !== WebSocket.OPEN) throw new Error("socket is not open");
-      socket.send(data);
+  // Getters are defined, not assigned: Object.assign would copy their values once.
+  return Object.defineProperties(events, {
+    send: {
+      value(data) {
+        if (socket?.readyState !== WebSocket.OPEN) throw new Error("socket is not open");
+        socket.send(data);
+      },
     },
-    close(code, reason) {
-      closedByUser = true;
-      clearTimeout(timer);
-      socket?.close(code, reason);
+    close: {
+      value(code, reason) {
+        closedByUser = true;
+        clearTimeout(timer);
+        socket?.close(code, reason);
+      },
     },
     /** Drops the current socket (if any) and connects again with a fresh ticket. */
-    reconnect() {
-      closedByUser = false;
-      const old = socket;
-      socket = null;
-      old?.close();
-      return open();
+    reconnect: {
+      value() {
+        closedByUser = false;
+        revoked = false;
+        const old = socket;
+        socket = null;
+        old?.close();
+        return open();
+      },
     },
-    get readyState() {
-      return socket ? socket.readyState : WebSocket.CONNECTING;
+    readyState: { get: () => (socket ? socket.readyState : WebSocket.CONNECTING) },
+    /** The application protocol the server chose ("" for none, or only ticketgate's marker). */
+    protocol: {
+      get: () => {
+        const chosen = socket?.protocol ?? "";
+        return chosen === "ticketgate" ? "" : chosen;
+      },
     },
   });
 }

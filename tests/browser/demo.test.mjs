@@ -180,3 +180,33 @@ test("after the login expires the helper refreshes it and reconnects with a fres
   assert.notEqual(tickets[0], tickets[1], "every connection uses a fresh ticket");
   await page.close();
 });
+
+test("the helper can carry the ticket in Sec-WebSocket-Protocol, and Chromium accepts the answer", async () => {
+  const { page, sockets } = await openDemo();
+  await page.click("#login");
+  await page.waitForFunction(() => window.demo.login?.access_token);
+  secretsSeen.add(await page.evaluate(() => window.demo.login.access_token));
+  const first = await page.evaluate(async () => {
+    const { connect } = await import("/ticketgate.js");
+    return new Promise((resolve, reject) => {
+      const socket = connect(`ws://${location.host}/ws/chat?room=protocol`, {
+        getAccessToken: () => window.demo.login.access_token,
+        ticketIn: "protocol",
+        reconnect: false,
+      });
+      socket.addEventListener("message", (e) => {
+        resolve({ greeting: JSON.parse(e.data), protocol: socket.protocol });
+        socket.close();
+      });
+      socket.addEventListener("error", (e) => reject(new Error(String(e.error))));
+      socket.addEventListener("close", (e) => reject(new Error(`closed ${e.code}`)));
+    });
+  });
+  // The browser opened it (a handshake answer naming no offered protocol would have failed),
+  // with no ticket in the URL, and the upstream saw neither ticket nor token.
+  assert.equal(first.protocol, "");
+  assert.deepEqual(first.greeting.hello, { uri: "/ws/chat?room=protocol", subject: "alice", email: "alice@demo.test" });
+  assert.equal(sockets.length, 1);
+  assert.ok(!sockets[0].includes("ticket="), sockets[0]);
+  await page.close();
+});
