@@ -21,10 +21,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::access_log::{self, AccessLog};
+use crate::live::{CloseReason, Sessions};
 use crate::revocations::Revocations;
 
 /// How often the drain looks at the count of requests in flight.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
+const SOCKETS_CLOSE_BEFORE_GRACE_ENDS: Duration = Duration::from_secs(1);
 
 /// Runs `round` after `first_wait`, then again after each wait it returns, until shutdown
 /// is signalled (a round in progress is abandoned at its next await).
@@ -124,18 +126,38 @@ pub enum OnceIdle {
     Stay,
 }
 
-/// Waits for the shutdown signal, then for the last request in flight.
+/// Waits for the shutdown signal, then for the last request in flight. WebSockets still open
+/// when the grace period is about to end get a close frame (1001, reason `shutdown` in the
+/// access log) rather than a cut connection, so clients reconnect elsewhere at once.
 pub struct Drain {
     pub in_flight: InFlight,
+    pub sessions: Arc<Sessions>,
+    /// `shutdown_grace_seconds`.
+    pub grace: Duration,
     pub access_log: Arc<AccessLog>,
     pub once_idle: OnceIdle,
+}
+
+impl Drain {
+    /// When, after the shutdown signal, open WebSockets are closed: a second before the grace
+    /// period ends, so their close frames and log lines still go out.
+    fn close_sockets_after(&self) -> Duration {
+        self.grace.saturating_sub(SOCKETS_CLOSE_BEFORE_GRACE_ENDS)
+    }
 }
 
 #[async_trait]
 impl BackgroundService for Drain {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         stopped(&mut shutdown).await;
+        let close_sockets_at = tokio::time::Instant::now() + self.close_sockets_after();
+        let mut sockets_closed = false;
         while !self.in_flight.is_idle() {
+            if !sockets_closed && tokio::time::Instant::now() >= close_sockets_at {
+                let closed = self.sessions.close_all(CloseReason::Shutdown);
+                log::info!("grace period ending: closing {closed} open WebSocket(s)");
+                sockets_closed = true;
+            }
             self.access_log.flush();
             tokio::time::sleep(DRAIN_POLL).await;
         }
@@ -210,6 +232,8 @@ mod tests {
         let websocket = in_flight.enter();
         let drain = Drain {
             in_flight: in_flight.clone(),
+            sessions: Arc::default(),
+            grace: Duration::from_secs(3600),
             access_log: access_log.clone(),
             once_idle: OnceIdle::Stay,
         };

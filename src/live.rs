@@ -11,6 +11,7 @@
 //! close frame is never spliced into the middle of the upstream's frame.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
@@ -20,6 +21,8 @@ use futures_util::task::AtomicWaker;
 pub enum CloseReason {
     LoginExpired,
     Revoked,
+    /// The process is shutting down and the grace period is about to end.
+    Shutdown,
 }
 
 impl CloseReason {
@@ -28,6 +31,8 @@ impl CloseReason {
         match self {
             CloseReason::LoginExpired => (4401, "login expired"),
             CloseReason::Revoked => (4403, "revoked"),
+            // RFC 6455 §7.4.1: "going away", as a server going down says; clients reconnect.
+            CloseReason::Shutdown => (1001, "going away"),
         }
     }
 
@@ -36,6 +41,7 @@ impl CloseReason {
         match self {
             CloseReason::LoginExpired => "login_expired",
             CloseReason::Revoked => "revoked",
+            CloseReason::Shutdown => "shutdown",
         }
     }
 
@@ -43,6 +49,7 @@ impl CloseReason {
         match self {
             CloseReason::LoginExpired => 1,
             CloseReason::Revoked => 2,
+            CloseReason::Shutdown => 3,
         }
     }
 
@@ -50,6 +57,7 @@ impl CloseReason {
         match value {
             1 => Some(CloseReason::LoginExpired),
             2 => Some(CloseReason::Revoked),
+            3 => Some(CloseReason::Shutdown),
             _ => None,
         }
     }
@@ -102,6 +110,39 @@ impl Ending {
 
     pub fn register(&self, waker: &Waker) {
         self.waker.register(waker);
+    }
+}
+
+/// Every WebSocket open in this process, so a shutdown can close them properly before its
+/// grace period ends.
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<Vec<Weak<Ending>>>,
+}
+
+impl Sessions {
+    pub fn add(&self, ending: &Arc<Ending>) {
+        if let Ok(mut open) = self.open.lock() {
+            // Dropping the closed ones whenever the list has doubled keeps it near the count
+            // of open sockets at a constant cost per socket.
+            if open.len() >= 64 && open.len().is_power_of_two() {
+                open.retain(|s| s.strong_count() > 0);
+            }
+            open.push(Arc::downgrade(ending));
+        }
+    }
+
+    /// Closes every open session for `reason`; returns how many were open.
+    pub fn close_all(&self, reason: CloseReason) -> usize {
+        let open: Vec<Arc<Ending>> = self
+            .open
+            .lock()
+            .map(|mut open| open.drain(..).filter_map(|s| s.upgrade()).collect())
+            .unwrap_or_default();
+        for ending in &open {
+            ending.close(reason);
+        }
+        open.len()
     }
 }
 
@@ -278,6 +319,16 @@ mod tests {
             close_frame(CloseReason::Revoked),
             b"\x88\x09\x11\x33revoked".to_vec()
         );
+    }
+
+    #[test]
+    fn closing_all_sessions_reaches_the_open_ones() {
+        let sessions = Sessions::default();
+        let open = Arc::new(Ending::default());
+        sessions.add(&open);
+        sessions.add(&Arc::new(Ending::default()));
+        assert_eq!(sessions.close_all(CloseReason::Shutdown), 1);
+        assert_eq!(open.closing(), Some(CloseReason::Shutdown));
     }
 
     #[test]

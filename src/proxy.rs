@@ -44,7 +44,7 @@ use crate::config::AuthMode;
 use crate::connection;
 use crate::identity::Caller;
 use crate::lifecycle::{InFlight, InFlightGuard};
-use crate::live::CloseReason;
+use crate::live::{CloseReason, Sessions};
 use crate::metrics::Metrics;
 use crate::subprotocol::Offered;
 use authenticate::Credential;
@@ -61,6 +61,8 @@ pub struct TicketGate {
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
     pub in_flight: InFlight,
+    /// Every open WebSocket, for the shutdown to close.
+    pub sessions: Arc<Sessions>,
 }
 
 /// Per-request state, filled in as the request moves through the hooks.
@@ -278,7 +280,7 @@ impl ProxyHttp for TicketGate {
             }
             ctx.upgraded = true;
             self.metrics.websocket_opened();
-            live_session(session, ctx);
+            live_session(session, ctx, &self.sessions);
         }
         Ok(())
     }
@@ -356,10 +358,11 @@ impl ProxyHttp for TicketGate {
     }
 }
 
-/// An authenticated WebSocket is about to open: its connection closes when the login expires
-/// (`exp` plus leeway, when `websocket.close_at_login_expiry` is on) or its subject is revoked.
-fn live_session(session: &Session, ctx: &RequestCtx) {
-    let (Some(ending), Some(caller)) = (connection::ending(session), &ctx.caller) else {
+/// A WebSocket is about to open: a shutdown closes it properly, and an authenticated one also
+/// closes when its login expires (`exp` plus leeway, when `websocket.close_at_login_expiry`
+/// is on) or its subject is revoked.
+fn live_session(session: &Session, ctx: &RequestCtx, sessions: &Sessions) {
+    let Some(ending) = connection::ending(session) else {
         return;
     };
     let policy = &ctx.policy;
@@ -368,7 +371,10 @@ fn live_session(session: &Session, ctx: &RequestCtx) {
         .filter(|_| policy.websocket.close_at_login_expiry)
         .map(|exp| (exp + policy.leeway_seconds) * 1000);
     ending.upgrading(close_at_ms);
-    policy.revocations.watch(&caller.identity.subject, ending);
+    sessions.add(ending);
+    if let Some(caller) = &ctx.caller {
+        policy.revocations.watch(&caller.identity.subject, ending);
+    }
 }
 
 /// The `reason` of `ticketgate_websocket_closed_total`, and of the access log when ticketgate

@@ -17,6 +17,7 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::connection::Watch;
 use crate::lifecycle::{AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep};
+use crate::live::Sessions;
 use crate::metrics::Metrics;
 use crate::proxy::{Policy, TicketGate, policy};
 use crate::reload::{Reloader, RestartOnly};
@@ -62,6 +63,7 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
     let limits = Arc::new(ArcSwap::from_pointee(config.limits));
 
     let in_flight = InFlight::default();
+    let sessions = Arc::new(Sessions::default());
     let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
     server.bootstrap();
 
@@ -70,6 +72,7 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
         metrics: metrics.clone(),
         access_log: access_log.clone(),
         in_flight: in_flight.clone(),
+        sessions: sessions.clone(),
     };
     let proxy = Watch {
         inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, gate)),
@@ -112,6 +115,8 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
         "drain",
         Drain {
             in_flight,
+            sessions,
+            grace: config.shutdown_grace,
             access_log: access_log.clone(),
             once_idle,
         },

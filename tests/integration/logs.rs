@@ -134,3 +134,52 @@ async fn sigterm_lets_an_open_websocket_finish_first() {
         "the socket's line was flushed"
     );
 }
+
+#[tokio::test]
+async fn sockets_still_open_as_the_grace_period_ends_get_a_close_frame() {
+    use futures_util::StreamExt;
+    let upstream = upstream::echo().await;
+    let config = config::File {
+        shutdown_grace_seconds: Some(3),
+        ..config::tickets(upstream.addr, &TicketOptions::default())
+    };
+    let mut gate = Gate::start(&config).await;
+    let (mut socket, _, _) = ws::open_with_ticket(&gate).await;
+    let mut public = ws::connect(gate.port, "/public/ws", &[])
+        .await
+        .expect("public upgrade");
+    ws::upstream_report(&mut public).await;
+    let terminated = Instant::now();
+    gate.signal("TERM");
+    for socket in [&mut socket, &mut public] {
+        let frame = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame,
+                    Some(Ok(_)) => {}
+                    other => panic!("ended without a close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a close frame before the grace period ended")
+        .expect("with a code");
+        assert_eq!(
+            (u16::from(frame.code), frame.reason.as_str()),
+            (1001, "going away")
+        );
+    }
+    let closed_after = terminated.elapsed();
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(3)).contains(&closed_after),
+        "closed {closed_after:?} after SIGTERM, grace 3 s"
+    );
+    let status = gate
+        .exit_within(Duration::from_secs(5))
+        .await
+        .expect("exited");
+    assert!(status.success(), "{status:?}");
+    let lines = gate.access_log();
+    let shut = lines.iter().filter(|l| l["reason"] == "shutdown").count();
+    assert_eq!(shut, 2, "{lines:?}");
+}
