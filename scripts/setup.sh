@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine with only the Rust toolchain lacks for building and testing
 # ticketgate: cmake (Pingora's zlib-ng build needs it), redis-server (the ticket-store tests
-# run a real one), Chromium and Node.js (the browser test drives the demo in headless
-# Chromium). Uses apt-get as root or with sudo; otherwise says what to install.
+# run a real one), RabbitMQ (its web_stomp plugin is the STOMP broker of the browser test of
+# the STOMP adapter), Chromium and Node.js (the browser tests drive headless Chromium).
+# Uses apt-get as root or with sudo; otherwise says what to install.
 set -euo pipefail
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)

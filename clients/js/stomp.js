@@ -49,21 +49,23 @@ export function withTicketgate(client, options) {
       if (error instanceof TicketError && error.status === 401) await client.deactivate();
       throw error;
     }
-    if (settings.ticketIn === "protocol") {
-      const stompProtocols = client.stompVersions.protocolVersions();
-      client.webSocketFactory = () => new WebSocket(settings.url, ticketProtocols(ticket, stompProtocols));
-    } else {
-      client.brokerURL = withTicket(settings.url, ticket, settings.ticketParam);
-    }
+    const stompProtocols = client.stompVersions.protocolVersions();
+    const inProtocol = settings.ticketIn === "protocol";
+    // The adapter opens the socket itself (in both modes) so that it sees its close code
+    // whatever handlers the application sets on the client.
+    client.webSocketFactory = () => {
+      const socket = inProtocol
+        ? new WebSocket(settings.url, ticketProtocols(ticket, stompProtocols))
+        : new WebSocket(withTicket(settings.url, ticket, settings.ticketParam), stompProtocols);
+      socket.addEventListener("close", (event) => {
+        if (event.code === REVOKED) {
+          client.deactivate();
+          settings.onRevoked(event.reason);
+        }
+      });
+      return socket;
+    };
     await ownBeforeConnect?.(...args);
-  };
-  const ownOnClose = client.onWebSocketClose;
-  client.onWebSocketClose = (event) => {
-    ownOnClose?.(event);
-    if (event?.code === REVOKED) {
-      client.deactivate();
-      settings.onRevoked(event.reason);
-    }
   };
   return client;
 }

@@ -166,12 +166,17 @@ impl JwtVerifier {
         if issued_at.is_some_and(|iat| iat > (now + self.leeway_seconds) as f64) {
             return Err(TokenProblem::IssuedInFuture);
         }
-        // The validation already required a numeric `exp`.
+        // The validation already required a numeric `exp`, but accepts a token during the
+        // second `exp` names; RFC 7519 §4.1.4 refuses it "on or after" that time, and so does
+        // a WebSocket's close at `exp` + leeway: a login is over at the same moment for both.
         let expires_at = claims
             .exp
             .as_ref()
             .and_then(serde_json::Value::as_f64)
             .ok_or(TokenProblem::MissingClaim)? as u64;
+        if now >= expires_at + self.leeway_seconds {
+            return Err(TokenProblem::Expired);
+        }
         let claims_for_headers = self
             .kept_claims
             .iter()

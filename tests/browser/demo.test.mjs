@@ -208,5 +208,21 @@ test("the helper can carry the ticket in Sec-WebSocket-Protocol, and Chromium ac
   assert.deepEqual(first.greeting.hello, { uri: "/ws/chat?room=protocol", subject: "alice", email: "alice@demo.test" });
   assert.equal(sockets.length, 1);
   assert.ok(!sockets[0].includes("ticket="), sockets[0]);
+
+  // The same with the browser's own WebSocket: the answer names the marker.
+  const raw = await page.evaluate(async () => {
+    const answer = await fetch("/ws-ticket", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${window.demo.login.access_token}` },
+    }).then((r) => r.json());
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://${location.host}/ws/chat?room=raw`, ["ticketgate", `ticketgate.ticket.${answer.ticket}`]);
+      ws.onmessage = (e) => { resolve({ protocol: ws.protocol, greeting: JSON.parse(e.data), ticket: answer.ticket }); ws.close(); };
+      ws.onclose = (e) => reject(new Error(`closed ${e.code}`));
+    });
+  });
+  secretsSeen.add(raw.ticket);
+  assert.equal(raw.protocol, "ticketgate");
+  assert.equal(raw.greeting.hello.uri, "/ws/chat?room=raw");
   await page.close();
 });

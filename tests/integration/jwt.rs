@@ -394,3 +394,16 @@ async fn the_token_cache_changes_no_refusal() {
     assert_eq!(status, 401);
     assert!(challenge(&headers).contains("token expired"));
 }
+
+#[tokio::test]
+async fn a_token_is_refused_from_the_second_its_exp_names() {
+    let upstream = upstream::echo().await;
+    let mut config = config::jwt(upstream.addr, Keys::AllStatic);
+    config.jwt_mut().leeway_seconds = Some(0);
+    let gate = Gate::start(&config).await;
+    // RFC 7519 §4.1.4: not accepted "on or after" exp, as a WebSocket closes at exp.
+    let token = mint(Algorithm::HS256, &with(&[("exp", json!(tokens::now()))]));
+    let (status, headers, _) = get(&gate.url("/api"), Some(&token)).await;
+    assert_eq!(status, 401);
+    assert!(challenge(&headers).contains("token expired"));
+}

@@ -2,7 +2,7 @@
 //! (4403), also when silent, with the upstream's connection closed too; `POST /revoke` and
 //! what it refuses afterwards.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::Algorithm;
@@ -61,16 +61,25 @@ async fn close_of(socket: &mut Socket, within: Duration) -> Option<(u16, String)
 async fn a_silent_socket_is_closed_with_4401_when_its_login_expires() {
     let upstream = upstream::echo().await;
     let gate = Gate::start(&strict(&upstream)).await;
-    let jwt = login("alice", 2, 0);
-    let expires = Instant::now() + Duration::from_secs(2);
+    let exp = tokens::now() + 2;
+    let mut claims = valid_claims();
+    claims["exp"] = json!(exp);
+    let jwt = mint(Algorithm::HS256, &claims);
     let mut socket = open(&gate, &jwt, "/ws").await;
     assert_eq!(upstream.open_connections(), 1);
     let close = close_of(&mut socket, Duration::from_secs(6)).await;
     assert_eq!(close, Some((4401, "login expired".to_string())));
-    let late = Instant::now().saturating_duration_since(expires);
+    // Not before `exp` (leeway 0), and within 2 s of it.
+    let closed_ms = i64::try_from(ticketgate::clock::unix_now_ms()).expect("ms");
     assert!(
-        late < Duration::from_secs(2),
-        "closed {late:?} after expiry"
+        closed_ms >= exp * 1000,
+        "closed {} ms early",
+        exp * 1000 - closed_ms
+    );
+    assert!(
+        closed_ms < (exp + 2) * 1000,
+        "closed {} ms late",
+        closed_ms - exp * 1000
     );
     wait_for(
         "the upstream's connection to close",
@@ -195,6 +204,14 @@ async fn revoking_a_subject_closes_its_sockets_and_refuses_its_earlier_logins() 
     let (gate, admin) = revoking_gate(&upstream, "memory").await;
     let (old, bobs) = (login("alice", 600, 5), login("bob", 600, 5));
     let mut alice = open(&gate, &old, "/ws").await;
+    let mut alice_again = connect(
+        gate.port,
+        "/ws",
+        &[("authorization", &format!("Bearer {old}"))],
+    )
+    .await
+    .expect("a second socket of alice, by bearer");
+    upstream_report(&mut alice_again).await;
     let mut bob = open(&gate, &bobs, "/ws").await;
     let unused = ws::ticket(&gate.url("/ws-ticket"), &old).await;
 
@@ -222,8 +239,10 @@ async fn revoking_a_subject_closes_its_sockets_and_refuses_its_earlier_logins() 
     assert_eq!(answer["subject"], "alice");
     let revoked_at = answer["revoked_at"].as_i64().expect("revoked_at");
     assert!((revoked_at - tokens::now()).abs() <= 1);
-    let close = close_of(&mut alice, Duration::from_secs(2)).await;
-    assert_eq!(close, Some((4403, "revoked".to_string())));
+    for socket in [&mut alice, &mut alice_again] {
+        let close = close_of(socket, Duration::from_secs(2)).await;
+        assert_eq!(close, Some((4403, "revoked".to_string())));
+    }
     ws::assert_echoes(&mut bob, &[Message::text("bob is not alice")]).await;
 
     let (status, headers, _) = get(&gate.url("/api"), Some(&old)).await;
@@ -261,7 +280,7 @@ async fn revoking_a_subject_closes_its_sockets_and_refuses_its_earlier_logins() 
     );
     gate.assert_metrics(&[
         "ticketgate_revocations_total 1",
-        r#"ticketgate_websocket_closed_total{reason="revoked"} 1"#,
+        r#"ticketgate_websocket_closed_total{reason="revoked"} 2"#,
         r#"ticketgate_tickets_rejected_total{reason="revoked"} 1"#,
     ])
     .await;
