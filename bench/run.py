@@ -529,6 +529,9 @@ def main():
             sys.exit(1 if problems else 0)
         if only:
             return
+        frames = subprocess.run([str(settings.bin / "frames")], check=True, capture_output=True,
+                                text=True).stdout.rstrip()
+        print(frames)
         now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         (ROOT / "BENCHMARKS.md").write_text(f"""# Benchmarks
 
@@ -548,6 +551,16 @@ against a {TOKEN_CACHE_SIZE:,}-entry token cache, so it measures full verificati
 ## Targets
 
 {goals}
+
+## Following the upstream's frames (live sessions)
+
+`bench/src/bin/frames.rs`: what tracking the server-to-client frame boundaries costs per
+message, so that a close frame (4401, 4403, 1001) never lands inside one. Compare with the
+echo rows' server CPU per message above.
+
+```
+{frames}
+```
 """)
         print("wrote BENCHMARKS.md")
 

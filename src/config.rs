@@ -84,6 +84,67 @@ pub struct WebsocketConfig {
     pub close_at_login_expiry: bool,
 }
 
+impl Config {
+    /// One line saying what the file sets up, for `check` and the start of `run`: listeners,
+    /// routes with their auth, issuers with their key sources, the ticket store. No secret
+    /// or password appears in it.
+    pub fn summary(&self) -> String {
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|r| format!("{} {}", r.prefix, r.auth.as_str()))
+            .collect();
+        let issuers: Vec<String> = self
+            .jwt
+            .issuers
+            .iter()
+            .map(|i| {
+                let algorithms: Vec<String> =
+                    i.algorithms.iter().map(|a| format!("{a:?}")).collect();
+                let mut sources = Vec::new();
+                if !i.static_keys.is_empty() {
+                    sources.push(format!("{} static key(s)", i.static_keys.len()));
+                }
+                if i.jwks_url.is_some() {
+                    sources.push("jwks_url".to_string());
+                }
+                format!(
+                    "{} [{}] from {}",
+                    i.issuer,
+                    algorithms.join(","),
+                    sources.join(" + ")
+                )
+            })
+            .collect();
+        let tickets = self.tickets.as_ref().map_or("off".to_string(), |t| {
+            format!(
+                "{} (ttl {} s, store {})",
+                t.issue_path,
+                t.ttl.as_secs(),
+                t.store
+            )
+        });
+        format!(
+            "listen {} -> upstream {}; admin {}{}; routes: {}; issuers: {}; tickets: {}",
+            self.listen,
+            self.upstream,
+            self.admin_listen,
+            if self.admin_token.is_some() {
+                " with POST /revoke"
+            } else {
+                ""
+            },
+            routes.join(", "),
+            if issuers.is_empty() {
+                "none".to_string()
+            } else {
+                issuers.join("; ")
+            },
+            tickets,
+        )
+    }
+}
+
 /// One problem in the config file, named by its key path.
 #[derive(Debug)]
 pub struct Problem {
@@ -415,6 +476,24 @@ mod tests {
     #[test]
     fn the_base_file_is_good() {
         assert_eq!(problems(GOOD), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_summary_names_what_runs_and_no_password() {
+        let yaml = GOOD.to_string()
+            + "tickets:\n  secret_file: ticket.secret\n  store: \"redis://user:hunter2hunter2@cache:6380/1\"\n";
+        let yaml = yaml.replace("auth: jwt", "auth: ticket");
+        let raw = super::parse(&yaml).expect("parses");
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let config = super::validate(raw, &fixtures).unwrap_or_else(|p| panic!("{p:?}"));
+        let summary = config.summary();
+        assert_eq!(
+            summary,
+            "listen 127.0.0.1:8080 -> upstream 127.0.0.1:9000; admin 127.0.0.1:9090; \
+             routes: / ticket; issuers: https://auth.test/ [HS256] from 1 static key(s); \
+             tickets: /ws-ticket (ttl 30 s, store redis://cache:6380/1)"
+        );
+        assert!(!summary.contains("hunter2"));
     }
 
     #[test]

@@ -14,10 +14,22 @@ use ticketgate::lifecycle::OnceIdle;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// `--version`: ticketgate's, and the versions of the two crates that decide most of its
+/// behaviour (from Cargo.lock, by build.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (pingora ",
+    env!("TICKETGATE_PINGORA_VERSION"),
+    ", jsonwebtoken ",
+    env!("TICKETGATE_JSONWEBTOKEN_VERSION"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "ticketgate",
     version,
+    long_version = LONG_VERSION,
     about = "WebSocket-auth sidecar on Pingora"
 )]
 struct Cli {
@@ -60,8 +72,9 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => match ticketgate::config::load(&config) {
-            Ok(_) => {
+            Ok(loaded) => {
                 println!("{}: ok", config.display());
+                println!("{}", loaded.summary());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -82,7 +95,10 @@ fn main() -> ExitCode {
         },
         Command::Run { config: path } => {
             let config = match ticketgate::config::load(&path) {
-                Ok(config) => config,
+                Ok(config) => {
+                    log::info!("{}", config.summary());
+                    config
+                }
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;

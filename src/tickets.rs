@@ -35,6 +35,26 @@ pub enum StoreConfig {
     Redis(String),
 }
 
+impl std::fmt::Display for StoreConfig {
+    /// Where the store is, never with the URL's user or password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Memory => write!(f, "memory"),
+            StoreConfig::Redis(url) => match url::Url::parse(url) {
+                Ok(url) => write!(
+                    f,
+                    "{}://{}:{}{}",
+                    url.scheme(),
+                    url.host_str().unwrap_or("?"),
+                    url.port().unwrap_or(6379),
+                    url.path()
+                ),
+                Err(_) => write!(f, "redis"),
+            },
+        }
+    }
+}
+
 pub struct Tickets {
     codec: Codec,
     secret: Vec<u8>,

@@ -41,9 +41,14 @@ pub fn record(session: &Session, outcome: Outcome, access_log: &AccessLog, metri
         path: &logged_target(session, &outcome.shapes),
         route: outcome.route,
         status,
-        duration_ms: duration.as_secs_f64() * 1000.0,
+        duration_ms: whole_microseconds_as_ms(duration),
         subject: outcome.subject,
         auth: outcome.auth.as_str(),
         reason: outcome.reason,
     });
+}
+
+/// Milliseconds to three decimals (whole microseconds): `1.623`, not `1.6227889999999998`.
+fn whole_microseconds_as_ms(duration: std::time::Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
 }

@@ -51,6 +51,25 @@ fn check_yaml(yaml: &str) -> (bool, String) {
 fn the_base_config_of_these_cases_is_good() {
     let (ok, output) = check_yaml(GOOD);
     assert!(ok, "{output}");
+    // With a one-line summary of what the file sets up.
+    assert!(
+        output.contains("routes: / jwt; issuers: https://auth.test/ [RS256,HS256] from 2 static key(s); tickets: off"),
+        "{output}"
+    );
+}
+
+#[test]
+fn the_version_names_pingora_and_jsonwebtoken() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketgate"))
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("ticketgate {} (pingora 0.9.", env!("CARGO_PKG_VERSION"));
+    assert!(
+        text.starts_with(&expected) && text.contains(", jsonwebtoken 11."),
+        "{text}"
+    );
 }
 
 #[test]

@@ -33,7 +33,12 @@ async fn access_log_lines_carry_the_contract_fields() {
     assert_eq!(ok["subject"], "alice");
     assert_eq!(ok["auth"], "jwt");
     assert_eq!(ok["route"], "/");
-    assert!(ok["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    // Milliseconds with whole microseconds: at most three decimals.
+    let ms = ok["duration_ms"].as_f64().expect("duration_ms");
+    assert!(
+        ms >= 0.0 && (ms * 1000.0 - (ms * 1000.0).round()).abs() < 1e-6,
+        "{ms}"
+    );
     assert!(ok["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
     assert!(ok.get("reason").is_none());
     let denied = &lines[1];
