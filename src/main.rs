@@ -49,6 +49,8 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Print the config file's JSON Schema (editors complete and check the YAML with it).
+    Schema,
     /// Exit 0 if `url` answers 2xx within two seconds: a health probe for images without curl.
     Probe {
         #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
@@ -83,6 +85,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Probe { url } => probe(&url),
+        Command::Schema => {
+            print!("{}", ticketgate::config::file::schema());
+            ExitCode::SUCCESS
+        }
         Command::Demo {
             listen,
             admin_listen,

@@ -3,11 +3,14 @@
 //! Nothing here is validated beyond its shape; `config::validate` turns this into `Config`.
 //!
 //! It also serialises, so tests and the demo build a config as a typed value and write it
-//! out as the YAML a user would, instead of editing YAML text.
+//! out as the YAML a user would, instead of editing YAML text; and it describes itself as a
+//! JSON Schema (`schema`, checked in as `conf/ticketgate.schema.json`) so editors complete and
+//! check the file.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub listen: String,
@@ -36,7 +39,7 @@ pub struct File {
     pub revocations: Revocations,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub listen: String,
@@ -44,7 +47,7 @@ pub struct Admin {
     pub token_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Jwt {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,7 +57,7 @@ pub struct Jwt {
     pub issuers: Vec<Issuer>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Issuer {
     pub issuer: String,
@@ -73,14 +76,14 @@ pub struct Issuer {
     pub jwks_refresh_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub prefix: String,
     pub auth: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tickets {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,7 +97,7 @@ pub struct Tickets {
     pub query_param: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Forward {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,14 +108,14 @@ pub struct Forward {
     pub forward_authorization: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cors {
     #[serde(default)]
     pub allowed_origins: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Websocket {
     #[serde(default)]
@@ -123,14 +126,14 @@ pub struct Websocket {
     pub close_at_login_expiry: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLog {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,9 +142,29 @@ pub struct Limits {
     pub keepalive_timeout_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Revocations {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+}
+
+/// The JSON Schema of the config file, as `ticketgate schema` prints it.
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(File);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_checked_in_schema_is_current() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/ticketgate.schema.json");
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == super::schema(),
+            "conf/ticketgate.schema.json is stale: run `ticketgate schema > conf/ticketgate.schema.json`"
+        );
+    }
 }
