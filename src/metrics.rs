@@ -29,6 +29,26 @@ pub struct Metrics {
 
 /// Building a fixed set of well-formed metrics cannot fail; if it did, it would be a bug in
 /// this file, found by every test on its first line.
+/// The `reason`s of `ticketgate_websocket_closed_total`.
+const CLOSE_REASONS: [&str; 6] = [
+    "normal",
+    "login_expired",
+    "revoked",
+    "idle",
+    "shutdown",
+    "error",
+];
+/// The `reason`s of `ticketgate_tickets_rejected_total`.
+const TICKET_REJECTIONS: [&str; 7] = [
+    "invalid",
+    "expired",
+    "replayed",
+    "not_upgrade",
+    "earlier_run",
+    "revoked",
+    "store_unavailable",
+];
+
 fn must<T>(result: prometheus::Result<T>) -> T {
     match result {
         Ok(v) => v,
@@ -124,8 +144,30 @@ impl Metrics {
             registry,
         };
         metrics.last_reload_successful.set(1);
+        metrics.start_at_zero();
         metrics.register_all();
         metrics
+    }
+
+    /// Every label value a family can take, at 0 from the start: `rate()` and `increase()`
+    /// then see the first event, and a dashboard or alert finds the series before it happens.
+    fn start_at_zero(&self) {
+        for result in ["success", "failure"] {
+            self.reloads.with_label_values(&[result]);
+        }
+        for reason in CLOSE_REASONS {
+            self.websockets_closed.with_label_values(&[reason]);
+        }
+        for reason in TICKET_REJECTIONS {
+            self.tickets_rejected.with_label_values(&[reason]);
+        }
+    }
+
+    /// An issuer whose keys are fetched: its refresh results start at 0.
+    pub fn jwks_issuer(&self, issuer: &str) {
+        for result in ["ok", "error"] {
+            self.jwks_refreshes.with_label_values(&[issuer, result]);
+        }
     }
 
     fn register_all(&self) {

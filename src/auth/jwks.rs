@@ -52,6 +52,9 @@ impl IssuerKeys {
         refresh: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
+        if url.is_some() {
+            metrics.jwks_issuer(issuer);
+        }
         IssuerKeys {
             issuer: issuer.to_string(),
             static_keys: static_keys.into_iter().map(Arc::new).collect(),
