@@ -18,7 +18,7 @@ use crate::config::{self, ConfigError};
 use crate::lifecycle::OnceIdle;
 use crate::server::{self, StartError};
 use idp::DevIdp;
-use upstream::DemoUpstream;
+use upstream::{AdminClient, DemoUpstream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -42,6 +42,8 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), DemoError
     let idp_secret = random_secret()?;
     write_secret(&dir.join("idp.secret"), &idp_secret).map_err(files)?;
     write_secret(&dir.join("ticket.secret"), &random_secret()?).map_err(files)?;
+    let admin_token = random_secret()?;
+    write_secret(&dir.join("admin.token"), &admin_token).map_err(files)?;
 
     let upstream_listener = TcpListener::bind("127.0.0.1:0").map_err(DemoError::Upstream)?;
     let upstream_addr = upstream_listener
@@ -61,6 +63,11 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), DemoError
         idp: DevIdp::new(&idp_secret),
         access_log: dir.join("access.log"),
         subject_header: config.forward.subject_header.name.to_string(),
+        admin: AdminClient {
+            base: format!("http://{admin_listen}"),
+            token: String::from_utf8_lossy(&admin_token).into_owned(),
+            http: reqwest::Client::new(),
+        },
     });
     start_upstream(upstream, upstream_listener)?;
     println!(
@@ -131,7 +138,7 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> F
         upstream: upstream.to_string(),
         admin: file::Admin {
             listen: admin.to_string(),
-            token_file: None,
+            token_file: Some("admin.token".into()),
         },
         shutdown_grace_seconds: Some(1),
         jwt: Some(file::Jwt {

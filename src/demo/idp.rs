@@ -20,7 +20,8 @@ pub struct DevIdp {
     key: EncodingKey,
     random: SystemRandom,
     /// Refresh token -> user.
-    refresh_tokens: Mutex<HashMap<String, String>>,
+    /// Refresh token -> the user and the lifetime of the access tokens it buys.
+    refresh_tokens: Mutex<HashMap<String, (String, i64)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,16 +41,19 @@ impl DevIdp {
         }
     }
 
-    /// A login: an access token for `user` and a refresh token.
-    pub fn login(&self, user: &str) -> Result<Value, IdpError> {
+    /// A login: an access token for `user` valid `ttl` seconds (within 5 s and an hour; the
+    /// page's short login shows ticketgate closing a socket when it ends), and a refresh token
+    /// whose access tokens live as long.
+    pub fn login(&self, user: &str, ttl: Option<i64>) -> Result<Value, IdpError> {
+        let ttl = ttl.unwrap_or(TOKEN_TTL_SECONDS).clamp(5, 3600);
         let refresh_token = self.random_token()?;
         if let Ok(mut tokens) = self.refresh_tokens.lock() {
-            tokens.insert(refresh_token.clone(), user.to_string());
+            tokens.insert(refresh_token.clone(), (user.to_string(), ttl));
         }
         Ok(json!({
-            "access_token": self.token(user, TOKEN_TTL_SECONDS)?,
+            "access_token": self.token(user, ttl)?,
             "refresh_token": refresh_token,
-            "expires_in": TOKEN_TTL_SECONDS,
+            "expires_in": ttl,
         }))
     }
 
@@ -60,10 +64,12 @@ impl DevIdp {
             .lock()
             .ok()
             .and_then(|tokens| tokens.get(refresh_token).cloned());
-        let Some(user) = user else { return Ok(None) };
+        let Some((user, ttl)) = user else {
+            return Ok(None);
+        };
         Ok(Some(json!({
-            "access_token": self.token(&user, TOKEN_TTL_SECONDS)?,
-            "expires_in": TOKEN_TTL_SECONDS,
+            "access_token": self.token(&user, ttl)?,
+            "expires_in": ttl,
         })))
     }
 

@@ -28,6 +28,15 @@ pub struct DemoUpstream {
     pub idp: DevIdp,
     pub access_log: PathBuf,
     pub subject_header: String,
+    pub admin: AdminClient,
+}
+
+/// ticketgate's admin listener as the page reaches it through this service: the page's
+/// revoke button and live figures. The admin port itself stays off the page's origin.
+pub struct AdminClient {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
 }
 
 impl DemoUpstream {
@@ -64,6 +73,8 @@ impl DemoUpstream {
             (Method::GET, "/demo/access-log") => {
                 json_reply(StatusCode::OK, &self.access_log_tail())
             }
+            (Method::POST, "/demo/revoke") => self.revoke(req).await,
+            (Method::GET, "/demo/metrics") => self.metrics().await,
             (Method::POST, "/idp/login") => self.login(req).await,
             (Method::POST, "/idp/refresh") => self.refresh(req).await,
             (Method::POST, "/idp/expired-token") => {
@@ -94,7 +105,8 @@ impl DemoUpstream {
             .as_str()
             .filter(|u| !u.is_empty())
             .unwrap_or("alice");
-        self.idp_answer(self.idp.login(user).map(Some))
+        let ttl = body["ttl_seconds"].as_i64();
+        self.idp_answer(self.idp.login(user, ttl).map(Some))
     }
 
     async fn refresh(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -115,6 +127,55 @@ impl DemoUpstream {
                 &json!({"error": e.to_string()}),
             ),
         }
+    }
+
+    /// `POST /revoke` on ticketgate's admin listener for the subject the page names.
+    async fn revoke(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = read_json(req).await;
+        let subject = body["subject"].as_str().unwrap_or("alice");
+        let answer = self
+            .admin
+            .http
+            .post(format!("{}/revoke", self.admin.base))
+            .bearer_auth(&self.admin.token)
+            .body(json!({ "subject": subject }).to_string())
+            .send()
+            .await;
+        match answer {
+            Ok(response) => {
+                let status = StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                let text = response.text().await.unwrap_or_default();
+                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                json_reply(status, &body)
+            }
+            Err(e) => json_reply(StatusCode::BAD_GATEWAY, &json!({"error": e.to_string()})),
+        }
+    }
+
+    /// ticketgate's own metric lines from its `/metrics`, for the page's live figures.
+    async fn metrics(&self) -> Response<Full<Bytes>> {
+        let scrape = match self
+            .admin
+            .http
+            .get(format!("{}/metrics", self.admin.base))
+            .send()
+            .await
+        {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(e) => return json_reply(StatusCode::BAD_GATEWAY, &json!({"error": e.to_string()})),
+        };
+        let ours: String = scrape
+            .lines()
+            .filter(|line| line.starts_with("ticketgate_"))
+            .flat_map(|line| [line, "\n"])
+            .collect();
+        let mut response = Response::new(Full::new(Bytes::from(ours)));
+        response.headers_mut().insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("text/plain"),
+        );
+        response
     }
 
     /// The last access-log lines, without the page's own polling of this endpoint.

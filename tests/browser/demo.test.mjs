@@ -226,3 +226,28 @@ test("the helper can carry the ticket in Sec-WebSocket-Protocol, and Chromium ac
   assert.equal(raw.greeting.hello.uri, "/ws/chat?room=raw");
   await page.close();
 });
+
+test("the page shows a login closing its socket, a revocation, the protocol header and live figures", async () => {
+  const { page, sockets } = await openDemo();
+  await page.check("#short");
+  await page.check("#in-protocol");
+  await logInAndConnect(page);
+  secretsSeen.add(await page.evaluate(() => window.demo.login.access_token));
+  assert.match(await page.textContent("#countdown"), /Login valid for \d+ s more/);
+  // The 6 s login ends: ticketgate closes the socket with 4401, the helper renews it.
+  await page.waitForFunction(() => window.demo.renewals === 1 && window.demo.refreshes === 1, null,
+    { timeout: DEADLINE_MS });
+  await page.waitForFunction(() => window.demo.steps.filter((s) => s.startsWith("Socket open")).length === 2, null,
+    { timeout: DEADLINE_MS });
+  assert.match(await page.textContent("#steps"), /login expired \(4401\)/);
+  secretsSeen.add(await page.evaluate(() => window.demo.login.access_token));
+  await page.click("#revoke");
+  await page.waitForFunction(() => window.demo.revoked, null, { timeout: DEADLINE_MS });
+  assert.match(await page.textContent("#steps"), /revoked \(4403\)/);
+  await page.waitForFunction(() => window.demo.figures?.expired >= 1 && window.demo.figures?.revoked >= 1, null,
+    { timeout: DEADLINE_MS });
+  assert.match(await page.textContent("#figures"), /closed by revocation/);
+  assert.equal(sockets.length, 2);
+  for (const url of sockets) assert.ok(!url.includes("ticket="), url);
+  await page.close();
+});
