@@ -233,7 +233,8 @@ test("the page shows a login closing its socket, a revocation, the protocol head
   await page.check("#in-protocol");
   await logInAndConnect(page);
   secretsSeen.add(await page.evaluate(() => window.demo.login.access_token));
-  assert.match(await page.textContent("#countdown"), /Login valid for \d+ s more/);
+  await page.waitForFunction(() => /Login valid for \d+ s more/.test(document.querySelector("#countdown").textContent),
+    null, { timeout: DEADLINE_MS });
   // The 6 s login ends: ticketgate closes the socket with 4401, the helper renews it.
   await page.waitForFunction(() => window.demo.renewals === 1 && window.demo.refreshes === 1, null,
     { timeout: DEADLINE_MS });
