@@ -4,6 +4,6 @@
 # Another address: scripts/run.sh --listen 127.0.0.1:8000 --admin-listen 127.0.0.1:9000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-cargo build --release --bin ticketgate
-exec "${CARGO_TARGET_DIR:-target}/release/ticketgate" demo "$@"
+scripts/setup.sh build
+cargo build --profile demo --bin ticketgate
+exec "${CARGO_TARGET_DIR:-target}/demo/ticketgate" demo "$@"
