@@ -85,8 +85,8 @@ pub struct Watched {
     deadline: Timer,
     ending: Arc<Ending>,
     outgoing: Outgoing,
-    /// The login's expiry in Unix milliseconds, and its timer.
-    login_expiry: Option<(u64, Timer)>,
+    /// Set at the login's expiry once the socket is upgraded.
+    login_expiry: Option<Timer>,
     /// Closing, waiting for the upstream's frame in progress: until when.
     frame_wait: Option<Timer>,
     /// The close frame, and how much of it is written.
@@ -157,9 +157,9 @@ impl Watched {
             && let Some(at_ms) = self.ending.login_expires_at_ms()
         {
             // The instant is worked out once: the wall clock read again would move it.
-            let (_, timer) = self
+            let timer = self
                 .login_expiry
-                .get_or_insert_with(|| (at_ms, Timer::at(instant_of_unix_ms(at_ms))));
+                .get_or_insert_with(|| Timer::at(instant_of_unix_ms(at_ms)));
             if timer.sleep.as_mut().poll(cx).is_ready() {
                 self.ending.close(CloseReason::LoginExpired);
             }

@@ -143,16 +143,18 @@ impl TicketGate {
         if ctx.websocket && !policy.origin_allowed(req) {
             return Some(Rejection::OriginNotAllowed.into());
         }
-        let offered = match ctx.websocket {
-            true => Offered::read(
+        // `auth: none` passes the header as sent, so it is only read where auth applies.
+        let offered = if ctx.websocket && route.auth != AuthMode::None {
+            Offered::read(
                 req.headers
                     .get_all(SEC_WEBSOCKET_PROTOCOL)
                     .iter()
                     .map(|v| v.as_bytes()),
-            ),
-            false => Offered::default(),
+            )
+        } else {
+            Offered::default()
         };
-        if route.auth != AuthMode::None && offered.concerns_us() {
+        if offered.concerns_us() {
             ctx.protocols = Some(forward::Protocols {
                 upstream: offered.forwarded(),
                 answer_marker: offered.marker && offered.others.is_empty(),

@@ -167,10 +167,10 @@ impl Tickets {
             return Err(IssueError::StoreUnavailable);
         }
         let expires_in = self.ttl.as_secs();
-        let now = unix_now();
+        let now_ms = unix_now_ms();
         let lifetime = Lifetime {
-            minted_at_ms: unix_now_ms(),
-            expires_at: now + expires_in,
+            minted_at_ms: now_ms,
+            expires_at: now_ms / 1000 + expires_in,
             login_expires_at,
         };
         let ticket = self.codec.seal(identity, lifetime, &self.run)?;
