@@ -12,6 +12,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
+import { freePort } from "./ports.mjs";
+
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, "target");
 const binary = process.env.TICKETGATE_BIN || path.join(targetDir, "debug", "ticketgate");
@@ -23,17 +25,6 @@ let output = "";
 let browser;
 let base;
 const secretsSeen = new Set();
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitUntilServing(url) {
   const start = Date.now();

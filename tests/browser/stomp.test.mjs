@@ -17,6 +17,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
+import { freePort } from "./ports.mjs";
+
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, "target");
 const binary = process.env.TICKETGATE_BIN || path.join(targetDir, "debug", "ticketgate");
@@ -38,17 +40,6 @@ let gate;
 let output = "";
 let gateBase;
 let browser;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function listening(port) {
   return new Promise((resolve) => {
