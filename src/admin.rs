@@ -32,6 +32,29 @@ struct RevokeRequest {
 }
 
 impl Admin {
+    /// `ready` or `not ready` with what waits, then the ticket store's state, whichever
+    /// the answer: an operator sees which master or node it is on.
+    fn readiness(&self) -> Response<Vec<u8>> {
+        let waiting = self.not_ready();
+        let mut body = if waiting.is_empty() {
+            "ready\n".to_string()
+        } else {
+            format!("not ready:\n{}\n", waiting.join("\n"))
+        };
+        if let Some(tickets) = self.policy.load().tickets.as_ref() {
+            body.push_str(&format!(
+                "ticket store {}\n",
+                tickets.tickets.store_status()
+            ));
+        }
+        let status = if waiting.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        reply(status, "text/plain", body.into_bytes())
+    }
+
     /// What still keeps the proxy from serving every route; empty when ready.
     fn not_ready(&self) -> Vec<String> {
         let policy = self.policy.load();
@@ -68,19 +91,7 @@ impl ServeHttp for Admin {
                 )
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/readyz" => {
-                let waiting = self.not_ready();
-                if waiting.is_empty() {
-                    reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
-                } else {
-                    let body = format!("not ready:\n{}\n", waiting.join("\n"));
-                    reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        body.into_bytes(),
-                    )
-                }
-            }
+            "/readyz" => self.readiness(),
             "/revoke" => self.revoke(session).await,
             _ => not_found(),
         }

@@ -161,7 +161,8 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> F
             issue_path: Some("/ws-ticket".into()),
             ttl_seconds: Some(30),
             secret_file: "ticket.secret".into(),
-            store: Some("memory".into()),
+            store: Some(file::Store::Url("memory".into())),
+            redis_wait_replicas: None,
             query_param: None,
         }),
         forward: file::Forward {

@@ -29,6 +29,8 @@
 //! - `connection`: the stream every connection is wrapped in, where `limits` (header and
 //!   keep-alive deadlines) and `live` (closing a WebSocket whose login ended) act;
 //!   `revocations`: revoked logins, shared through Redis between replicas.
+//! - `shared_redis`: the Redis replicas share (node, Cluster or Sentinel; TLS, ACL users,
+//!   `WAIT`), which used tickets and revocations both go through.
 //! - `access_log`, `metrics`, `admin`: what operators see; `log_filter`: what the error
 //!   log may never print.
 //! - `fuzzing`: the attacker-facing parsers with their invariants, for `fuzz/` and its
@@ -65,5 +67,6 @@ pub mod redact;
 pub mod reload;
 pub mod revocations;
 pub mod server;
+pub mod shared_redis;
 pub mod subprotocol;
 pub mod tickets;

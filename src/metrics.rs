@@ -13,6 +13,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     request_duration: HistogramVec,
+    store_duration: HistogramVec,
     auth_failures: IntCounterVec,
     upstream_errors: IntCounter,
     jwks_refreshes: IntCounterVec,
@@ -77,6 +78,17 @@ impl Metrics {
                     10.0, 60.0, 600.0, 3600.0,
                 ]),
                 &["route"],
+            )),
+            store_duration: must(HistogramVec::new(
+                HistogramOpts::new(
+                    "ticketgate_ticket_store_duration_seconds",
+                    "Round trips to the shared Redis by operation (redeem, revoke, check), retries and WAIT included; a rising tail warns before an outage.",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5,
+                ]),
+                &["operation"],
             )),
             auth_failures: must(IntCounterVec::new(
                 Opts::new(
@@ -171,12 +183,13 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload_successful.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.request_duration.clone()),
+            Box::new(self.store_duration.clone()),
             Box::new(self.auth_failures.clone()),
             Box::new(self.upstream_errors.clone()),
             Box::new(self.jwks_refreshes.clone()),
@@ -198,6 +211,19 @@ impl Metrics {
             .inc();
         self.request_duration
             .with_label_values(&[route])
+            .observe(duration.as_secs_f64());
+    }
+
+    /// A shared Redis is in use: its operations' series start empty.
+    pub fn store_operations(&self, operations: &[&str]) {
+        for operation in operations {
+            self.store_duration.with_label_values(&[operation]);
+        }
+    }
+
+    pub fn store_round_trip(&self, operation: &str, duration: Duration) {
+        self.store_duration
+            .with_label_values(&[operation])
             .observe(duration.as_secs_f64());
     }
 

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{Policy, TicketGate, policy};
 use crate::reload::{Reloader, RestartOnly};
 use crate::revocations::{Revocations, Shared};
+use crate::shared_redis::SharedRedis;
 use crate::tickets::store::StoreError;
 use crate::tickets::{StoreConfig, Tickets};
 
@@ -51,7 +52,7 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
     };
     let revocations = Arc::new(Revocations::new(
         config.revocations,
-        shared_revocations(&config)?,
+        shared_revocations(&config, &metrics)?,
     ));
     let policy = Arc::new(ArcSwap::from_pointee(Policy::new(
         &config,
@@ -135,11 +136,14 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
 /// With a Redis ticket store, revocations travel through the same Redis to every replica.
 /// It is the store of the file the process started with; a reload that moves the ticket
 /// store does not move them.
-fn shared_revocations(config: &Config) -> Result<Option<Shared>, StartError> {
+fn shared_revocations(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Shared>, StartError> {
     match config.tickets.as_ref().map(|t| &t.store) {
-        Some(StoreConfig::Redis(url)) => redis::Client::open(url.as_str())
-            .map(|client| Some(Shared::new(client)))
-            .map_err(|e| StartError::TicketStore(StoreError::Unreachable(e.to_string()))),
+        Some(StoreConfig::Redis(redis)) => Ok(Some(Shared::new(
+            SharedRedis::new(redis, metrics.clone()).map_err(StoreError::from)?,
+        ))),
         _ => Ok(None),
     }
 }

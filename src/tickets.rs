@@ -11,6 +11,7 @@ use crate::auth::Identity;
 use crate::auth::error::TicketProblem;
 use crate::clock::{unix_now, unix_now_ms};
 use crate::metrics::Metrics;
+use crate::shared_redis::{SharedRedis, SharedRedisConfig};
 use codec::{Codec, Lifetime, RunId, SealError};
 use store::memory::MemoryStore;
 use store::redis::RedisStore;
@@ -32,25 +33,18 @@ pub struct TicketsConfig {
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     Memory,
-    Redis(String),
+    Redis(SharedRedisConfig),
 }
 
 impl std::fmt::Display for StoreConfig {
-    /// Where the store is, never with the URL's user or password.
+    /// Where the store is, never with a user name or password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreConfig::Memory => write!(f, "memory"),
-            StoreConfig::Redis(url) => match url::Url::parse(url) {
-                Ok(url) => write!(
-                    f,
-                    "{}://{}:{}{}",
-                    url.scheme(),
-                    url.host_str().unwrap_or("?"),
-                    url.port().unwrap_or(6379),
-                    url.path()
-                ),
-                Err(_) => write!(f, "redis"),
-            },
+            StoreConfig::Redis(redis) if redis.wait_replicas > 0 => {
+                write!(f, "{}, WAIT {}", redis.topology, redis.wait_replicas)
+            }
+            StoreConfig::Redis(redis) => write!(f, "{}", redis.topology),
         }
     }
 }
@@ -105,10 +99,15 @@ pub enum RedeemError {
     Store(#[from] StoreError),
 }
 
-fn used_tickets(config: &StoreConfig) -> Result<Arc<dyn UsedTickets>, StoreError> {
+fn used_tickets(
+    config: &StoreConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn UsedTickets>, StoreError> {
     Ok(match config {
         StoreConfig::Memory => Arc::new(MemoryStore::new(MEMORY_CAPACITY)),
-        StoreConfig::Redis(url) => Arc::new(RedisStore::new(url)?),
+        StoreConfig::Redis(redis) => {
+            Arc::new(RedisStore::new(SharedRedis::new(redis, metrics.clone())?))
+        }
     })
 }
 
@@ -123,7 +122,7 @@ impl Tickets {
             secret: config.secret.clone(),
             previous: None,
             run,
-            store: used_tickets(&config.store)?,
+            store: used_tickets(&config.store, &metrics)?,
             store_config: config.store.clone(),
             ttl: config.ttl,
             metrics,
@@ -138,7 +137,7 @@ impl Tickets {
         let store = if config.store == self.store_config {
             self.store.clone()
         } else {
-            used_tickets(&config.store)?
+            used_tickets(&config.store, &self.metrics)?
         };
         let now = unix_now();
         let previous = if config.secret == self.secret {
@@ -240,6 +239,11 @@ impl Tickets {
     /// The store, for its background upkeep (`UsedTickets::maintain`).
     pub fn store(&self) -> &Arc<dyn UsedTickets> {
         &self.store
+    }
+
+    /// The store's state, for `/readyz`.
+    pub fn store_status(&self) -> String {
+        self.store.status()
     }
 
     pub fn is_ready(&self) -> bool {

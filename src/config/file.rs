@@ -92,9 +92,44 @@ pub struct Tickets {
     pub ttl_seconds: Option<u64>,
     pub secret_file: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub store: Option<String>,
+    pub store: Option<Store>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_wait_replicas: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_param: Option<String>,
+}
+
+/// `tickets.store`: `memory`, a Redis URL, or one of the structured forms.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "\"memory\", a redis:// or rediss:// URL, {redis_cluster: [url, ...]} or {redis_sentinel: {master, nodes: [url, ...], db}}"
+)]
+pub enum Store {
+    Url(String),
+    Cluster(ClusterStore),
+    Sentinel(SentinelStore),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterStore {
+    pub redis_cluster: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelStore {
+    pub redis_sentinel: Sentinel,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sentinel {
+    pub master: String,
+    pub nodes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

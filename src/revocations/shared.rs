@@ -1,26 +1,37 @@
-//! Revocations across replicas sharing a Redis ticket store. A revocation is written twice:
-//! as a key that expires with it (`ticketgate:revoked:<subject>`, so a replica that starts
-//! later still refuses) and as a message on `ticketgate:revocations` (so every running
-//! replica closes the subject's sockets within moments). Each replica subscribes first and
-//! then reads the keys, so no revocation falls between the two.
+//! Revocations across replicas sharing a Redis ticket store, as entries of one stream,
+//! `ticketgate:revocations`. Each replica reads the stream from its start when it starts (so
+//! a replica that starts later still refuses) and then follows it with blocking reads (so
+//! every running replica closes the subject's sockets within moments).
+//!
+//! A stream rather than keys and pub/sub: one key lives in one slot, so a Cluster needs
+//! nothing more; a follower that lost its connection resumes after the last entry it read,
+//! so a reconnect or a failover misses nothing; and with `wait_replicas` a revocation is
+//! acknowledged only once replicas hold it, as a redemption is. Each write trims the entries
+//! older than its revocation's lifetime.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::AsyncCommands;
+use redis::streams::StreamReadReply;
 
 use super::{Revocations, Revoked};
+use crate::shared_redis::{Connection, SharedError, SharedRedis};
 
-const KEY_PREFIX: &str = "ticketgate:revoked:";
-const CHANNEL: &str = "ticketgate:revocations";
-const TIMEOUT: Duration = Duration::from_secs(1);
-/// After the subscription fails: wait this long before subscribing again.
-const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+const STREAM: &str = "ticketgate:revocations";
+const FIELD: &str = "r";
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(1);
+/// Entries per read: catching up on a long stream takes several reads of bounded size.
+const BATCH: usize = 1000;
+const BLOCK_MS: u64 = 1000;
+/// A read's whole wait: its blocking time and a round trip.
+const READ_DEADLINE: Duration = Duration::from_millis(BLOCK_MS + 2000);
+/// After following failed: wait this long before reading again.
+const FOLLOW_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
-    #[error("revocation not shared: Redis unreachable ({0})")]
-    Unreachable(String),
+    #[error("revocation not shared: {0}")]
+    Redis(#[from] SharedError),
 }
 
 /// A revocation as it travels: `<at_ms> <until_ms> <subject>` (the subject last, since it
@@ -37,16 +48,17 @@ fn decode(message: &str) -> Option<(&str, Revoked)> {
 }
 
 pub struct Shared {
-    client: redis::Client,
-}
-
-fn unreachable(e: impl std::fmt::Display) -> ShareError {
-    ShareError::Unreachable(e.to_string())
+    redis: SharedRedis,
+    /// The id of the last entry read; reading resumes after it.
+    last_read: Mutex<String>,
 }
 
 impl Shared {
-    pub fn new(client: redis::Client) -> Self {
-        Shared { client }
+    pub fn new(redis: SharedRedis) -> Self {
+        Shared {
+            redis,
+            last_read: Mutex::new("0-0".to_string()),
+        }
     }
 
     /// Tells every replica (and every later one, until it expires) of `revoked`.
@@ -56,77 +68,85 @@ impl Shared {
         revoked: Revoked,
         now_ms: u64,
     ) -> Result<(), ShareError> {
-        let value = encode(subject, revoked);
-        let ttl_seconds = revoked
-            .until_ms
-            .saturating_sub(now_ms)
-            .div_ceil(1000)
-            .max(1);
-        tokio::time::timeout(TIMEOUT, async {
-            let mut connection = self.client.get_multiplexed_async_connection().await?;
-            let () = connection
-                .set_ex(format!("{KEY_PREFIX}{subject}"), &value, ttl_seconds)
-                .await?;
-            let _receivers: u64 = connection.publish(CHANNEL, &value).await?;
-            Ok::<(), redis::RedisError>(())
-        })
-        .await
-        .map_err(unreachable)?
-        .map_err(unreachable)
+        let lifetime_ms = revoked.until_ms.saturating_sub(revoked.at_ms);
+        let mut append = redis::pipe();
+        append
+            .cmd("XADD")
+            .arg(STREAM)
+            .arg("MINID")
+            .arg("~")
+            .arg(now_ms.saturating_sub(lifetime_ms))
+            .arg("*")
+            .arg(FIELD)
+            .arg(encode(subject, revoked));
+        self.redis.write("revoke", append, PUBLISH_DEADLINE).await?;
+        Ok(())
     }
 
-    /// One subscription: records every revocation already stored and every one announced
-    /// from now on, until the connection fails; returns the wait before the next.
+    /// Follows the stream: catches up, says the revocations are loaded, then records each
+    /// new entry until the connection fails; returns the wait before following again.
     pub async fn follow(&self, revocations: &Revocations) -> Duration {
-        if let Err(e) = self.subscribe_and_record(revocations).await {
-            log::warn!("revocations from other replicas: {e}; subscribing again");
+        if let Err(e) = self.catch_up_and_follow(revocations).await {
+            log::warn!("revocations from other replicas: {e}; reading again");
         }
-        RESUBSCRIBE_AFTER
+        FOLLOW_AGAIN_AFTER
     }
 
-    async fn subscribe_and_record(&self, revocations: &Revocations) -> Result<(), ShareError> {
-        let mut pubsub = tokio::time::timeout(TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .map_err(unreachable)?
-            .map_err(unreachable)?;
-        pubsub.subscribe(CHANNEL).await.map_err(unreachable)?;
-        self.record_stored(revocations).await?;
+    async fn catch_up_and_follow(&self, revocations: &Revocations) -> Result<(), SharedError> {
+        let mut connection = self.redis.dedicated().await?;
+        while self.read(&mut connection, revocations, None).await? == BATCH {}
         revocations.mark_loaded();
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            if let Ok(text) = message.get_payload::<String>()
-                && let Some((subject, revoked)) = decode(&text)
+        loop {
+            self.read(&mut connection, revocations, Some(BLOCK_MS))
+                .await?;
+        }
+    }
+
+    /// One `XREAD` after the last entry read, blocking up to `block_ms` when given; returns
+    /// how many entries it read.
+    async fn read(
+        &self,
+        connection: &mut Connection,
+        revocations: &Revocations,
+        block_ms: Option<u64>,
+    ) -> Result<usize, SharedError> {
+        let after = self
+            .last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut read = redis::cmd("XREAD");
+        read.arg("COUNT").arg(BATCH);
+        if let Some(ms) = block_ms {
+            read.arg("BLOCK").arg(ms);
+        }
+        read.arg("STREAMS").arg(STREAM).arg(after);
+        let reply = tokio::time::timeout(
+            READ_DEADLINE,
+            read.query_async::<Option<StreamReadReply>>(connection),
+        )
+        .await
+        .map_err(|_| SharedError::Unreachable("no answer in time".to_string()))?
+        .map_err(|e| SharedError::Unreachable(format!("{:?}", e.kind())))?;
+        let entries: Vec<_> = reply
+            .into_iter()
+            .flat_map(|reply| reply.keys)
+            .flat_map(|key| key.ids)
+            .collect();
+        for entry in &entries {
+            if let Some(redis::Value::BulkString(bytes)) = entry.map.get(FIELD)
+                && let Some((subject, revoked)) = std::str::from_utf8(bytes).ok().and_then(decode)
             {
                 revocations.record(subject, revoked);
             }
         }
-        Err(ShareError::Unreachable("subscription closed".into()))
-    }
-
-    async fn record_stored(&self, revocations: &Revocations) -> Result<(), ShareError> {
-        let mut connection = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(unreachable)?;
-        let keys: Vec<String> = {
-            let mut found = connection
-                .scan_match::<_, String>(format!("{KEY_PREFIX}*"))
-                .await
-                .map_err(unreachable)?;
-            let mut keys = Vec::new();
-            while let Some(key) = found.next().await {
-                keys.push(key.map_err(unreachable)?);
-            }
-            keys
-        };
-        for key in keys {
-            let value: Option<String> = connection.get(&key).await.map_err(unreachable)?;
-            if let Some((subject, revoked)) = value.as_deref().and_then(decode) {
-                revocations.record(subject, revoked);
-            }
+        if let Some(last) = entries.last() {
+            *self
+                .last_read
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = last.id.clone();
         }
-        Ok(())
+        Ok(entries.len())
     }
 }
 

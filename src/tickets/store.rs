@@ -20,6 +20,8 @@ pub enum StoreError {
     Unreachable(String),
     #[error("ticket store lock poisoned")]
     Poisoned,
+    #[error(transparent)]
+    Shared(#[from] crate::shared_redis::SharedError),
 }
 
 /// The used-ticket store.
@@ -32,6 +34,9 @@ pub trait UsedTickets: Send + Sync {
 
     /// Whether the store is known to answer, without asking it now.
     fn is_healthy(&self) -> bool;
+
+    /// What the store is and how it is doing, for `/readyz`; never a credential.
+    fn status(&self) -> String;
 
     /// Whether used tickets are remembered across a restart of this process.
     fn survives_restarts(&self) -> bool;

@@ -13,6 +13,7 @@ use crate::common::config::{self, Edit, TicketOptions};
 use crate::common::tokens::{self, mint, valid_claims};
 use crate::common::ws::{self, Socket, connect, upstream_report};
 use crate::common::{Gate, get, upstream, wait_for};
+use ticketgate::config::file::Store;
 
 /// A ticket gate without leeway, so a login's `exp` is the moment its socket closes.
 fn strict(upstream: &upstream::Server) -> config::File {
@@ -172,7 +173,7 @@ async fn revoking_gate(upstream: &upstream::Server, store: &str) -> (Gate, Strin
     let mut file = config::tickets(
         upstream.addr,
         &TicketOptions {
-            store: store.into(),
+            store: Store::Url(store.into()),
             ..Default::default()
         },
     );

@@ -11,7 +11,7 @@ use crate::common::{Gate, get, upstream};
 
 async fn replica(upstream: std::net::SocketAddr, redis: &Redis) -> Gate {
     let options = TicketOptions {
-        store: redis.url(),
+        store: redis.store(),
         ..Default::default()
     };
     let gate = Gate::start(&config::tickets(upstream, &options)).await;

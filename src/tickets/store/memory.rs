@@ -92,6 +92,10 @@ impl UsedTickets for MemoryStore {
         false
     }
 
+    fn status(&self) -> String {
+        "memory: up".to_string()
+    }
+
     async fn maintain(&self, now: u64) -> Duration {
         self.purge(now);
         PURGE_EVERY

@@ -1,146 +1,83 @@
 //! The Redis store, for several replicas: redeeming is `SET <id> 1 NX PX <ms to expiry>`,
-//! which Redis executes atomically, so exactly one replica's `SET` succeeds per ticket.
+//! one command on one key, which Redis executes atomically, so exactly one replica's `SET`
+//! succeeds per ticket — on a single node, on a Cluster (the key's slot has one master) and
+//! behind Sentinel alike. With `wait_replicas` the `SET` is followed by `WAIT` in the same
+//! round trip, so a redemption a failover could forget is refused rather than acknowledged.
 //!
-//! Timeouts are short because a redemption waits on them; reconnection is the connection
-//! manager's. Health is known from the last answer (redemptions and a ping every second),
-//! so issuance and `/readyz` can refuse while Redis is down without asking it each time.
-//!
-//! Each thread that talks to Redis gets its own connection, driven by that thread's runtime:
-//! Pingora runs one runtime per worker thread, and a connection shared across them cost two
-//! thread switches per redemption (a third of a handshake's CPU in bench/run.sh).
+//! Topologies, connections and health are `shared_redis`'s; this file is what a used ticket
+//! is in Redis.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::ThreadId;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
-use async_trait::async_trait;
+use redis::Value;
 
 use super::{StoreError, UsedTickets};
+use crate::shared_redis::SharedRedis;
 use crate::tickets::codec::TicketId;
 
-const TIMEOUT: Duration = Duration::from_millis(500);
-const PING_EVERY: Duration = Duration::from_secs(1);
-/// A redemption's whole wait on Redis, a reconnection and its retry included.
+/// A redemption's whole wait on Redis, a reconnection, its retry and `WAIT` included.
 const REDEEM_DEADLINE: Duration = Duration::from_millis(1500);
 /// Replicas' clocks differ a little: keep a used id a bit past its ticket's expiry.
 const CLOCK_SKEW_MS: u64 = 5_000;
 const KEY_PREFIX: &str = "ticketgate:used:";
 
 pub struct RedisStore {
-    client: redis::Client,
-    connections: Mutex<HashMap<ThreadId, ConnectionManager>>,
-    healthy: AtomicBool,
+    redis: SharedRedis,
 }
 
 impl RedisStore {
-    pub fn new(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unreachable(format!("{:?}", e.kind())))?;
-        Ok(RedisStore {
-            client,
-            connections: Mutex::new(HashMap::new()),
-            healthy: AtomicBool::new(false),
-        })
+    pub fn new(redis: SharedRedis) -> Self {
+        RedisStore { redis }
     }
+}
 
-    /// One `SET NX`. A connection found broken (Redis restarted since this thread last used
-    /// it) is reconnected and the command sent once more, within `REDEEM_DEADLINE`, so that
-    /// a store `/readyz` reports as up also redeems. Should the first `SET` have landed
-    /// before its answer was lost, the retry sees the ticket as used: fail closed.
-    async fn set_nx(&self, id: &TicketId, expires_at: u64, now: u64) -> Result<bool, StoreError> {
-        let mut connection = self.connection()?;
-        let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(id));
-        let keep_ms = expires_at.saturating_sub(now) * 1000 + CLOCK_SKEW_MS;
-        let mut set = redis::cmd("SET");
-        set.arg(key).arg(1).arg("NX").arg("PX").arg(keep_ms);
-        let attempts = async {
-            match set.query_async::<Option<String>>(&mut connection).await {
-                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
-                    set.query_async::<Option<String>>(&mut connection).await
-                }
-                answer => answer,
-            }
-        };
-        match tokio::time::timeout(REDEEM_DEADLINE, attempts).await {
-            Ok(Ok(reply)) => {
-                self.healthy.store(true, Ordering::Relaxed);
-                Ok(reply.is_some())
-            }
-            Ok(Err(e)) => Err(self.down(format!("{:?}", e.kind()))),
-            Err(_) => Err(self.down("no answer in time".to_string())),
-        }
-    }
-
-    fn down(&self, why: String) -> StoreError {
-        if self.healthy.swap(false, Ordering::Relaxed) {
-            log::warn!("ticket store (Redis) unreachable: {why}");
-        }
-        StoreError::Unreachable(why)
-    }
-
-    /// This thread's connection, created (lazily connecting) on its first use. Must be called
-    /// on a Tokio runtime, whose task then drives the connection.
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let mut connections = self.connections.lock().map_err(|_| StoreError::Poisoned)?;
-        let thread = std::thread::current().id();
-        if let Some(connection) = connections.get(&thread) {
-            return Ok(connection.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(TIMEOUT);
-        let connection = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(|e| StoreError::Unreachable(format!("{:?}", e.kind())))?;
-        connections.insert(thread, connection.clone());
-        Ok(connection)
-    }
-
-    async fn ping(&self) {
-        let answer = match self.connection() {
-            Ok(mut connection) => redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await
-                .map_err(|e| format!("{:?}", e.kind())),
-            Err(e) => Err(e.to_string()),
-        };
-        match answer {
-            Ok(_) => {
-                if !self.healthy.swap(true, Ordering::Relaxed) {
-                    log::info!("ticket store (Redis) reachable");
-                }
-            }
-            Err(why) => {
-                self.down(why);
-            }
-        }
-    }
+fn used_mark(id: &TicketId, expires_at: u64, now: u64) -> redis::Pipeline {
+    let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(id));
+    let keep_ms = expires_at.saturating_sub(now) * 1000 + CLOCK_SKEW_MS;
+    let mut pipeline = redis::pipe();
+    pipeline
+        .cmd("SET")
+        .arg(key)
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(keep_ms);
+    pipeline
 }
 
 #[async_trait]
 impl UsedTickets for RedisStore {
     async fn consume(&self, id: &TicketId, expires_at: u64, now: u64) -> Result<bool, StoreError> {
-        self.set_nx(id, expires_at, now).await
+        let answers = self
+            .redis
+            .write("redeem", used_mark(id, expires_at, now), REDEEM_DEADLINE)
+            .await?;
+        match answers.first() {
+            Some(Value::Okay) => Ok(true),
+            Some(Value::Nil) => Ok(false),
+            _ => Err(StoreError::Unreachable(
+                "unexpected answer to SET".to_string(),
+            )),
+        }
     }
 
     fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.redis.is_healthy()
     }
 
     fn survives_restarts(&self) -> bool {
         true
     }
 
-    /// A ping, every second, keeps `healthy` current.
+    fn status(&self) -> String {
+        self.redis.status()
+    }
+
+    /// A check, every second, keeps the health current.
     async fn maintain(&self, _now: u64) -> Duration {
-        self.ping().await;
-        PING_EVERY
+        self.redis.check().await
     }
 }

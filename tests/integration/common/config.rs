@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 pub use ticketgate::config::file::{
-    Admin, Cors, File, Forward, Issuer, Jwt, Limits, Route, Tickets, Websocket,
+    Admin, Cors, File, Forward, Issuer, Jwt, Limits, Route, Store, Tickets, Websocket,
 };
 
 use super::{fixture, tokens};
@@ -110,7 +110,9 @@ pub fn jwt(upstream: SocketAddr, keys: Keys) -> File {
 /// Knobs of `tickets`.
 pub struct TicketOptions {
     pub ttl_seconds: u64,
-    pub store: String,
+    pub store: Store,
+    /// `tickets.redis_wait_replicas`.
+    pub wait_replicas: Option<u32>,
     pub websocket_origins: Vec<String>,
     pub idle_timeout_seconds: u64,
 }
@@ -119,7 +121,8 @@ impl Default for TicketOptions {
     fn default() -> Self {
         TicketOptions {
             ttl_seconds: 30,
-            store: "memory".into(),
+            store: Store::Url("memory".into()),
+            wait_replicas: None,
             websocket_origins: Vec::new(),
             idle_timeout_seconds: 3600,
         }
@@ -140,6 +143,7 @@ pub fn tickets(upstream: SocketAddr, options: &TicketOptions) -> File {
             ttl_seconds: Some(options.ttl_seconds),
             secret_file: fixture("ticket.secret"),
             store: Some(options.store.clone()),
+            redis_wait_replicas: options.wait_replicas,
             query_param: None,
         }),
         forward: identity_headers(),

@@ -3,6 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ticketgate::config::file::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{free_port, wait_for};
@@ -24,6 +25,11 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// `tickets.store` for this server.
+    pub fn store(&self) -> Store {
+        Store::Url(self.url())
     }
 
     /// (Re)starts the server on the same port and waits until it answers PING.
