@@ -18,7 +18,7 @@
 mod connection;
 pub mod topology;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::ThreadId;
@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{ConnectionAddr, IntoConnectionInfo, Pipeline, RedisError, TlsMode, Value};
+use redis::{
+    ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, TlsMode, Value,
+};
 
 pub use connection::Connection;
 pub use topology::{SharedRedisConfig, Topology};
@@ -83,8 +85,32 @@ pub struct SharedRedis {
 /// How connections are made, per topology.
 enum Reach {
     Node(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(ClusterReach),
     Sentinel(SentinelReach),
+}
+
+struct ClusterReach {
+    client: ClusterClient,
+    /// The first node's settings (user, password, TLS), for reaching each master alone.
+    seed: ConnectionInfo,
+    /// The check's connection to each master, by address.
+    masters: Mutex<HashMap<(String, u16), ConnectionManager>>,
+}
+
+impl ClusterReach {
+    fn manager_for(&self, (host, port): &(String, u16)) -> redis::RedisResult<ConnectionManager> {
+        let addr = match self.seed.addr() {
+            ConnectionAddr::TcpTls { .. } => ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: false,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host.clone(), *port),
+        };
+        let client = redis::Client::open(self.seed.clone().set_addr(addr))?;
+        manager(client)
+    }
 }
 
 struct SentinelReach {
@@ -113,16 +139,7 @@ impl SharedRedis {
             Topology::Node(url) => {
                 Reach::Node(redis::Client::open(url.as_str()).map_err(settings)?)
             }
-            Topology::Cluster(nodes) => Reach::Cluster(
-                ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(RESPONSE_TIMEOUT)
-                    .retries(2)
-                    .min_retry_wait(50)
-                    .max_retry_wait(250)
-                    .build()
-                    .map_err(settings)?,
-            ),
+            Topology::Cluster(nodes) => Reach::Cluster(cluster_reach(nodes)?),
             Topology::Sentinel { master, nodes, db } => {
                 Reach::Sentinel(sentinel_reach(master, nodes, *db)?)
             }
@@ -225,34 +242,81 @@ impl SharedRedis {
             Reach::Sentinel(reach) => format!("master {}, ", self.follow_master(reach).await?),
             _ => String::new(),
         };
-        let mut connection = self.connection().await?;
-        let replicas = if self.wait_replicas == 0 {
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await
-                .map(|_| None)
-        } else {
-            redis::cmd("WAIT")
-                .arg(self.wait_replicas)
-                .arg(100)
-                .query_async::<u64>(&mut connection)
-                .await
-                .map(Some)
+        let mut check = redis::cmd("PING");
+        if self.wait_replicas > 0 {
+            check = redis::cmd("WAIT");
+            check.arg(self.wait_replicas).arg(100);
         }
-        .map_err(|e| {
+        let mut connection = self.connection().await?;
+        let asked = match connection.cluster_masters().await {
+            Ok(None) => check.query_async(&mut connection).await.map(|a| vec![a]),
+            Ok(Some(masters)) => self.ask_each_master(masters, &check).await,
+            Err(e) => Err(e),
+        };
+        let answers = asked.map_err(|e| {
             self.forget();
             unreachable(e)
         })?;
-        match replicas {
-            None => Ok(format!("{master}up")),
-            Some(acknowledged) if acknowledged < u64::from(self.wait_replicas) => {
-                Err(SharedError::NotReplicated {
-                    acknowledged,
-                    wanted: self.wait_replicas,
-                })
-            }
-            Some(acknowledged) => Ok(format!("{master}up, {acknowledged} replicas attached")),
+        let up = match &self.reach {
+            Reach::Cluster(_) => format!("{master}{} masters up", answers.len()),
+            _ => format!("{master}up"),
+        };
+        if self.wait_replicas == 0 {
+            return Ok(up);
         }
+        let acknowledged = answers
+            .iter()
+            .map(|answer| match answer {
+                Value::Int(n) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            })
+            .min()
+            .unwrap_or(0);
+        if acknowledged < u64::from(self.wait_replicas) {
+            return Err(SharedError::NotReplicated {
+                acknowledged,
+                wanted: self.wait_replicas,
+            });
+        }
+        Ok(format!("{up}, {acknowledged} replicas attached"))
+    }
+
+    /// Sends `check` to each of a cluster's masters over a connection to that master alone:
+    /// the cluster connection's routing would stand a replica in for a master it cannot
+    /// reach, and hide the very outage a check is for.
+    async fn ask_each_master(
+        &self,
+        masters: BTreeSet<(String, u16)>,
+        check: &redis::Cmd,
+    ) -> redis::RedisResult<Vec<Value>> {
+        let Reach::Cluster(cluster) = &self.reach else {
+            return Ok(Vec::new());
+        };
+        let managers: Vec<ConnectionManager> = {
+            let mut known = cluster
+                .masters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            known.retain(|address, _| masters.contains(address));
+            let mut managers = Vec::with_capacity(masters.len());
+            for address in masters {
+                let manager = match known.get(&address) {
+                    Some(manager) => manager.clone(),
+                    None => {
+                        let manager = cluster.manager_for(&address)?;
+                        known.insert(address, manager.clone());
+                        manager
+                    }
+                };
+                managers.push(manager);
+            }
+            managers
+        };
+        let mut answers = Vec::with_capacity(managers.len());
+        for mut manager in managers {
+            answers.push(check.query_async(&mut manager).await?);
+        }
+        Ok(answers)
     }
 
     /// Asks the sentinels for the master; a new one makes every thread reconnect.
@@ -324,9 +388,11 @@ impl SharedRedis {
 
     async fn connect(&self) -> Result<Connection, SharedError> {
         match &self.reach {
-            Reach::Node(client) => Ok(Connection::Node(manager(client.clone())?)),
-            Reach::Cluster(client) => {
-                tokio::time::timeout(CHECK_DEADLINE, client.get_async_connection())
+            Reach::Node(client) => Ok(Connection::Node(
+                manager(client.clone()).map_err(unreachable)?,
+            )),
+            Reach::Cluster(cluster) => {
+                tokio::time::timeout(CHECK_DEADLINE, cluster.client.get_async_connection())
                     .await
                     .map_err(|_| no_answer())?
                     .map(Connection::Cluster)
@@ -342,7 +408,9 @@ impl SharedRedis {
                     Some(master) => master,
                     None => find_master(reach).await?,
                 };
-                Ok(Connection::Node(manager(master.client)?))
+                Ok(Connection::Node(
+                    manager(master.client).map_err(unreachable)?,
+                ))
             }
         }
     }
@@ -378,13 +446,35 @@ fn worth_a_new_connection(e: &RedisError) -> bool {
         )
 }
 
-fn manager(client: redis::Client) -> Result<ConnectionManager, SharedError> {
+fn cluster_reach(nodes: &[String]) -> Result<ClusterReach, SharedError> {
+    let seed = nodes
+        .first()
+        .ok_or_else(|| SharedError::Settings("no cluster node".to_string()))?
+        .as_str()
+        .into_connection_info()
+        .map_err(settings)?;
+    let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(2)
+        .min_retry_wait(50)
+        .max_retry_wait(250)
+        .build()
+        .map_err(settings)?;
+    Ok(ClusterReach {
+        client,
+        seed,
+        masters: Mutex::default(),
+    })
+}
+
+fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(1)
         .set_max_delay(CONNECT_TIMEOUT);
-    ConnectionManager::new_lazy_with_config(client, config).map_err(unreachable)
+    ConnectionManager::new_lazy_with_config(client, config)
 }
 
 /// The sentinels and what they need to reach the master: the first sentinel URL's user,

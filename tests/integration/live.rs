@@ -169,11 +169,11 @@ async fn public_sockets_and_the_switch_off_are_never_closed_for_expiry() {
 }
 
 /// A gate with `POST /revoke` enabled, and the token it takes.
-async fn revoking_gate(upstream: &upstream::Server, store: &str) -> (Gate, String) {
+async fn revoking_gate(upstream: &upstream::Server, store: Store) -> (Gate, String) {
     let mut file = config::tickets(
         upstream.addr,
         &TicketOptions {
-            store: Store::Url(store.into()),
+            store,
             ..Default::default()
         },
     );
@@ -202,7 +202,7 @@ async fn revoke(gate: &Gate, token: Option<&str>, body: &str) -> (u16, serde_jso
 #[tokio::test]
 async fn revoking_a_subject_closes_its_sockets_and_refuses_its_earlier_logins() {
     let upstream = upstream::echo().await;
-    let (gate, admin) = revoking_gate(&upstream, "memory").await;
+    let (gate, admin) = revoking_gate(&upstream, Store::Url("memory".into())).await;
     let (old, bobs) = (login("alice", 600, 5), login("bob", 600, 5));
     let mut alice = open(&gate, &old, "/ws").await;
     let mut alice_again = connect(
@@ -301,9 +301,20 @@ async fn without_an_admin_token_there_is_no_revoke() {
 #[tokio::test]
 async fn a_revocation_reaches_every_replica_sharing_redis_and_later_ones() {
     let redis = crate::common::redis::Redis::start().await;
+    revocation_reaches_every_replica_and_later_ones(redis.store()).await;
+}
+
+/// The revocation stream is one key, so a Cluster carries it as a node does.
+#[tokio::test]
+async fn a_revocation_reaches_every_replica_on_a_cluster() {
+    let cluster = crate::common::redis::Cluster::start().await;
+    revocation_reaches_every_replica_and_later_ones(cluster.store()).await;
+}
+
+async fn revocation_reaches_every_replica_and_later_ones(store: Store) {
     let upstream = upstream::echo().await;
-    let (first, admin) = revoking_gate(&upstream, &redis.url()).await;
-    let (second, _) = revoking_gate(&upstream, &redis.url()).await;
+    let (first, admin) = revoking_gate(&upstream, store.clone()).await;
+    let (second, _) = revoking_gate(&upstream, store.clone()).await;
     let old = login("alice", 600, 5);
     let mut at_second = open(&second, &old, "/ws").await;
 
@@ -317,7 +328,7 @@ async fn a_revocation_reaches_every_replica_sharing_redis_and_later_ones() {
     assert_eq!(close, Some((4403, "revoked".to_string())));
     assert_eq!(get(&second.url("/api"), Some(&old)).await.0, 401);
 
-    let (later, _) = revoking_gate(&upstream, &redis.url()).await;
+    let (later, _) = revoking_gate(&upstream, store).await;
     later.wait_for_readyz(200).await;
     assert_eq!(get(&later.url("/api"), Some(&old)).await.0, 401);
     later.assert_never_printed(&[&admin, &old]);

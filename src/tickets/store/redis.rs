@@ -34,8 +34,13 @@ impl RedisStore {
     }
 }
 
+/// The key that marks the ticket `id` used.
+pub fn used_key(id: &TicketId) -> String {
+    format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(id))
+}
+
 fn used_mark(id: &TicketId, expires_at: u64, now: u64) -> redis::Pipeline {
-    let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(id));
+    let key = used_key(id);
     let keep_ms = expires_at.saturating_sub(now) * 1000 + CLOCK_SKEW_MS;
     let mut pipeline = redis::pipe();
     pipeline

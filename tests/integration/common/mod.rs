@@ -5,6 +5,7 @@ pub mod config;
 pub mod raw;
 pub mod redis;
 pub mod secrets;
+pub mod tls;
 pub mod tokens;
 pub mod upstream;
 pub mod ws;
