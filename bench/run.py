@@ -26,6 +26,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import store as store_bench
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 ALGORITHMS = ["HS256", "RS256", "ES256", "EdDSA"]
@@ -496,7 +498,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--profile", default="release")
-    parser.add_argument("--only", help="comma-separated parts of scenario names to run (for development; "
+    parser.add_argument("--only", help="comma-separated parts of scenario names to run, `stores` for the "
+                        "ticket-store table (for development; "
                         "BENCHMARKS.md is then not written)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory scenarios")
     args = parser.parse_args()
@@ -521,11 +524,17 @@ def main():
         goals = "" if only else targets(bench.results, memory)
         print("\n" + report + "\n\n" + goals)
         print(f"\nbench took {time.time() - started:.0f} s")
+        stores, store_failures = "", 0
+        if not only or "stores" in only:
+            stores, store_failures = store_bench.table(settings.bin / "store", settings.seconds)
+            print(stores)
         if settings.smoke:
             problems = check_smoke(bench.results, memory)
+            if store_failures:
+                problems.append(f"ticket stores: {store_failures} failed redemptions")
             for problem in problems:
                 print(f"smoke: {problem}", file=sys.stderr)
-            print(f"smoke: {len(bench.results) + len(memory) - len(problems)} passed, {len(problems)} failed")
+            print(f"smoke: {len(bench.results) + len(memory) + 1 - len(problems)} passed, {len(problems)} failed")
             sys.exit(1 if problems else 0)
         if only:
             return
@@ -561,6 +570,15 @@ echo rows' server CPU per message above.
 ```
 {frames}
 ```
+
+## Ticket stores
+
+`bench/store.py` (`bench/src/bin/store.rs`): ticketgate's Redis store redeeming fresh ids on
+one thread with 32 redemptions in flight (as one Pingora worker; some rows one), against
+each topology on loopback. Every Redis process shares CPU 1, the client is on CPU 0: the
+figures compare topologies on one machine; real ones add the network's round trip.
+
+{stores}
 """)
         print("wrote BENCHMARKS.md")
 
