@@ -60,14 +60,14 @@ pub enum SharedError {
 }
 
 /// What a Redis error says, without its detail (which may name addresses).
-fn unreachable(e: RedisError) -> SharedError {
+pub(crate) fn unreachable(e: RedisError) -> SharedError {
     SharedError::Unreachable(
         e.code()
             .map_or_else(|| format!("{:?}", e.kind()), str::to_string),
     )
 }
 
-fn no_answer() -> SharedError {
+pub(crate) fn no_answer() -> SharedError {
     SharedError::Unreachable("no answer in time".to_string())
 }
 

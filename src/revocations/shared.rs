@@ -15,7 +15,7 @@ use std::time::Duration;
 use redis::streams::StreamReadReply;
 
 use super::{Revocations, Revoked};
-use crate::shared_redis::{Connection, SharedError, SharedRedis};
+use crate::shared_redis::{Connection, SharedError, SharedRedis, no_answer, unreachable};
 
 const STREAM: &str = "ticketgate:revocations";
 const FIELD: &str = "r";
@@ -126,8 +126,8 @@ impl Shared {
             read.query_async::<Option<StreamReadReply>>(connection),
         )
         .await
-        .map_err(|_| SharedError::Unreachable("no answer in time".to_string()))?
-        .map_err(|e| SharedError::Unreachable(format!("{:?}", e.kind())))?;
+        .map_err(|_| no_answer())?
+        .map_err(unreachable)?;
         let entries: Vec<_> = reply
             .into_iter()
             .flat_map(|reply| reply.keys)

@@ -111,13 +111,17 @@ fn settings(e: RedisError) -> SharedError {
     SharedError::Settings(format!("{:?}", e.kind()))
 }
 
-fn cluster_reach(nodes: &[String]) -> Result<ClusterReach, SharedError> {
-    let seed = nodes
-        .first()
-        .ok_or_else(|| SharedError::Settings("no cluster node".to_string()))?
+/// The first URL's settings (address, user, password, TLS), which the crate applies to all.
+fn first_settings(urls: &[String], none: &str) -> Result<ConnectionInfo, SharedError> {
+    urls.first()
+        .ok_or_else(|| SharedError::Settings(none.to_string()))?
         .as_str()
         .into_connection_info()
-        .map_err(settings)?;
+        .map_err(settings)
+}
+
+fn cluster_reach(nodes: &[String]) -> Result<ClusterReach, SharedError> {
+    let seed = first_settings(nodes, "no cluster node")?;
     let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
         .connection_timeout(CONNECT_TIMEOUT)
         .response_timeout(RESPONSE_TIMEOUT)
@@ -145,12 +149,7 @@ fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
 /// The sentinels and what they need to reach the master: the first sentinel URL's user,
 /// password and scheme, with the configured `db`.
 fn sentinel_reach(master: &str, nodes: &[String], db: i64) -> Result<SentinelReach, SharedError> {
-    let first = nodes
-        .first()
-        .ok_or_else(|| SharedError::Settings("no sentinel".to_string()))?
-        .as_str()
-        .into_connection_info()
-        .map_err(settings)?;
+    let first = first_settings(nodes, "no sentinel")?;
     let mut node = SentinelNodeConnectionInfo::default()
         .set_redis_connection_info(first.redis_settings().clone().set_db(db));
     if matches!(first.addr(), ConnectionAddr::TcpTls { .. }) {

@@ -73,10 +73,7 @@ async fn assert_single_use_across(a: &Gate, b: &Gate) -> Vec<String> {
 
 /// The Redis key that marks `ticket` used, opened with the gates' own secret.
 fn used_key_of(ticket: &str) -> String {
-    let secret =
-        ticketgate::auth::keys::read_key_file(&crate::common::fixtures().join("ticket.secret"))
-            .expect("ticket secret");
-    let opened = ticketgate::tickets::codec::Codec::new(&secret)
+    let opened = ticketgate::tickets::codec::Codec::new(&crate::common::ticket_secret())
         .open(ticket, ticketgate::clock::unix_now())
         .expect("a ticket of these gates");
     ticketgate::tickets::store::redis::used_key(&opened.id)

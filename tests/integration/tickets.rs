@@ -171,10 +171,7 @@ fn sealed(secret: &[u8], expires_at: u64) -> String {
 /// A ticket sealed under the gate's own secret with an expiry already past: what an issued
 /// ticket becomes after its TTL, without waiting the TTL out.
 fn expired_ticket() -> String {
-    let secret =
-        ticketgate::auth::keys::read_key_file(&crate::common::fixtures().join("ticket.secret"))
-            .expect("ticket secret fixture");
-    sealed(&secret, tokens::now() as u64 - 1)
+    sealed(&crate::common::ticket_secret(), tokens::now() as u64 - 1)
 }
 
 #[tokio::test]

@@ -22,6 +22,12 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The ticket secret every test gate is configured with.
+pub fn ticket_secret() -> Vec<u8> {
+    ticketgate::auth::keys::read_key_file(&fixtures().join("ticket.secret"))
+        .expect("ticket secret fixture")
+}
+
 pub fn fixture(name: &str) -> String {
     fixtures().join(name).display().to_string()
 }

@@ -155,28 +155,18 @@ fn spawn(program: &str, args: &[String]) -> Child {
 }
 
 async fn answers(client: &redis::Client) -> bool {
-    let Ok(Ok(mut connection)) = tokio::time::timeout(
-        Duration::from_secs(1),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    else {
-        return false;
-    };
-    redis::cmd("PING")
-        .query_async::<String>(&mut connection)
-        .await
-        .is_ok()
+    ask::<String>(client, &redis::cmd("PING")).await.is_some()
 }
 
-fn node_client(port: u16) -> redis::Client {
-    test_client(port, None, None)
-}
-
+/// `command`'s answer from the plain node at `port`, `None` if it cannot be had.
 async fn query<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> Option<T> {
+    ask(&test_client(port, None, None), command).await
+}
+
+async fn ask<T: redis::FromRedisValue>(client: &redis::Client, command: &redis::Cmd) -> Option<T> {
     let mut connection = tokio::time::timeout(
         Duration::from_secs(1),
-        node_client(port).get_multiplexed_async_connection(),
+        client.get_multiplexed_async_connection(),
     )
     .await
     .ok()?
@@ -209,10 +199,9 @@ impl Cluster {
             })
             .collect();
         for node in &nodes {
-            let client = node_client(node.port);
-            wait_for("cluster node to answer", START_DEADLINE, || {
-                let client = client.clone();
-                async move { answers(&client).await }
+            let port = node.port;
+            wait_for("cluster node to answer", START_DEADLINE, || async move {
+                query::<String>(port, &redis::cmd("PING")).await.is_some()
             })
             .await;
         }
