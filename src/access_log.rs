@@ -31,6 +31,8 @@ pub struct AccessLog {
 pub struct Entry<'a> {
     pub ts: String,
     pub method: &'a str,
+    /// `HTTP/1.1` or `HTTP/2`: with `tls.http2`, which one a client picked.
+    pub protocol: &'a str,
     /// Already redacted.
     pub path: &'a str,
     pub route: &'a str,

@@ -11,6 +11,7 @@ mod forward;
 mod jwt;
 mod routes;
 mod tickets;
+mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use crate::identity::ForwardConfig;
 use crate::limits::Limits;
 use crate::revocations::{AdminToken, RevocationsConfig};
 use crate::tickets::TicketsConfig;
+use crate::tls::Tls;
 
 const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 const DEFAULT_WEBSOCKET_IDLE_SECONDS: u64 = 3600;
@@ -50,6 +52,8 @@ pub struct Config {
     pub access_log: AccessLogTarget,
     pub limits: Limits,
     pub revocations: RevocationsConfig,
+    /// The data plane's TLS, built from the files as they were read.
+    pub tls: Option<Tls>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +128,12 @@ impl Config {
                 t.store
             )
         });
+        let tls = self
+            .tls
+            .as_ref()
+            .map_or_else(String::new, |tls| format!(" ({})", tls.summary()));
         format!(
-            "listen {} -> upstream {}; admin {}{}; routes: {}; issuers: {}; tickets: {}",
+            "listen {}{tls} -> upstream {}; admin {}{}; routes: {}; issuers: {}; tickets: {}",
             self.listen,
             self.upstream,
             self.admin_listen,
@@ -293,6 +301,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
     let limits = limits(&raw.limits, &mut problems);
     let admin_token = admin::admin_token(raw.admin.token_file, base, &mut problems);
     let revocations = revocations(&raw.revocations, &mut problems);
+    let tls = tls::tls(raw.tls, base, &mut problems);
 
     let (Some(listen), Some(admin_listen)) = (listen, admin_listen) else {
         return Err(problems.0);
@@ -319,6 +328,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
         access_log,
         limits,
         revocations,
+        tls,
     })
 }
 

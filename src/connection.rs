@@ -126,10 +126,17 @@ fn closed_by_us() -> io::Error {
 }
 
 impl Watched {
+    /// An h2 connection multiplexes requests the proxy cannot mark phases for, so its
+    /// phase stays open; Pingora's `h2_idle_timeout` (set to `keepalive_timeout`) ends an
+    /// idle one instead.
     fn new(inner: Stream, limits: Limits) -> Self {
+        let phase = Phase::new(limits);
+        if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
+            phase.open();
+        }
         Watched {
             inner,
-            phase: Phase::new(limits),
+            phase,
             deadline: Timer::at(Instant::now()),
             ending: Arc::default(),
             outgoing: Outgoing::default(),

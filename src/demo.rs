@@ -35,7 +35,7 @@ pub enum DemoError {
 }
 
 /// Runs the demo until Ctrl-C.
-pub fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), DemoError> {
+pub fn run(listen: SocketAddr, admin_listen: SocketAddr, tls: bool) -> Result<(), DemoError> {
     let dir = std::env::temp_dir().join(format!("ticketgate-demo-{}", std::process::id()));
     let files = |e| DemoError::Files(dir.clone(), e);
     std::fs::create_dir_all(&dir).map_err(files)?;
@@ -50,7 +50,12 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), DemoError
         .local_addr()
         .map_err(DemoError::Upstream)?;
     let config_path = dir.join("ticketgate.yaml");
-    let yaml = serde_yaml_ng::to_string(&demo_config(listen, admin_listen, upstream_addr))
+    let mut demo = demo_config(listen, admin_listen, upstream_addr);
+    if tls {
+        write_certificate(&dir, listen).map_err(files)?;
+        serve_tls(&mut demo);
+    }
+    let yaml = serde_yaml_ng::to_string(&demo)
         .map_err(|e| DemoError::Files(dir.clone(), std::io::Error::other(e)))?;
     std::fs::write(
         &config_path,
@@ -70,11 +75,19 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), DemoError
         },
     });
     start_upstream(upstream, upstream_listener)?;
+    let (scheme, certificate) = if tls {
+        (
+            "https",
+            "\n  tls    self-signed for this run (tls.crt): the browser warns once",
+        )
+    } else {
+        ("http", "")
+    };
     println!(
         "ticketgate demo — for trying out only: its identity provider logs anyone in.\n  \
-         open   http://{listen}/\n  \
+         open   {scheme}://{listen}/\n  \
          admin  http://{admin_listen}/metrics\n  \
-         files  {} (config, secrets, access.log)\n  \
+         files  {} (config, secrets, access.log){certificate}\n  \
          Ctrl-C stops it.",
         dir.display()
     );
@@ -124,6 +137,30 @@ fn write_secret(path: &Path, secret: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     file.write_all(secret)
+}
+
+/// A certificate for this run only, for `localhost` and the listen address, signed by its
+/// own key: there is no CA to trust, only this one certificate.
+fn write_certificate(dir: &Path, listen: SocketAddr) -> std::io::Result<()> {
+    let names = vec!["localhost".to_string(), listen.ip().to_string()];
+    let certified = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("tls.crt"), certified.cert.pem())?;
+    write_secret(
+        &dir.join("tls.key"),
+        certified.signing_key.serialize_pem().as_bytes(),
+    )
+}
+
+/// HTTPS with h2 on `listen`; the page's origin becomes `https://`.
+fn serve_tls(demo: &mut File) {
+    demo.tls = Some(file::Tls {
+        cert_file: "tls.crt".into(),
+        key_file: "tls.key".into(),
+        http2: Some(true),
+    });
+    for origin in &mut demo.websocket.allowed_origins {
+        *origin = origin.replacen("http://", "https://", 1);
+    }
 }
 
 /// The demo's config, as the file a user would write; it is saved beside the secrets (so

@@ -26,6 +26,8 @@
 //!   (`tickets/store`: the `UsedTickets` trait over memory and Redis).
 //! - `redact` and `query`: what of a URL may be logged, and query-string parsing;
 //!   `subprotocol`: credentials offered in `Sec-WebSocket-Protocol`.
+//! - `tls`: the data plane's certificate and handshake settings; `tls/handshake` terminates
+//!   TLS ahead of `connection`, counting each failed handshake by reason.
 //! - `connection`: the stream every connection is wrapped in, where `limits` (header and
 //!   keep-alive deadlines) and `live` (closing a WebSocket whose login ended) act;
 //!   `revocations`: revoked logins, shared through Redis between replicas.
@@ -70,3 +72,4 @@ pub mod server;
 pub mod shared_redis;
 pub mod subprotocol;
 pub mod tickets;
+pub mod tls;

@@ -247,6 +247,7 @@ mod tests {
         access_log.write(&access_log::Entry {
             ts: "t".into(),
             method: "GET",
+            protocol: "HTTP/1.1",
             path: "/ws",
             route: "/ws",
             status: 101,

@@ -63,6 +63,10 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
+        /// Serve https:// and wss:// (and h2) with a self-signed certificate made for this
+        /// run; browsers warn about it.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -72,6 +76,9 @@ fn main() -> ExitCode {
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
     init_logging();
+    if !ticketgate::tls::install_process_provider() {
+        log::warn!("a TLS crypto provider was installed before aws-lc-rs");
+    }
     match cli.command {
         Command::Check { config } => match ticketgate::config::load(&config) {
             Ok(loaded) => {
@@ -92,7 +99,8 @@ fn main() -> ExitCode {
         Command::Demo {
             listen,
             admin_listen,
-        } => match ticketgate::demo::run(listen, admin_listen) {
+            tls,
+        } => match ticketgate::demo::run(listen, admin_listen, tls) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ticketgate demo: {e}");

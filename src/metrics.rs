@@ -26,6 +26,10 @@ pub struct Metrics {
     ready: IntGauge,
     reloads: IntCounterVec,
     last_reload_successful: IntGauge,
+    tls_handshake_failures: IntCounterVec,
+    /// Registered once a certificate is served: a 0 would read as "expired in 1970".
+    tls_certificate_expiry: IntGauge,
+    tls_certificate_exported: std::sync::Once,
 }
 
 /// Building a fixed set of well-formed metrics cannot fail; if it did, it would be a bug in
@@ -48,6 +52,18 @@ const TICKET_REJECTIONS: [&str; 7] = [
     "earlier_run",
     "revoked",
     "store_unavailable",
+];
+
+/// The `reason`s of `ticketgate_tls_handshake_failures_total` (`tls::handshake::Refusal`).
+pub const TLS_REFUSALS: [&str; 8] = [
+    "plain_http",
+    "timeout",
+    "protocol_version",
+    "no_shared_cipher",
+    "certificate_rejected",
+    "closed",
+    "malformed",
+    "other",
 ];
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -153,6 +169,18 @@ impl Metrics {
                 "ticketgate_config_last_reload_successful",
                 "1 when the last reload took effect (and at start), 0 when the file on disk is not what runs.",
             )),
+            tls_handshake_failures: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_tls_handshake_failures_total",
+                    "TLS handshakes on the data plane that did not complete, by reason.",
+                ),
+                &["reason"],
+            )),
+            tls_certificate_expiry: must(IntGauge::new(
+                "ticketgate_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate new TLS handshakes present expires (its notAfter, Unix seconds).",
+            )),
+            tls_certificate_exported: std::sync::Once::new(),
             registry,
         };
         metrics.last_reload_successful.set(1);
@@ -173,6 +201,9 @@ impl Metrics {
         for reason in TICKET_REJECTIONS {
             self.tickets_rejected.with_label_values(&[reason]);
         }
+        for reason in TLS_REFUSALS {
+            self.tls_handshake_failures.with_label_values(&[reason]);
+        }
     }
 
     /// An issuer whose keys are fetched: its refresh results start at 0.
@@ -183,7 +214,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload_successful.clone()),
             Box::new(self.ready.clone()),
@@ -199,6 +230,7 @@ impl Metrics {
             Box::new(self.websocket_connections.clone()),
             Box::new(self.websockets_closed.clone()),
             Box::new(self.revocations.clone()),
+            Box::new(self.tls_handshake_failures.clone()),
         ];
         for collector in collectors {
             must(self.registry.register(collector));
@@ -271,6 +303,23 @@ impl Metrics {
         let result = if ok { "success" } else { "failure" };
         self.reloads.with_label_values(&[result]).inc();
         self.last_reload_successful.set(i64::from(ok));
+    }
+
+    pub fn tls_handshake_failed(&self, reason: &str) {
+        self.tls_handshake_failures
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// The certificate new handshakes present expires at `expires_at` (Unix seconds).
+    pub fn tls_certificate(&self, expires_at: i64) {
+        self.tls_certificate_expiry.set(expires_at);
+        self.tls_certificate_exported.call_once(|| {
+            must(
+                self.registry
+                    .register(Box::new(self.tls_certificate_expiry.clone())),
+            );
+        });
     }
 
     pub fn set_ready(&self, ready: bool) {

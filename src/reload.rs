@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -29,6 +29,12 @@ use crate::metrics::Metrics;
 use crate::proxy::{Policy, policy};
 use crate::tickets::Tickets;
 use crate::tickets::store::{StoreError, UsedTickets};
+use crate::tls::Tls;
+
+/// How often the files under `tls:` are compared with what is being served: a renewal by
+/// cert-manager (a Secret volume updates in place, sending no signal) or certbot then
+/// takes effect without a SIGHUP.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(10);
 
 /// How long a reload may wait for the JWK Sets of the issuers it names.
 const KEYS_DEADLINE: Duration = Duration::from_secs(10);
@@ -40,6 +46,8 @@ pub struct RestartOnly {
     admin_listen: SocketAddr,
     threads: usize,
     shutdown_grace: Duration,
+    /// Whether `listen` speaks TLS: turning it on or off changes what clients must speak.
+    tls: bool,
 }
 
 impl RestartOnly {
@@ -49,6 +57,7 @@ impl RestartOnly {
             admin_listen: config.admin_listen,
             threads: config.threads,
             shutdown_grace: config.shutdown_grace,
+            tls: config.tls.is_some(),
         }
     }
 
@@ -62,6 +71,7 @@ impl RestartOnly {
                 self.shutdown_grace != other.shutdown_grace,
                 "shutdown_grace_seconds",
             ),
+            (self.tls != other.tls, "tls"),
         ]
         .into_iter()
         .find_map(|(changed, key)| changed.then_some(key))
@@ -90,6 +100,8 @@ pub struct Reloader {
     pub running: RestartOnly,
     pub policy: Arc<ArcSwap<Policy>>,
     pub limits: Arc<ArcSwap<Limits>>,
+    /// The handshake settings of new connections, certificates included.
+    pub tls: Arc<ArcSwapOption<Tls>>,
     pub access_log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
 }
@@ -97,7 +109,7 @@ pub struct Reloader {
 impl Reloader {
     /// Reads, validates and applies the file; the new policy when it took effect.
     pub async fn reload(&self) -> Result<Arc<Policy>, ReloadError> {
-        let config = config::load(&self.path)?;
+        let mut config = config::load(&self.path)?;
         if let Some(key) = self.running.changed_key(&RestartOnly::of(&config)) {
             return Err(ReloadError::RestartOnly(key));
         }
@@ -124,6 +136,10 @@ impl Reloader {
             revocations,
         ));
         self.limits.store(Arc::new(config.limits));
+        if let Some(tls) = config.tls.take() {
+            self.metrics.tls_certificate(tls.expires_at());
+            self.tls.store(Some(Arc::new(tls)));
+        }
         self.policy.store(policy.clone());
         Ok(policy)
     }
@@ -221,20 +237,37 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
+        let mut certificates = tokio::time::interval(CERTIFICATE_POLL);
+        // What the TLS files held at the last reload, so a broken renewal is tried once.
+        let mut tried = None;
         loop {
-            tokio::select! {
-                _ = hangups.recv() => match self.reload().await {
-                    Ok(policy) => {
-                        upkeep.follow(&policy);
-                        self.metrics.reloaded(true);
-                        log::info!("config reloaded from {}", self.path.display());
-                    }
-                    Err(e) => {
-                        self.metrics.reloaded(false);
-                        log::error!("reload refused, the previous config stays in force: {e}");
-                    }
-                },
+            let polled = tokio::select! {
+                _ = hangups.recv() => false,
+                _ = certificates.tick() => true,
                 _ = shutdown.changed() => break,
+            };
+            let on_disk = self
+                .tls
+                .load()
+                .as_ref()
+                .and_then(|tls| tls.files().changed());
+            if polled {
+                if on_disk.is_none() || on_disk == tried {
+                    continue;
+                }
+                log::info!("the TLS certificate or key file changed: reloading");
+            }
+            tried = on_disk;
+            match self.reload().await {
+                Ok(policy) => {
+                    upkeep.follow(&policy);
+                    self.metrics.reloaded(true);
+                    log::info!("config reloaded from {}", self.path.display());
+                }
+                Err(e) => {
+                    self.metrics.reloaded(false);
+                    log::error!("reload refused, the previous config stays in force: {e}");
+                }
             }
         }
     }

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use pingora::apps::HttpServerOptions;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
@@ -25,6 +26,7 @@ use crate::revocations::{Revocations, Shared};
 use crate::shared_redis::SharedRedis;
 use crate::tickets::store::StoreError;
 use crate::tickets::{StoreConfig, Tickets};
+use crate::tls::handshake::Terminate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -39,7 +41,7 @@ pub enum StartError {
 /// Builds every service and runs until SIGTERM (graceful) or SIGINT (immediate). `path` is
 /// the config file `config` came from, read again on SIGHUP; `once_idle` says whether a
 /// graceful shutdown ends the process as soon as no request is left.
-pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), StartError> {
+pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), StartError> {
     ignore_hangups_until_reloading();
     let upstream = policy::resolve_upstream(&config.upstream)
         .ok_or_else(|| StartError::Upstream(config.upstream.clone()))?;
@@ -62,6 +64,15 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
         revocations.clone(),
     )));
     let limits = Arc::new(ArcSwap::from_pointee(config.limits));
+    let scheme = config
+        .tls
+        .as_ref()
+        .map_or_else(|| "plain HTTP".to_string(), |tls| tls.summary());
+    let running = RestartOnly::of(&config);
+    let tls = Arc::new(ArcSwapOption::from(config.tls.take().map(Arc::new)));
+    if let Some(tls) = tls.load().as_deref() {
+        metrics.tls_certificate(tls.expires_at());
+    }
 
     let in_flight = InFlight::default();
     let sessions = Arc::new(Sessions::default());
@@ -75,9 +86,16 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
         in_flight: in_flight.clone(),
         sessions: sessions.clone(),
     };
-    let proxy = Watch {
-        inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, gate)),
+    let mut http = pingora::proxy::http_proxy(&server.configuration, gate);
+    http.server_options = Some(http_options(&config));
+    let proxy = Terminate {
+        inner: Arc::new(Watch {
+            inner: Arc::new(http),
+            limits: limits.clone(),
+        }),
+        tls: tls.clone(),
         limits: limits.clone(),
+        metrics: metrics.clone(),
     };
     let mut proxy = Service::new("ticketgate".to_string(), proxy);
     proxy.add_tcp(&config.listen.to_string());
@@ -95,9 +113,10 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
 
     let reloader = Reloader {
         path,
-        running: RestartOnly::of(&config),
+        running,
         policy,
         limits,
+        tls,
         access_log: access_log.clone(),
         metrics,
     };
@@ -123,7 +142,7 @@ pub fn run(config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), Sta
         },
     ));
     log::info!(
-        "ticketgate listening on {}, admin on {}, upstream {}",
+        "ticketgate listening on {} ({scheme}), admin on {}, upstream {}",
         config.listen,
         config.admin_listen,
         upstream
@@ -164,6 +183,14 @@ fn ignore_hangups_until_reloading() {
             "cannot take over SIGHUP: a SIGHUP before the reload service starts ends the process"
         );
     }
+}
+
+/// An h2 connection is outside the phases `limits` marks (see `connection::Watched::new`):
+/// Pingora closes it once it has been idle for `keepalive_timeout`, as read at start.
+fn http_options(config: &Config) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.limits.keepalive_timeout);
+    options
 }
 
 /// Pingora's own settings, derived from ours. Pingora's default grace period would keep a

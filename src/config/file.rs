@@ -37,6 +37,21 @@ pub struct File {
     pub limits: Limits,
     #[serde(default)]
     pub revocations: Revocations,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+/// With `tls:`, `listen` serves HTTPS and wss:// only (TLS 1.2 and 1.3); SIGHUP re-reads the files.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching the certificate.
+    pub key_file: String,
+    /// Also offer h2 through ALPN for requests other than WebSocket upgrades (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

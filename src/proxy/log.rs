@@ -38,6 +38,7 @@ pub fn record(session: &Session, outcome: Outcome, access_log: &AccessLog, metri
     access_log.write(&Entry {
         ts: access_log::now(),
         method: session.req_header().method.as_str(),
+        protocol: protocol(session.req_header().version),
         path: &logged_target(session, &outcome.shapes),
         route: outcome.route,
         status,
@@ -46,6 +47,15 @@ pub fn record(session: &Session, outcome: Outcome, access_log: &AccessLog, metri
         auth: outcome.auth.as_str(),
         reason: outcome.reason,
     });
+}
+
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// Milliseconds to three decimals (whole microseconds): `1.623`, not `1.6227889999999998`.

@@ -281,3 +281,50 @@ async fn run_refuses_a_bad_config_with_the_same_message() {
         status.1
     );
 }
+
+#[test]
+fn tls_pairs_are_checked_without_printing_the_key() {
+    let with = |cert: &str, key: &str| {
+        format!(
+            "{GOOD}tls:\n  cert_file: \"{{fixtures}}/{cert}\"\n  key_file: \"{{fixtures}}/{key}\"\n  http2: true\n"
+        )
+    };
+    let (ok, output) = check_yaml(&with("tls/server.crt", "tls/server.key"));
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("(TLS, h2; certificate expires 2"),
+        "{output}"
+    );
+
+    for (cert, key, says) in [
+        (
+            "tls/server.crt",
+            "tls/other.key",
+            "tls.key_file: the private key does not match the certificate",
+        ),
+        (
+            "tls/server.key",
+            "tls/server.key",
+            "tls.cert_file: holds no PEM certificate",
+        ),
+        (
+            "tls/server.crt",
+            "tls/server.crt",
+            "tls.key_file: holds no PEM private key",
+        ),
+        (
+            "tls/none.crt",
+            "tls/server.key",
+            "tls.cert_file: cannot read",
+        ),
+    ] {
+        let (ok, output) = check_yaml(&with(cert, key));
+        assert!(!ok && output.contains(says), "{cert} {key}: {output}");
+        for file in ["tls/server.key", "tls/other.key"] {
+            let pem = std::fs::read_to_string(fixture(file)).expect("fixture");
+            for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!output.contains(line), "{file} printed: {output}");
+            }
+        }
+    }
+}

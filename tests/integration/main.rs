@@ -16,4 +16,5 @@ mod reload;
 mod routing;
 mod subprotocol;
 mod tickets;
+mod tls;
 mod websocket;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 pub use ticketgate::config::file::{
-    Admin, Cors, File, Forward, Issuer, Jwt, Limits, Route, Store, Tickets, Websocket,
+    Admin, Cors, File, Forward, Issuer, Jwt, Limits, Route, Store, Tickets, Tls, Websocket,
 };
 
 use super::{fixture, tokens};

@@ -20,7 +20,10 @@ pub async fn exchange(port: u16, request: &str) -> String {
 }
 
 /// Reads until the peer closes; returns what was read and whether it closed in time.
-pub async fn read_until_closed(stream: &mut TcpStream, deadline: Duration) -> (String, bool) {
+pub async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    deadline: Duration,
+) -> (String, bool) {
     let mut seen = Vec::new();
     let closed = tokio::time::timeout(deadline, async {
         let mut buf = [0u8; 4096];

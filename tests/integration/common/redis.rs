@@ -131,13 +131,17 @@ fn test_client(
     let userinfo = credentials.map_or(String::new(), |(u, p)| format!("{u}:{p}@"));
     match pki {
         None => redis::Client::open(format!("redis://{userinfo}127.0.0.1:{port}/0")),
-        Some(pki) => redis::Client::build_with_tls(
-            format!("rediss://{userinfo}127.0.0.1:{port}/0"),
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(std::fs::read(&pki.ca).expect("test CA")),
-            },
-        ),
+        Some(pki) => {
+            // As in ticketgate's own `main`: the crate graph holds two rustls providers.
+            ticketgate::tls::install_process_provider();
+            redis::Client::build_with_tls(
+                format!("rediss://{userinfo}127.0.0.1:{port}/0"),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(&pki.ca).expect("test CA")),
+                },
+            )
+        }
     }
     .expect("redis test client")
 }

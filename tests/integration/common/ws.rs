@@ -7,6 +7,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// What a WebSocket runs over: TCP, or TLS over TCP.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for S {}
+
 /// Opens `ws://127.0.0.1:{port}{path}` with extra headers. `Err` carries the HTTP status
 /// and body of a refused handshake.
 pub async fn connect(
@@ -42,14 +46,14 @@ pub async fn connect(
 }
 
 /// The upstream's first message: what it received in the upgrade request.
-pub async fn upstream_report(socket: &mut Socket) -> serde_json::Value {
+pub async fn upstream_report<S: Stream>(socket: &mut WebSocketStream<S>) -> serde_json::Value {
     match next_message(socket).await {
         Message::Text(text) => serde_json::from_str(&text).expect("report JSON"),
         other => panic!("expected the upstream report, got {other:?}"),
     }
 }
 
-pub async fn next_message(socket: &mut Socket) -> Message {
+pub async fn next_message<S: Stream>(socket: &mut WebSocketStream<S>) -> Message {
     let next = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next()).await;
     next.expect("a message within 5 s")
         .expect("stream open")
@@ -57,7 +61,7 @@ pub async fn next_message(socket: &mut Socket) -> Message {
 }
 
 /// Sends each message and asserts the echo comes back unchanged.
-pub async fn assert_echoes(socket: &mut Socket, messages: &[Message]) {
+pub async fn assert_echoes<S: Stream>(socket: &mut WebSocketStream<S>, messages: &[Message]) {
     for message in messages {
         socket.send(message.clone()).await.expect("send");
         assert_eq!(&next_message(socket).await, message);
