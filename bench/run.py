@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import store as store_bench
+import tls as tls_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -499,7 +500,7 @@ def main():
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--profile", default="release")
     parser.add_argument("--only", help="comma-separated parts of scenario names to run, `stores` for the "
-                        "ticket-store table (for development; "
+                        "ticket-store table, `tls` for the TLS table (for development; "
                         "BENCHMARKS.md is then not written)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory scenarios")
     args = parser.parse_args()
@@ -528,13 +529,19 @@ def main():
         if not only or "stores" in only:
             stores, store_failures = store_bench.table(settings.bin / "store", settings.seconds)
             print(stores)
+        handshakes, tls_failures = "", 0
+        if not only or "tls" in only:
+            handshakes, tls_failures = tls_bench.table(settings.bin, settings.seconds, settings.rounds)
+            print(handshakes)
         if settings.smoke:
             problems = check_smoke(bench.results, memory)
             if store_failures:
                 problems.append(f"ticket stores: {store_failures} failed redemptions")
+            if tls_failures:
+                problems.append(f"TLS: {tls_failures} failed connections")
             for problem in problems:
                 print(f"smoke: {problem}", file=sys.stderr)
-            print(f"smoke: {len(bench.results) + len(memory) + 1 - len(problems)} passed, {len(problems)} failed")
+            print(f"smoke: {len(bench.results) + len(memory) + 2 - len(problems)} passed, {len(problems)} failed")
             sys.exit(1 if problems else 0)
         if only:
             return
@@ -579,6 +586,16 @@ each topology on loopback. Every Redis process shares CPU 1, the client is on CP
 figures compare topologies on one machine; real ones add the network's round trip.
 
 {stores}
+
+## TLS connections, per backend
+
+`bench/tls.py` (`bench/src/bin/handshakes.rs`, and `bench/tls-openssl` for Pingora's openssl
+backend): each connection a full TLS 1.3 handshake, one GET the server answers itself (404)
+and a close, 16 clients on CPU 0, the server alone on CPU 1. "server CPU" is the server
+process's CPU time per connection; the ratio is against ticketgate's row with the same
+certificate.
+
+{handshakes}
 """)
         print("wrote BENCHMARKS.md")
 
