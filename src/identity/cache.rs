@@ -5,21 +5,26 @@
 //! Only tokens that passed every check are stored, keyed by the whole token (exact equality,
 //! no hash collisions to worry about), and each entry dies at the token's `exp`. A token with
 //! leeway left after `exp` falls through to full verification, which decides as it would
-//! without the cache, so no refusal changes. Bounded: the least recently used entry goes.
+//! without the cache, so no refusal changes. Bounded: `quick_cache` evicts by its
+//! frequency-aware CLOCK (a scan of one-off tokens does not flush the tokens in steady use).
+//!
+//! Every worker thread looks tokens up in the one cache, so it is `quick_cache`'s sharded
+//! one: a hit takes one shard's read lock, and two threads rarely meet on a shard (a single
+//! `Mutex<LruCache>` made every hit a write under one lock; BENCHMARKS.md, "cache hit").
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use lru::LruCache;
+use quick_cache::sync::Cache;
 
 use super::{Caller, ForwardConfig};
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::{Login, TokenProblem};
 
 pub struct TokenCache {
-    entries: Option<Mutex<LruCache<Box<str>, Verified>>>,
+    entries: Option<Cache<Box<str>, Verified>>,
 }
 
+#[derive(Clone)]
 struct Verified {
     caller: Arc<Caller>,
     login: Login,
@@ -29,21 +34,20 @@ impl TokenCache {
     /// A cache of `capacity` tokens; 0 turns caching off.
     pub fn new(capacity: usize) -> Self {
         TokenCache {
-            entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+            entries: (capacity > 0).then(|| Cache::new(capacity)),
         }
     }
 
-    /// The caller of a token verified earlier and not expired at `now`.
-    fn get(&self, token: &str, now: u64) -> Option<(Arc<Caller>, Login)> {
-        let mut entries = self.entries.as_ref()?.lock().ok()?;
-        match entries.get(token) {
-            Some(hit) if now < hit.login.expires_at => Some((hit.caller.clone(), hit.login)),
-            Some(_) => {
-                entries.pop(token);
-                None
-            }
-            None => None,
+    /// The caller of a token verified earlier and not expired at `now`: the hot path of
+    /// every repeated token.
+    pub fn cached(&self, token: &str, now: u64) -> Option<(Arc<Caller>, Login)> {
+        let entries = self.entries.as_ref()?;
+        let hit = entries.get(token)?;
+        if now < hit.login.expires_at {
+            return Some((hit.caller, hit.login));
         }
+        entries.remove(token);
+        None
     }
 
     /// The caller of `token` and its login at `now`: from the cache, or verified now and its
@@ -55,7 +59,7 @@ impl TokenCache {
         forward: &ForwardConfig,
         now: u64,
     ) -> Result<(Arc<Caller>, Login), TokenProblem> {
-        if let Some(hit) = self.get(token, now) {
+        if let Some(hit) = self.cached(token, now) {
             return Ok(hit);
         }
         let verified = verifier.verify(token, now).await?;
@@ -66,15 +70,13 @@ impl TokenCache {
 
     fn insert(&self, token: &str, caller: &Arc<Caller>, login: Login) {
         let Some(entries) = &self.entries else { return };
-        if let Ok(mut entries) = entries.lock() {
-            entries.put(
-                token.into(),
-                Verified {
-                    caller: caller.clone(),
-                    login,
-                },
-            );
-        }
+        entries.insert(
+            token.into(),
+            Verified {
+                caller: caller.clone(),
+                login,
+            },
+        );
     }
 }
 
@@ -108,10 +110,10 @@ mod tests {
     fn entries_die_at_the_tokens_expiry() {
         let cache = TokenCache::new(10);
         cache.insert("t", &alice(), until(100));
-        assert_eq!(subject(cache.get("t", 99)), Some("alice".into()));
-        assert!(cache.get("t", 100).is_none());
+        assert_eq!(subject(cache.cached("t", 99)), Some("alice".into()));
+        assert!(cache.cached("t", 100).is_none());
         assert!(
-            cache.get("t", 50).is_none(),
+            cache.cached("t", 50).is_none(),
             "an expired entry is dropped, not kept"
         );
     }
@@ -120,21 +122,43 @@ mod tests {
     fn only_the_exact_token_hits() {
         let cache = TokenCache::new(10);
         cache.insert("token-a", &alice(), until(100));
-        assert!(cache.get("token-b", 1).is_none());
-        assert!(cache.get("token-", 1).is_none());
-        assert!(cache.get("token-a", 1).is_some());
+        assert!(cache.cached("token-b", 1).is_none());
+        assert!(cache.cached("token-", 1).is_none());
+        assert!(cache.cached("token-a", 1).is_some());
     }
 
     #[test]
     fn it_is_bounded_and_can_be_off() {
-        let cache = TokenCache::new(2);
-        for token in ["a", "b", "c"] {
+        let cache = TokenCache::new(100);
+        let tokens: Vec<String> = (0..1_000).map(|i| format!("token-{i}")).collect();
+        for token in &tokens {
             cache.insert(token, &alice(), until(100));
         }
-        assert!(cache.get("a", 1).is_none());
-        assert!(cache.get("c", 1).is_some());
+        let kept = tokens
+            .iter()
+            .filter(|t| cache.cached(t, 1).is_some())
+            .count();
+        assert!(
+            (1..=100).contains(&kept),
+            "{kept} of 1000 kept in a cache of 100"
+        );
+        assert!(
+            cache.cached("token-999", 1).is_some(),
+            "the newest entry is kept"
+        );
         let off = TokenCache::new(0);
         off.insert("a", &alice(), until(100));
-        assert!(off.get("a", 1).is_none());
+        assert!(off.cached("a", 1).is_none());
+    }
+
+    #[test]
+    fn threads_share_one_cache() {
+        let cache = TokenCache::new(10);
+        cache.insert("t", &alice(), until(100));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| assert_eq!(subject(cache.cached("t", 1)), Some("alice".into())));
+            }
+        });
     }
 }

@@ -3,9 +3,12 @@
 //!
 //! - `handshakes`: opens and drops connections as fast as `--connections` workers can,
 //! - `echo`: keeps `--connections` sockets sending `--size`-byte messages and timing echoes,
-//! - `idle`: opens `--connections` sockets, prints `ready N`, holds them until stdin closes.
+//! - `idle`: opens `--connections` sockets, prints `ready N`, holds them until stdin closes,
+//! - `storm`: a reconnect storm, each "browser" with its own login: a new connection POSTs
+//!   the next JWT of `--tokens-file` to the ticket endpoint, then the socket opens with that
+//!   ticket on another connection and closes; the tickets are fetched in the timed phase.
 //!
-//! `handshakes` and `echo` print `start` when their timed phase begins; every mode ends with
+//! `handshakes`, `echo` and `storm` print `start` when their timed phase begins; every mode ends with
 //! one JSON line with its figures and error count.
 
 use std::time::{Duration, Instant};
@@ -52,6 +55,13 @@ enum Mode {
         size: usize,
     },
     Idle,
+    Storm {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Distinct login JWTs, one per line, used in turn.
+        #[arg(long)]
+        tokens_file: std::path::PathBuf,
+    },
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -82,6 +92,17 @@ async fn run(args: Args) -> Result<(), Error> {
             echo(sockets, size, Duration::from_secs_f64(seconds)).await
         }
         Mode::Idle => idle(&args).await,
+        Mode::Storm {
+            seconds,
+            ref tokens_file,
+        } => {
+            let tokens: Vec<String> = std::fs::read_to_string(tokens_file)?
+                .lines()
+                .map(str::to_string)
+                .collect();
+            timed_phase_starts();
+            storm(&args, tokens, Duration::from_secs_f64(seconds)).await
+        }
     }
 }
 
@@ -180,6 +201,70 @@ async fn handshakes(args: &Args, tickets: Vec<String>, limit: Duration) -> Resul
         }));
     }
     gather("handshakes", workers, start).await
+}
+
+/// One browser after the blip: a ticket bought with its own login on a fresh connection,
+/// then the socket opened with it.
+async fn reconnect(url: &str, ticket_url: &hyper::Uri, token: &str) -> Result<Socket, Error> {
+    let authority = ticket_url
+        .authority()
+        .ok_or("ticket url has no host")?
+        .to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = Request::post(ticket_url.clone())
+        .header("host", &authority)
+        .header("authorization", format!("Bearer {token}"))
+        .header("connection", "close")
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    if !response.status().is_success() {
+        return Err(format!("ticket endpoint answered {}", response.status()).into());
+    }
+    let body = response.into_body().collect().await?.to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body)?;
+    let ticket = json["ticket"].as_str().ok_or("no ticket in the answer")?;
+    connect(&socket_url(url, Some(ticket))).await
+}
+
+async fn storm(args: &Args, tokens: Vec<String>, limit: Duration) -> Result<(), Error> {
+    let ticket_url: hyper::Uri = args
+        .ticket_url
+        .as_deref()
+        .ok_or("storm needs --ticket-url")?
+        .parse()?;
+    let tokens = std::sync::Arc::new(tokens);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.connections {
+        let (tokens, next, url, ticket_url) = (
+            tokens.clone(),
+            next.clone(),
+            args.url.clone(),
+            ticket_url.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            while start.elapsed() < limit {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let token = &tokens[i % tokens.len()];
+                let began = Instant::now();
+                match reconnect(&url, &ticket_url, token).await {
+                    Ok(socket) => {
+                        latencies.push(began.elapsed().as_micros() as u64);
+                        done += 1;
+                        drop(socket);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (done, errors, latencies)
+        }));
+    }
+    gather("storm", workers, start).await
 }
 
 async fn open_many(args: &Args, count: usize) -> Result<Vec<Socket>, Error> {

@@ -1,0 +1,279 @@
+//! What verifying one JWT costs, layer by layer, for each algorithm, over distinct tokens
+//! (so no cache helps): the bare signature check with a public key parsed once (aws-lc-rs'
+//! `ParsedPublicKey`, the floor), the same check parsing the key on each call (as
+//! `UnparsedPublicKey` does), `jsonwebtoken::decode` with the issuer's validation, and
+//! ticketgate's whole miss path (`JwtVerifier::verify`: header, issuer, keys, decode,
+//! claims, identity).
+//!
+//!     cargo run --release -p ticketgate-bench --bin verify
+//!
+//! Then what a cache hit costs (`TokenCache::cached`, the path of every repeated token), in
+//! ns per hit with one thread and with two at once: the cache is shared by every worker.
+//!
+//! Prints two Markdown tables: µs per token with each layer's ratio to the bare check, and
+//! ns per hit.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_lc_rs::signature::{
+    self as sig, ParsedPublicKey, UnparsedPublicKey, VerificationAlgorithm,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ticketgate::auth::jwt::JwtVerifier;
+use ticketgate::identity::cache::TokenCache;
+use ticketgate::metrics::Metrics;
+
+const TOKENS: usize = 2_000;
+
+struct Case {
+    alg: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// The public key as aws-lc-rs takes it, and its algorithm; `None` for HMAC.
+    public: Option<(&'static dyn VerificationAlgorithm, Vec<u8>)>,
+}
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join(name)).expect("fixture")
+}
+
+fn der(decoding: &DecodingKey) -> Vec<u8> {
+    decoding.try_get_as_bytes().expect("a DER key").to_vec()
+}
+
+fn hmac_secret() -> Vec<u8> {
+    let secret = read("hs.secret");
+    secret.strip_suffix(b"\n").unwrap_or(&secret).to_vec()
+}
+
+fn cases() -> Vec<Case> {
+    let secret = hmac_secret();
+    let rsa = DecodingKey::from_rsa_pem(&read("rsa.pub.pem")).expect("RSA key");
+    let ec = DecodingKey::from_ec_pem(&read("ec256.pub.pem")).expect("EC key");
+    let ed = DecodingKey::from_ed_pem(&read("ed25519.pub.pem")).expect("Ed key");
+    vec![
+        Case {
+            alg: Algorithm::HS256,
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+            public: None,
+        },
+        Case {
+            alg: Algorithm::RS256,
+            encoding: EncodingKey::from_rsa_pem(&read("rsa.key.pem")).expect("RSA"),
+            public: Some((&sig::RSA_PKCS1_2048_8192_SHA256, der(&rsa))),
+            decoding: rsa,
+        },
+        Case {
+            alg: Algorithm::ES256,
+            encoding: EncodingKey::from_ec_pem(&read("ec256.key.pem")).expect("EC"),
+            public: Some((&sig::ECDSA_P256_SHA256_FIXED, der(&ec))),
+            decoding: ec,
+        },
+        Case {
+            alg: Algorithm::EdDSA,
+            encoding: EncodingKey::from_ed_pem(&read("ed25519.key.pem")).expect("Ed"),
+            public: Some((&sig::ED25519, der(&ed))),
+            decoding: ed,
+        },
+    ]
+}
+
+fn issuer(alg: Algorithm) -> String {
+    format!("bench-{alg:?}")
+}
+
+fn tokens(case: &Case) -> Vec<String> {
+    let now = jsonwebtoken::get_current_timestamp();
+    (0..TOKENS)
+        .map(|i| {
+            let claims = serde_json::json!({
+                "iss": issuer(case.alg), "aud": "bench", "sub": format!("user-{i}"),
+                "email": format!("user-{i}@bench.test"), "iat": now, "exp": now + 3600,
+            });
+            jsonwebtoken::encode(&Header::new(case.alg), &claims, &case.encoding).expect("token")
+        })
+        .collect()
+}
+
+/// Microseconds per call of `f` over every token, best of three passes.
+fn per_token(tokens: &[String], mut f: impl FnMut(&str)) -> f64 {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            for token in tokens {
+                f(black_box(token));
+            }
+            started.elapsed().as_secs_f64() * 1e6 / tokens.len() as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn split(token: &str) -> (&[u8], Vec<u8>) {
+    let (message, signature) = token.rsplit_once('.').expect("three parts");
+    (
+        message.as_bytes(),
+        URL_SAFE_NO_PAD.decode(signature).expect("signature"),
+    )
+}
+
+/// A config with one issuer per algorithm (`bench-<alg>`, audience `bench`, the fixture
+/// keys) and an `email` claim header.
+fn config() -> ticketgate::config::Config {
+    let dir = tempfile_dir();
+    let f = fixtures().canonicalize().expect("fixtures");
+    let f = f.display();
+    let issuers: String = [
+        ("HS256", format!("secret_file: \"{f}/hs.secret\"")),
+        ("RS256", format!("public_key_files: [\"{f}/rsa.pub.pem\"]")),
+        ("ES256", format!("public_key_files: [\"{f}/ec256.pub.pem\"]")),
+        ("EdDSA", format!("public_key_files: [\"{f}/ed25519.pub.pem\"]")),
+    ]
+    .iter()
+    .map(|(alg, key)| {
+        format!("    - issuer: \"bench-{alg}\"\n      audiences: [\"bench\"]\n      algorithms: [{alg}]\n      {key}\n")
+    })
+    .collect();
+    let path = dir.join("verify.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: \"127.0.0.1:1\"\nupstream: \"127.0.0.1:2\"\nadmin:\n  listen: \"127.0.0.1:3\"\n\
+             jwt:\n  issuers:\n{issuers}routes:\n  - prefix: /\n    auth: jwt\n\
+             forward:\n  claim_headers:\n    email: X-Auth-Email\n"
+        ),
+    )
+    .expect("config");
+    let config = ticketgate::config::load(&path).expect("valid config");
+    let _ = std::fs::remove_dir_all(&dir);
+    config
+}
+
+const HITS_PER_THREAD: usize = 400_000;
+
+/// Nanoseconds per hit, averaged over `threads` threads looking up `tokens` at once.
+fn hit_ns(cache: &TokenCache, tokens: &[String], threads: usize, now: u64) -> f64 {
+    let total: f64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    for i in 0..HITS_PER_THREAD {
+                        let token = &tokens[(i * 7 + t * 13) % tokens.len()];
+                        black_box(cache.cached(black_box(token), now).expect("a hit"));
+                    }
+                    started.elapsed().as_secs_f64() * 1e9 / HITS_PER_THREAD as f64
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("worker")).sum()
+    });
+    total / threads as f64
+}
+
+fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier, now: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    println!();
+    println!(
+        "| token | cache hit ns, 1 thread | cache hit ns, 2 threads at once | 2 threads / 1 |"
+    );
+    println!("|---|---:|---:|---:|");
+    for case in cases() {
+        let tokens: Vec<String> = tokens(&case).into_iter().take(1_000).collect();
+        let cache = TokenCache::new(config.jwt.cache_size.max(tokens.len()));
+        for token in &tokens {
+            runtime
+                .block_on(cache.caller(token, verifier, &config.forward, now))
+                .expect("valid");
+        }
+        let one = (0..3)
+            .map(|_| hit_ns(&cache, &tokens, 1, now))
+            .fold(f64::INFINITY, f64::min);
+        let two = (0..3)
+            .map(|_| hit_ns(&cache, &tokens, 2, now))
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "| {:?} ({} bytes) | {one:.0} | {two:.0} | {:.2} |",
+            case.alg,
+            tokens[0].len(),
+            two / one
+        );
+    }
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ticketgate-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn main() {
+    let config = config();
+    let verifier = JwtVerifier::new(
+        &config.jwt,
+        config.forward.claim_names(),
+        &Arc::new(Metrics::new()),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let now = jsonwebtoken::get_current_timestamp();
+    println!(
+        "| algorithm | bare check µs | key parsed per call µs | jsonwebtoken::decode µs | ticketgate miss path µs | miss / bare |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for case in cases() {
+        let tokens = tokens(&case);
+        let (bare, unparsed) = match &case.public {
+            Some((alg, key)) => {
+                let parsed = ParsedPublicKey::new(*alg, key).expect("parsed key");
+                let bare = per_token(&tokens, |t| {
+                    let (message, signature) = split(t);
+                    parsed.verify_sig(message, &signature).expect("valid");
+                });
+                let unparsed = per_token(&tokens, |t| {
+                    let (message, signature) = split(t);
+                    UnparsedPublicKey::new(*alg, key)
+                        .verify(message, &signature)
+                        .expect("valid");
+                });
+                (bare, unparsed)
+            }
+            None => {
+                let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &hmac_secret());
+                let bare = per_token(&tokens, |t| {
+                    let (message, signature) = split(t);
+                    black_box(aws_lc_rs::hmac::verify(&key, message, &signature).is_ok());
+                });
+                (bare, bare)
+            }
+        };
+        let mut validation = Validation::new(case.alg);
+        validation.set_audience(&["bench"]);
+        validation.set_issuer(&[issuer(case.alg)]);
+        let decode = per_token(&tokens, |t| {
+            jsonwebtoken::decode::<serde_json::Value>(t, &case.decoding, &validation)
+                .expect("valid");
+        });
+        let miss = per_token(&tokens, |t| {
+            runtime.block_on(verifier.verify(t, now)).expect("valid");
+        });
+        println!(
+            "| {:?} | {bare:.1} | {unparsed:.1} | {decode:.1} | {miss:.1} | {:.2} |",
+            case.alg,
+            miss / bare
+        );
+    }
+    cache_hits(&config, &verifier, now);
+}
