@@ -2,6 +2,8 @@
 //! credential is refused (`error`). Authentication verifies and says who; what the upstream
 //! is told about the caller is `identity`'s.
 
+pub mod claims;
+pub mod compact;
 pub mod error;
 pub mod jwks;
 pub mod jwt;

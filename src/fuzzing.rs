@@ -91,6 +91,23 @@ pub fn bearer_token(data: &[u8]) {
     }
 }
 
+/// A JWT's parts and claims are read without panicking: an accepted compact form signs
+/// exactly the token up to its last dot, and the same payload always reads the same.
+pub fn jwt_token(data: &[u8]) {
+    if let Ok(token) = std::str::from_utf8(data)
+        && let Ok(compact) = auth::compact::Compact::parse(token)
+    {
+        let last_dot = token.rfind('.').expect("three parts");
+        assert_eq!(compact.signing_input, &token[..last_dot]);
+    }
+    let kept = ["email".to_string(), "aud".to_string()];
+    let first = auth::claims::Claims::read(data, &kept).map(|c| c.kept);
+    assert_eq!(
+        first,
+        auth::claims::Claims::read(data, &kept).map(|c| c.kept)
+    );
+}
+
 /// The upstream's bytes after a 101, cut into writes where the first byte says: the frame
 /// tracker's next boundary is where following the bytes lands on one, and it never panics
 /// (a close frame must never be spliced into a frame, whatever the upstream sends).
@@ -142,12 +159,13 @@ pub fn subprotocol_offered(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("boundary_read", boundary_read),
     ("query_without", query_without),
     ("redact_target", redact_target),
     ("ticket_open", ticket_open),
     ("bearer_token", bearer_token),
+    ("jwt_token", jwt_token),
     ("outgoing_frames", outgoing_frames),
     ("subprotocol_offered", subprotocol_offered),
 ];

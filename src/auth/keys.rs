@@ -6,9 +6,11 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 
 /// One key a token may be verified with.
 #[derive(Clone)]
@@ -17,21 +19,120 @@ pub struct VerifyKey {
     pub kid: Option<String>,
     /// The JWK's own `alg`, when it pins one; otherwise any allowed algorithm of the family.
     pub alg: Option<Algorithm>,
-    pub key: DecodingKey,
+    family: AlgorithmFamily,
+    /// The key made ready once for each algorithm of its family it can check (an EC key only
+    /// for its own curve). Parsing an RSA key costs more than decoding the rest of a token, so
+    /// it is not done per token.
+    checks: Vec<(Algorithm, Check)>,
     /// An HMAC secret's length in bytes, which decides the algorithms it is strong enough for.
     pub secret_len: Option<usize>,
 }
 
+#[derive(Clone)]
+enum Check {
+    Hmac(Box<hmac::Key>),
+    Public(ParsedPublicKey),
+}
+
 impl VerifyKey {
+    /// `None` when the key can check no algorithm of its family (a malformed key, an EC key
+    /// on another curve).
+    fn new(
+        kid: Option<String>,
+        alg: Option<Algorithm>,
+        key: &DecodingKey,
+        secret_len: Option<usize>,
+    ) -> Option<Self> {
+        let family = key.family();
+        let checks: Vec<(Algorithm, Check)> = family_algorithms(family)
+            .iter()
+            .filter_map(|alg| Some((*alg, check(*alg, key.kind())?)))
+            .collect();
+        (!checks.is_empty()).then_some(VerifyKey {
+            kid,
+            alg,
+            family,
+            checks,
+            secret_len,
+        })
+    }
+
     /// Whether this key may verify a token signed with `alg`: same family, the JWK's own
     /// `alg` (when it has one) agrees, and an HMAC secret is at least as long as the hash.
     /// The family check is what stops an HS256 token being checked against an RSA public key
     /// used as an HMAC secret.
     pub fn accepts(&self, alg: Algorithm) -> bool {
-        self.key.family() == alg.family()
+        self.family == alg.family()
             && self.alg.is_none_or(|pinned| pinned == alg)
             && hmac_min_bytes(alg).is_none_or(|min| self.secret_len.unwrap_or(0) >= min)
     }
+
+    /// Whether `signature` is this key's `alg` signature of `message` (the JWS signing input).
+    /// HMAC tags are compared in constant time.
+    pub fn verifies(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.checks
+            .iter()
+            .find(|(checked, _)| *checked == alg)
+            .is_some_and(|(_, check)| match check {
+                Check::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+                Check::Public(key) => key.verify_sig(message, signature).is_ok(),
+            })
+    }
+}
+
+fn family_algorithms(family: AlgorithmFamily) -> &'static [Algorithm] {
+    use Algorithm::*;
+    match family {
+        AlgorithmFamily::Hmac => &[HS256, HS384, HS512],
+        AlgorithmFamily::Rsa => &[RS256, RS384, RS512, PS256, PS384, PS512],
+        AlgorithmFamily::Ec => &[ES256, ES384],
+        AlgorithmFamily::Ed => &[EdDSA],
+    }
+}
+
+/// The same aws-lc-rs algorithms jsonwebtoken's aws-lc backend verifies with (RSA keys of
+/// 2048 to 8192 bits, fixed-length ECDSA signatures), with the key parsed here once.
+fn check(alg: Algorithm, key: &DecodingKeyKind) -> Option<Check> {
+    let public: &'static dyn sig::VerificationAlgorithm = match alg {
+        Algorithm::HS256 => return hmac_check(hmac::HMAC_SHA256, key),
+        Algorithm::HS384 => return hmac_check(hmac::HMAC_SHA384, key),
+        Algorithm::HS512 => return hmac_check(hmac::HMAC_SHA512, key),
+        Algorithm::RS256 => return rsa_check(&sig::RSA_PKCS1_2048_8192_SHA256, key),
+        Algorithm::RS384 => return rsa_check(&sig::RSA_PKCS1_2048_8192_SHA384, key),
+        Algorithm::RS512 => return rsa_check(&sig::RSA_PKCS1_2048_8192_SHA512, key),
+        Algorithm::PS256 => return rsa_check(&sig::RSA_PSS_2048_8192_SHA256, key),
+        Algorithm::PS384 => return rsa_check(&sig::RSA_PSS_2048_8192_SHA384, key),
+        Algorithm::PS512 => return rsa_check(&sig::RSA_PSS_2048_8192_SHA512, key),
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &sig::ED25519,
+        _ => return None,
+    };
+    match key {
+        DecodingKeyKind::SecretOrDer(bytes) => {
+            ParsedPublicKey::new(public, bytes).ok().map(Check::Public)
+        }
+        DecodingKeyKind::RsaModulusExponent { .. } => None,
+    }
+}
+
+fn hmac_check(alg: hmac::Algorithm, key: &DecodingKeyKind) -> Option<Check> {
+    match key {
+        DecodingKeyKind::SecretOrDer(secret) => {
+            Some(Check::Hmac(Box::new(hmac::Key::new(alg, secret))))
+        }
+        DecodingKeyKind::RsaModulusExponent { .. } => None,
+    }
+}
+
+fn rsa_check(alg: &'static sig::RsaParameters, key: &DecodingKeyKind) -> Option<Check> {
+    let parsed = match key {
+        DecodingKeyKind::SecretOrDer(der) => ParsedPublicKey::new(alg, der),
+        DecodingKeyKind::RsaModulusExponent { n, e } => {
+            RsaPublicKeyComponents { n, e }.to_parsed_public_key(alg)
+        }
+    };
+    parsed.ok().map(Check::Public)
 }
 
 /// RFC 7518 §3.2: an HMAC key shorter than the hash output weakens it; such keys are
@@ -84,10 +185,19 @@ pub fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 pub fn from_secret(secret: &[u8]) -> VerifyKey {
+    let checks = [
+        (Algorithm::HS256, hmac::HMAC_SHA256),
+        (Algorithm::HS384, hmac::HMAC_SHA384),
+        (Algorithm::HS512, hmac::HMAC_SHA512),
+    ];
     VerifyKey {
         kid: None,
         alg: None,
-        key: DecodingKey::from_secret(secret),
+        family: AlgorithmFamily::Hmac,
+        checks: checks
+            .into_iter()
+            .map(|(alg, hash)| (alg, Check::Hmac(Box::new(hmac::Key::new(hash, secret)))))
+            .collect(),
         secret_len: Some(secret.len()),
     }
 }
@@ -97,14 +207,10 @@ pub fn from_pem(pem: &[u8], path: &Path) -> Result<VerifyKey, KeyError> {
     let key = DecodingKey::from_rsa_pem(pem)
         .or_else(|_| DecodingKey::from_ec_pem(pem))
         .or_else(|_| DecodingKey::from_ed_pem(pem))
-        .map_err(|_| KeyError::Pem {
-            path: path.display().to_string(),
-        })?;
-    Ok(VerifyKey {
-        kid: None,
-        alg: None,
-        key,
-        secret_len: None,
+        .ok()
+        .and_then(|key| VerifyKey::new(None, None, &key, None));
+    key.ok_or_else(|| KeyError::Pem {
+        path: path.display().to_string(),
     })
 }
 
@@ -145,10 +251,5 @@ fn usable_jwk(raw: serde_json::Value) -> Option<VerifyKey> {
         ),
         _ => None,
     };
-    Some(VerifyKey {
-        kid: jwk.common.key_id,
-        alg,
-        key,
-        secret_len,
-    })
+    VerifyKey::new(jwk.common.key_id, alg, &key, secret_len)
 }
