@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
@@ -98,7 +99,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
         metrics: metrics.clone(),
     };
     let mut proxy = Service::new("ticketgate".to_string(), proxy);
-    proxy.add_tcp(&config.listen.to_string());
+    proxy.add_listener(listener(&config.listen.to_string(), tls.load().is_some()));
 
     let mut admin = Service::new(
         "admin".to_string(),
@@ -187,6 +188,19 @@ fn ignore_hangups_until_reloading() {
 
 /// An h2 connection is outside the phases `limits` marks (see `connection::Watched::new`):
 /// Pingora closes it once it has been idle for `keepalive_timeout`, as read at start.
+/// Pingora puts a 64 KiB read buffer under each accepted connection, for the life of the
+/// connection. Over plain TCP its HTTP layer reads into buffers of its own (request head,
+/// body), so that buffer only adds a copy, and it is most of what an idle WebSocket holds:
+/// plain listeners read unbuffered. TLS keeps it: rustls reads record by record, and the
+/// buffer turns those small reads into one system call.
+fn listener(address: &str, tls: bool) -> ListenerConfig {
+    let config = ListenerConfig::tcp(address);
+    if tls {
+        return config;
+    }
+    config.l4_buffer(L4BufferSettings::default().read(0))
+}
+
 fn http_options(config: &Config) -> HttpServerOptions {
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(config.limits.keepalive_timeout);
