@@ -624,7 +624,8 @@ against a {TOKEN_CACHE_SIZE:,}-entry token cache, so it measures full verificati
 with nothing else running: the bare signature check with the public key parsed once (aws-lc-rs), the same
 check parsing the key on every call (what jsonwebtoken's aws-lc backend does),
 `jsonwebtoken::decode` with the issuer's validation, and ticketgate's whole miss path
-(header, issuer, keys, decode, claims, identity). What the last column has beyond 1.00 is
+(its keys parsed once at load; header, issuer, keys, signature, claims in one pass, rules,
+identity). What the last column has beyond 1.00 is
 what a distinct token costs beyond its signature. The second table is a cache hit
 (`TokenCache::cached`, the path of every repeated token) with one thread, and with two
 threads on the two cores hitting the one cache at once.
