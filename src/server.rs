@@ -186,13 +186,11 @@ fn ignore_hangups_until_reloading() {
     }
 }
 
-/// An h2 connection is outside the phases `limits` marks (see `connection::Watched::new`):
-/// Pingora closes it once it has been idle for `keepalive_timeout`, as read at start.
 /// Pingora puts a 64 KiB read buffer under each accepted connection, for the life of the
 /// connection. Over plain TCP its HTTP layer reads into buffers of its own (request head,
-/// body), so that buffer only adds a copy, and it is most of what an idle WebSocket holds:
-/// plain listeners read unbuffered. TLS keeps it: rustls reads record by record, and the
-/// buffer turns those small reads into one system call.
+/// body), so that buffer only adds a copy: plain listeners read unbuffered (an idle
+/// WebSocket holds less; BENCHMARKS.md, memory). TLS keeps it: rustls reads record by
+/// record, and the buffer turns those small reads into one system call.
 fn listener(address: &str, tls: bool) -> ListenerConfig {
     let config = ListenerConfig::tcp(address);
     if tls {
@@ -201,6 +199,8 @@ fn listener(address: &str, tls: bool) -> ListenerConfig {
     config.l4_buffer(L4BufferSettings::default().read(0))
 }
 
+/// An h2 connection is outside the phases `limits` marks (see `connection::Watched::new`):
+/// Pingora closes it once it has been idle for `keepalive_timeout`, as read at start.
 fn http_options(config: &Config) -> HttpServerOptions {
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(config.limits.keepalive_timeout);

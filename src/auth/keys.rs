@@ -93,10 +93,13 @@ fn family_algorithms(family: AlgorithmFamily) -> &'static [Algorithm] {
 /// The same aws-lc-rs algorithms jsonwebtoken's aws-lc backend verifies with (RSA keys of
 /// 2048 to 8192 bits, fixed-length ECDSA signatures), with the key parsed here once.
 fn check(alg: Algorithm, key: &DecodingKeyKind) -> Option<Check> {
+    if let Some(hash) = hmac_hash(alg) {
+        return match key {
+            DecodingKeyKind::SecretOrDer(secret) => Some(hmac_check(hash, secret)),
+            DecodingKeyKind::RsaModulusExponent { .. } => None,
+        };
+    }
     let public: &'static dyn sig::VerificationAlgorithm = match alg {
-        Algorithm::HS256 => return hmac_check(hmac::HMAC_SHA256, key),
-        Algorithm::HS384 => return hmac_check(hmac::HMAC_SHA384, key),
-        Algorithm::HS512 => return hmac_check(hmac::HMAC_SHA512, key),
         Algorithm::RS256 => return rsa_check(&sig::RSA_PKCS1_2048_8192_SHA256, key),
         Algorithm::RS384 => return rsa_check(&sig::RSA_PKCS1_2048_8192_SHA384, key),
         Algorithm::RS512 => return rsa_check(&sig::RSA_PKCS1_2048_8192_SHA512, key),
@@ -116,13 +119,17 @@ fn check(alg: Algorithm, key: &DecodingKeyKind) -> Option<Check> {
     }
 }
 
-fn hmac_check(alg: hmac::Algorithm, key: &DecodingKeyKind) -> Option<Check> {
-    match key {
-        DecodingKeyKind::SecretOrDer(secret) => {
-            Some(Check::Hmac(Box::new(hmac::Key::new(alg, secret))))
-        }
-        DecodingKeyKind::RsaModulusExponent { .. } => None,
+fn hmac_hash(alg: Algorithm) -> Option<hmac::Algorithm> {
+    match alg {
+        Algorithm::HS256 => Some(hmac::HMAC_SHA256),
+        Algorithm::HS384 => Some(hmac::HMAC_SHA384),
+        Algorithm::HS512 => Some(hmac::HMAC_SHA512),
+        _ => None,
     }
+}
+
+fn hmac_check(hash: hmac::Algorithm, secret: &[u8]) -> Check {
+    Check::Hmac(Box::new(hmac::Key::new(hash, secret)))
 }
 
 fn rsa_check(alg: &'static sig::RsaParameters, key: &DecodingKeyKind) -> Option<Check> {
@@ -185,18 +192,13 @@ pub fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 pub fn from_secret(secret: &[u8]) -> VerifyKey {
-    let checks = [
-        (Algorithm::HS256, hmac::HMAC_SHA256),
-        (Algorithm::HS384, hmac::HMAC_SHA384),
-        (Algorithm::HS512, hmac::HMAC_SHA512),
-    ];
     VerifyKey {
         kid: None,
         alg: None,
         family: AlgorithmFamily::Hmac,
-        checks: checks
-            .into_iter()
-            .map(|(alg, hash)| (alg, Check::Hmac(Box::new(hmac::Key::new(hash, secret)))))
+        checks: family_algorithms(AlgorithmFamily::Hmac)
+            .iter()
+            .filter_map(|alg| Some((*alg, hmac_check(hmac_hash(*alg)?, secret))))
             .collect(),
         secret_len: Some(secret.len()),
     }

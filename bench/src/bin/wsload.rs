@@ -177,7 +177,7 @@ async fn handshakes(args: &Args, tickets: Vec<String>, limit: Duration) -> Resul
         let tickets = tickets.clone();
         let url = args.url.clone();
         workers.push(tokio::spawn(async move {
-            let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut tally = Tally::default();
             while start.elapsed() < limit {
                 let ticket = if with_tickets {
                     match tickets.lock().map(|mut t| t.pop()) {
@@ -188,16 +188,10 @@ async fn handshakes(args: &Args, tickets: Vec<String>, limit: Duration) -> Resul
                     None
                 };
                 let began = Instant::now();
-                match connect(&socket_url(&url, ticket.as_deref())).await {
-                    Ok(socket) => {
-                        latencies.push(began.elapsed().as_micros() as u64);
-                        done += 1;
-                        drop(socket);
-                    }
-                    Err(_) => errors += 1,
-                }
+                let opened = connect(&socket_url(&url, ticket.as_deref())).await;
+                count_opened(&mut tally, began, opened);
             }
-            (done, errors, latencies)
+            tally
         }));
     }
     gather("handshakes", workers, start).await
@@ -247,21 +241,15 @@ async fn storm(args: &Args, tokens: Vec<String>, limit: Duration) -> Result<(), 
             ticket_url.clone(),
         );
         workers.push(tokio::spawn(async move {
-            let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut tally = Tally::default();
             while start.elapsed() < limit {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let token = &tokens[i % tokens.len()];
                 let began = Instant::now();
-                match reconnect(&url, &ticket_url, token).await {
-                    Ok(socket) => {
-                        latencies.push(began.elapsed().as_micros() as u64);
-                        done += 1;
-                        drop(socket);
-                    }
-                    Err(_) => errors += 1,
-                }
+                let opened = reconnect(&url, &ticket_url, token).await;
+                count_opened(&mut tally, began, opened);
             }
-            (done, errors, latencies)
+            tally
         }));
     }
     gather("storm", workers, start).await
@@ -322,6 +310,18 @@ async fn echo(sockets: Vec<Socket>, size: usize, limit: Duration) -> Result<(), 
 
 /// What one worker did: operations completed, errors, and each operation's latency in µs.
 type Tally = (u64, u64, Vec<u64>);
+
+/// Counts one socket opened since `began` (then closed), or one failure.
+fn count_opened(tally: &mut Tally, began: Instant, opened: Result<Socket, Error>) {
+    match opened {
+        Ok(socket) => {
+            tally.2.push(began.elapsed().as_micros() as u64);
+            tally.0 += 1;
+            drop(socket);
+        }
+        Err(_) => tally.1 += 1,
+    }
+}
 
 /// Adds up the workers' tallies and prints the mode's figures.
 async fn gather(
