@@ -3,9 +3,11 @@
 //! - `limits`: a pending read fails once the connection's `Phase` deadline has passed (a
 //!   header too slow, a keep-alive connection idle too long);
 //! - `live`: once the 101 is out, the server-to-client frames are followed, and when the
-//!   session must end (login expired, subject revoked) the close frame is written at the next
-//!   frame boundary and the connection is failed, which makes Pingora drop the upstream too.
-//!   A silent socket is reached through its pending read, which Pingora always waits on.
+//!   session must end (login expired, subject revoked, idle) the close frame is written at the
+//!   next frame boundary and the connection is failed, which makes Pingora drop the upstream
+//!   too. A silent socket is reached through its pending read, which Pingora always waits on.
+//! - the WebSocket idle timeout, from the admitted upgrade request on: each read and write
+//!   notes the time, and one timer, moved only when it fires early, ends a quiet connection.
 //!
 //! The proxy hooks find their connection's state with `phase` and `ending`.
 
@@ -31,7 +33,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::clock;
 use crate::limits::{Limits, Phase};
-use crate::live::{self, CloseReason, Ending, Outgoing};
+use crate::live::{self, CloseReason, Ending, Outgoing, Registration};
 
 /// How long a close waits for the upstream's frame in progress to finish before the
 /// connection is cut without a close frame.
@@ -87,6 +89,10 @@ pub struct Watched {
     outgoing: Outgoing,
     /// Set at the login's expiry once the socket is upgraded.
     login_expiry: Option<Timer>,
+    /// Set once a WebSocket request is admitted.
+    idle: Option<Idle>,
+    /// The waker `ending` and the timers were last given.
+    registration: Registration,
     /// Closing, waiting for the upstream's frame in progress: until when.
     frame_wait: Option<Timer>,
     /// The close frame, and how much of it is written.
@@ -99,6 +105,7 @@ pub struct Watched {
 struct Timer {
     sleep: Pin<Box<Sleep>>,
     at: Instant,
+    polled: bool,
 }
 
 impl Timer {
@@ -106,6 +113,7 @@ impl Timer {
         Timer {
             sleep: Box::pin(tokio::time::sleep_until(at)),
             at,
+            polled: false,
         }
     }
 
@@ -114,7 +122,46 @@ impl Timer {
             self.sleep.as_mut().reset(at);
             self.at = at;
         }
+        self.polled = true;
         self.sleep.as_mut().poll(cx)
+    }
+
+    /// A sleep keeps the waker it was last polled with, so it needs polling again only when
+    /// it never was, when the task's waker changed since (`same_waker` false), or once it fired.
+    fn wants_poll(&self, same_waker: bool) -> bool {
+        !self.polled || !same_waker || self.sleep.is_elapsed()
+    }
+}
+
+/// How long a WebSocket connection has been quiet each way: client to upstream (reads) and
+/// upstream to client (writes).
+struct Idle {
+    limit: Duration,
+    read_at: Instant,
+    written_at: Instant,
+    /// Armed at the earliest moment the connection could have been quiet for `limit`.
+    timer: Timer,
+}
+
+impl Idle {
+    fn new(limit: Duration) -> Self {
+        let now = Instant::now();
+        Idle {
+            limit,
+            read_at: now,
+            written_at: now,
+            timer: Timer::at(now + limit),
+        }
+    }
+
+    /// Ready once one way has been quiet for `limit`; otherwise the timer is moved to when
+    /// that could next be true.
+    fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let due = self.read_at.min(self.written_at) + self.limit;
+        if due <= Instant::now() {
+            return Poll::Ready(());
+        }
+        self.timer.poll_at(due, cx)
     }
 }
 
@@ -141,6 +188,8 @@ impl Watched {
             ending: Arc::default(),
             outgoing: Outgoing::default(),
             login_expiry: None,
+            idle: None,
+            registration: Registration::default(),
             frame_wait: None,
             close: None,
             closed: false,
@@ -156,20 +205,17 @@ impl Watched {
             .map(|()| io::Error::new(io::ErrorKind::TimedOut, "client too slow"))
     }
 
+    /// A WebSocket request was admitted on this connection (its idle timeout applies) or
+    /// the socket is upgraded.
+    fn watching(&self) -> bool {
+        self.idle.is_some() || self.ending.is_upgrading() || self.ending.idle_timeout().is_some()
+    }
+
     /// Ready with the error that ends the connection once the session must end and its
     /// close frame is out (or could not be placed in time).
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        self.ending.register(cx.waker());
-        if self.ending.closing().is_none()
-            && let Some(at_ms) = self.ending.login_expires_at_ms()
-        {
-            // The instant is worked out once: the wall clock read again would move it.
-            let timer = self
-                .login_expiry
-                .get_or_insert_with(|| Timer::at(instant_of_unix_ms(at_ms)));
-            if timer.sleep.as_mut().poll(cx).is_ready() {
-                self.ending.close(CloseReason::LoginExpired);
-            }
+        if self.ending.closing().is_none() {
+            self.watch_ending(cx);
         }
         match self.ending.closing() {
             Some(reason) => self.poll_close(cx, reason),
@@ -177,9 +223,37 @@ impl Watched {
         }
     }
 
+    /// Leaves the task's waker with whatever may end the session: `Ending` (a revocation, a
+    /// shutdown), the login-expiry timer and the idle timer. They keep the waker they were last
+    /// given, and Pingora polls the read with the same task's waker message after message, so
+    /// they are given it again only when it changes; a timer that fired is seen as elapsed.
+    fn watch_ending(&mut self, cx: &mut Context<'_>) {
+        let same_waker = self.ending.register(cx.waker(), &mut self.registration);
+        if let Some(at_ms) = self.ending.login_expires_at_ms() {
+            // The instant is worked out once: the wall clock read again would move it.
+            let timer = self
+                .login_expiry
+                .get_or_insert_with(|| Timer::at(instant_of_unix_ms(at_ms)));
+            if timer.wants_poll(same_waker) && timer.poll_at(timer.at, cx).is_ready() {
+                self.ending.close(CloseReason::LoginExpired);
+            }
+        }
+        if let Some(limit) = self.ending.idle_timeout() {
+            let idle = self.idle.get_or_insert_with(|| Idle::new(limit));
+            if idle.timer.wants_poll(same_waker) && idle.poll_quiet(cx).is_ready() {
+                self.ending.close(CloseReason::Idle);
+            }
+        }
+    }
+
     /// Writes the close frame at a frame boundary, then fails the connection.
     fn poll_close(&mut self, cx: &mut Context<'_>, reason: CloseReason) -> Poll<io::Error> {
         if self.closed {
+            return Poll::Ready(closed_by_us());
+        }
+        if !self.ending.is_upgrading() {
+            // Still waiting for the upstream's answer: no WebSocket to send a close frame on.
+            self.closed = true;
             return Poll::Ready(closed_by_us());
         }
         if self.close.is_none() {
@@ -232,7 +306,7 @@ impl AsyncRead for Watched {
         if let Poll::Ready(error) = this.poll_deadline(cx) {
             return Poll::Ready(Err(error));
         }
-        if this.ending.is_upgrading()
+        if this.watching()
             && let Poll::Ready(error) = this.poll_live(cx)
         {
             return Poll::Ready(Err(error));
@@ -241,6 +315,9 @@ impl AsyncRead for Watched {
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
         if read.is_ready() && buf.filled().len() > before {
             this.phase.bytes_arrived();
+            if let Some(idle) = &mut this.idle {
+                idle.read_at = Instant::now();
+            }
         }
         read
     }
@@ -268,6 +345,11 @@ impl AsyncWrite for Watched {
         }
         let written = ready!(Pin::new(&mut this.inner).poll_write(cx, allowed))?;
         this.outgoing.advance(&allowed[..written]);
+        if let Some(idle) = &mut this.idle
+            && written > 0
+        {
+            idle.written_at = Instant::now();
+        }
         if this.ending.closing().is_some() && this.outgoing.at_boundary() {
             // The pending read places the close frame.
             cx.waker().wake_by_ref();

@@ -10,9 +10,10 @@
 //! server-to-client bytes frame by frame (RFC 6455 §5.2 headers only, never payloads) so the
 //! close frame is never spliced into the middle of the upstream's frame.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
+use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
@@ -23,6 +24,8 @@ pub enum CloseReason {
     Revoked,
     /// The process is shutting down and the grace period is about to end.
     Shutdown,
+    /// No bytes went one way for `websocket.idle_timeout_seconds`.
+    Idle,
 }
 
 impl CloseReason {
@@ -33,6 +36,7 @@ impl CloseReason {
             CloseReason::Revoked => (4403, "revoked"),
             // RFC 6455 §7.4.1: "going away", as a server going down says; clients reconnect.
             CloseReason::Shutdown => (1001, "going away"),
+            CloseReason::Idle => (1000, "idle timeout"),
         }
     }
 
@@ -42,6 +46,7 @@ impl CloseReason {
             CloseReason::LoginExpired => "login_expired",
             CloseReason::Revoked => "revoked",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Idle => "idle",
         }
     }
 
@@ -50,6 +55,7 @@ impl CloseReason {
             CloseReason::LoginExpired => 1,
             CloseReason::Revoked => 2,
             CloseReason::Shutdown => 3,
+            CloseReason::Idle => 4,
         }
     }
 
@@ -58,6 +64,7 @@ impl CloseReason {
             1 => Some(CloseReason::LoginExpired),
             2 => Some(CloseReason::Revoked),
             3 => Some(CloseReason::Shutdown),
+            4 => Some(CloseReason::Idle),
             _ => None,
         }
     }
@@ -71,13 +78,39 @@ pub struct Ending {
     upgrading: AtomicBool,
     /// When the login expires, Unix milliseconds; 0 for never.
     login_expires_at_ms: AtomicU64,
+    /// The WebSocket idle timeout in milliseconds; 0 until a WebSocket request is admitted.
+    idle_timeout_ms: AtomicU64,
     /// 0 while open, else the `CloseReason` ticketgate closes it for.
     closing: AtomicU8,
     /// The stream's pending read, woken when `close` is called.
     waker: AtomicWaker,
+    /// How many times `waker` was woken (which takes it).
+    wakes: AtomicU32,
+}
+
+/// The waker a stream last left with its `Ending`, and how many wakes had happened then.
+#[derive(Default)]
+pub struct Registration {
+    waker: Option<Waker>,
+    wakes: u32,
 }
 
 impl Ending {
+    /// A WebSocket request was admitted: from now on the connection ends once no bytes have
+    /// gone one way (client to upstream, or back) for `timeout`, also while the upgrade is
+    /// waiting for the upstream's answer.
+    pub fn idle_after(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.idle_timeout_ms.store(ms.max(1), Ordering::Release);
+        self.wake();
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        Some(self.idle_timeout_ms.load(Ordering::Acquire))
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    }
+
     /// The upstream answered 101: follow the frames from here, and close at
     /// `login_expires_at_ms` (Unix milliseconds) when that is set.
     pub fn upgrading(&self, login_expires_at_ms: Option<u64>) {
@@ -85,7 +118,7 @@ impl Ending {
             self.login_expires_at_ms.store(at.max(1), Ordering::Release);
         }
         self.upgrading.store(true, Ordering::Release);
-        self.waker.wake();
+        self.wake();
     }
 
     /// Close the session for `reason` as soon as a frame boundary allows.
@@ -93,7 +126,7 @@ impl Ending {
         let _ =
             self.closing
                 .compare_exchange(0, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire);
-        self.waker.wake();
+        self.wake();
     }
 
     pub fn closing(&self) -> Option<CloseReason> {
@@ -108,8 +141,30 @@ impl Ending {
         Some(self.login_expires_at_ms.load(Ordering::Acquire)).filter(|at| *at > 0)
     }
 
-    pub fn register(&self, waker: &Waker) {
-        self.waker.register(waker);
+    /// Leaves `waker` to be woken when the session must end. A stream polled again and again
+    /// with the same task's waker registers it once, and again only after a wake took it;
+    /// true when `waker` is the one of the previous call.
+    pub fn register(&self, waker: &Waker, registration: &mut Registration) -> bool {
+        let same = registration
+            .waker
+            .as_ref()
+            .is_some_and(|last| last.will_wake(waker));
+        let wakes = self.wakes.load(Ordering::Acquire);
+        if !same || registration.wakes != wakes {
+            self.waker.register(waker);
+            if !same {
+                registration.waker = Some(waker.clone());
+            }
+            registration.wakes = wakes;
+        }
+        same
+    }
+
+    /// Counted before the waker is taken: a stream that saw the old count still had its
+    /// waker registered, and this wake reaches it.
+    fn wake(&self) {
+        self.wakes.fetch_add(1, Ordering::AcqRel);
+        self.waker.wake();
     }
 }
 
@@ -319,6 +374,29 @@ mod tests {
             close_frame(CloseReason::Revoked),
             b"\x88\x09\x11\x33revoked".to_vec()
         );
+    }
+
+    /// Wakes `Woken` counts.
+    struct Woken(std::sync::atomic::AtomicUsize);
+
+    impl futures_util::task::ArcWake for Woken {
+        fn wake_by_ref(woken: &Arc<Self>) {
+            woken.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waker_registered_once_is_still_reached_after_an_earlier_wake_took_it() {
+        let woken = Arc::new(Woken(Default::default()));
+        let waker = futures_util::task::waker(woken.clone());
+        let ending = Ending::default();
+        let mut registration = Registration::default();
+        assert!(!ending.register(&waker, &mut registration));
+        ending.upgrading(None);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert!(ending.register(&waker, &mut registration), "the same waker");
+        ending.close(CloseReason::Revoked);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 2, "the close reached the stream");
     }
 
     #[test]

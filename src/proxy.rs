@@ -4,7 +4,7 @@
 //!    canonical reading), route its canonical path (`route`), then either answer here — the
 //!    ticket endpoint (`issue`) or a refusal (`respond`) — or authenticate (`authenticate`)
 //!    and pass on.
-//! 2. `upstream_peer`: the one legacy upstream, over HTTP/1.1; WebSockets get the idle timeout.
+//! 2. `upstream_peer`: the one legacy upstream, over HTTP/1.1.
 //! 3. `upstream_request_filter`: the canonical target without the ticket, identity headers
 //!    in, credentials out (`forward`).
 //! 4. `response_filter`: a 101 counts an open WebSocket; anything else in answer to a
@@ -83,6 +83,8 @@ pub struct RequestCtx {
     upstream_target: Option<String>,
     /// `Sec-WebSocket-Protocol` without ticketgate's entries, when it had any.
     protocols: Option<forward::Protocols>,
+    /// Only set when the connection's stream cannot keep a WebSocket's idle timeout.
+    upstream_read_timeout: Option<Duration>,
     rejection: Option<Rejection>,
     /// Counts the request as in flight until the context is dropped at its end.
     _in_flight: InFlightGuard,
@@ -195,6 +197,7 @@ impl ProxyHttp for TicketGate {
             by_ticket: false,
             upstream_target: None,
             protocols: None,
+            upstream_read_timeout: None,
             rejection: None,
             _in_flight: self.in_flight.enter(),
         }
@@ -218,9 +221,7 @@ impl ProxyHttp for TicketGate {
         let policy = ctx.policy.clone();
         let Some(reply) = self.admit(&policy, session.req_header(), ctx).await else {
             if ctx.websocket {
-                // Pingora's 60 s downstream read timeout also applies to upgraded bytes.
-                let idle = policy.websocket.idle_timeout;
-                session.as_downstream_mut().set_read_timeout(Some(idle));
+                watch_idle(session, ctx);
             }
             return Ok(false);
         };
@@ -236,9 +237,7 @@ impl ProxyHttp for TicketGate {
     ) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(ctx.policy.upstream, false, String::new());
         peer.options.connection_timeout = Some(UPSTREAM_CONNECT_TIMEOUT);
-        if ctx.websocket {
-            peer.options.read_timeout = Some(ctx.policy.websocket.idle_timeout);
-        }
+        peer.options.read_timeout = ctx.upstream_read_timeout;
         Ok(Box::new(peer))
     }
 
@@ -326,10 +325,8 @@ impl ProxyHttp for TicketGate {
         if let Some(phase) = connection::phase(session) {
             phase.idle();
         }
-        let closed = ctx.upgraded.then(|| {
-            let by_us = connection::ending(session).and_then(|ending| ending.closing());
-            close_label(by_us, e)
-        });
+        let by_us = connection::ending(session).and_then(|ending| ending.closing());
+        let closed = ctx.upgraded.then(|| close_label(by_us, e));
         if let Some(reason) = closed {
             self.metrics.websocket_closed(reason);
         }
@@ -344,7 +341,8 @@ impl ProxyHttp for TicketGate {
             reason: ctx
                 .rejection
                 .map(Rejection::reason)
-                .or(closed.filter(|reason| !matches!(*reason, "normal" | "error"))),
+                .or(closed.filter(|reason| !matches!(*reason, "normal" | "error")))
+                .or(by_us.map(CloseReason::label)),
             shapes: ctx.policy.shapes(),
         };
         log::record(session, outcome, &self.access_log, &self.metrics);
@@ -358,6 +356,19 @@ impl ProxyHttp for TicketGate {
             log::logged_target(session, &ctx.policy.shapes())
         )
     }
+}
+
+/// A WebSocket's idle timeout is kept by its connection's stream (`connection::Watched`),
+/// which only notes the time of each read and write; Pingora's read timeouts, the fallback
+/// for a stream that is not watched, arm and drop a timer on every read, both sides.
+fn watch_idle(session: &mut Session, ctx: &mut RequestCtx) {
+    let idle = ctx.policy.websocket.idle_timeout;
+    let watched = connection::ending(session).map(|ending| ending.idle_after(idle));
+    let pingora_timeout = watched.is_none().then_some(idle);
+    session
+        .as_downstream_mut()
+        .set_read_timeout(pingora_timeout);
+    ctx.upstream_read_timeout = pingora_timeout;
 }
 
 /// A WebSocket is about to open: a shutdown closes it properly, and an authenticated one also

@@ -1,15 +1,19 @@
 //! Upgraded connections over time: sessions against a fast local upstream
 //! (cloudflare/pingora#946 tore such sessions down right after the 101), and the idle
-//! timeout that replaces Pingora's 60 s read timeout on upgraded sessions: a quiet socket
-//! lives exactly that long.
+//! timeout that replaces Pingora's 60 s read timeout on upgraded sessions: a socket quiet one
+//! way lives exactly that long, traffic both ways keeps it, and it also bounds the wait for
+//! an upstream that never answers the upgrade.
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::Algorithm;
-use tokio_tungstenite::tungstenite::protocol::Message;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message};
 
 use crate::common::config::{self, TicketOptions};
+use crate::common::raw::read_until_closed;
 use crate::common::tokens::{mint, valid_claims};
 use crate::common::ws::{self, assert_echoes, connect, upstream_report};
 use crate::common::{Gate, upstream};
@@ -52,20 +56,33 @@ async fn open_with_idle_timeout(idle_seconds: u64) -> (upstream::Server, Gate, w
     (upstream, gate, socket)
 }
 
-#[tokio::test]
-async fn a_session_quiet_past_the_idle_timeout_is_closed() {
-    let (_upstream, gate, mut socket) = open_with_idle_timeout(2).await;
-    let quiet_since = Instant::now();
+/// Reads until the socket closes (within 10 s); the close frame it got, if any.
+async fn until_closed(socket: &mut ws::Socket) -> Option<CloseFrame> {
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match socket.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame,
                 Some(Ok(_)) => {}
             }
         }
     })
     .await;
-    assert!(ended.is_ok(), "the idle socket was not closed within 10 s");
+    ended.expect("the socket was not closed within 10 s")
+}
+
+/// The close frame of an idle timeout: a normal closure that says why.
+fn assert_idle_close(frame: Option<CloseFrame>) {
+    let frame = frame.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Normal);
+    assert_eq!(frame.reason.as_str(), "idle timeout");
+}
+
+#[tokio::test]
+async fn a_session_quiet_past_the_idle_timeout_is_closed() {
+    let (_upstream, gate, mut socket) = open_with_idle_timeout(2).await;
+    let quiet_since = Instant::now();
+    assert_idle_close(until_closed(&mut socket).await);
     // Lived until the configured timeout, not a shorter default.
     let lived = quiet_since.elapsed();
     assert!(
@@ -88,4 +105,113 @@ async fn a_session_quiet_past_the_idle_timeout_is_closed() {
     .await;
     gate.assert_metrics(&[r#"ticketgate_websocket_closed_total{reason="idle"} 1"#])
         .await;
+}
+
+#[tokio::test]
+async fn traffic_both_ways_keeps_a_session_past_the_idle_timeout() {
+    let (_upstream, _gate, mut socket) = open_with_idle_timeout(2).await;
+    let began = Instant::now();
+    for round_trip in 0..8 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_echoes(&mut socket, &[Message::text(format!("tick {round_trip}"))]).await;
+    }
+    assert!(began.elapsed() >= Duration::from_millis(3_200));
+    // Then quiet: closed one idle timeout after the last message, not counted from the start.
+    let quiet_since = Instant::now();
+    assert_idle_close(until_closed(&mut socket).await);
+    assert!(quiet_since.elapsed() >= Duration::from_millis(1_900));
+}
+
+#[tokio::test]
+async fn a_session_quiet_one_way_is_closed() {
+    let upstream = upstream::silent_websocket().await;
+    let options = TicketOptions {
+        idle_timeout_seconds: 2,
+        ..Default::default()
+    };
+    let gate = Gate::start(&config::tickets(upstream.addr, &options)).await;
+    let ticket = ws::ticket(
+        &gate.url("/ws-ticket"),
+        &mint(Algorithm::HS256, &valid_claims()),
+    )
+    .await;
+    let socket = connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
+        .await
+        .expect("101");
+    let opened = Instant::now();
+    // The client keeps talking; the upstream never answers.
+    let (mut to_upstream, mut from_gate) = socket.split();
+    let talking = tokio::spawn(async move {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if to_upstream
+                .send(Message::text(format!("hello {i}")))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(10), from_gate.next())
+        .await
+        .expect("the socket was not closed within 10 s");
+    let closed = match closed {
+        Some(Ok(Message::Close(frame))) => frame,
+        other => panic!("expected the close frame first, got {other:?}"),
+    };
+    talking.abort();
+    assert_idle_close(closed);
+    let lived = opened.elapsed();
+    assert!(
+        lived >= Duration::from_millis(1_900),
+        "closed after {lived:?}"
+    );
+    let lines = gate.wait_for_log_lines(2).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["status"] == 101 && l["reason"] == "idle"),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_the_upstream_never_answers_ends_at_the_idle_timeout() {
+    let options = TicketOptions {
+        idle_timeout_seconds: 2,
+        ..Default::default()
+    };
+    let gate = Gate::start(&config::tickets(upstream::mute().await, &options)).await;
+    let ticket = ws::ticket(
+        &gate.url("/ws-ticket"),
+        &mint(Algorithm::HS256, &valid_claims()),
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /ws?ticket={ticket} HTTP/1.1\r\nHost: gate.test\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let sent = Instant::now();
+    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(closed, "still waiting for the upstream after 10 s");
+    assert_eq!(answer, "", "no upstream answer to pass on");
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1_900),
+        "ended after {waited:?}"
+    );
+    let lines = gate.wait_for_log_lines(2).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["path"] == "/ws?ticket=REDACTED" && l["reason"] == "idle"),
+        "{lines:?}"
+    );
+    gate.assert_never_printed(&[&ticket]);
 }

@@ -15,6 +15,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 type Handler = Arc<dyn Fn(Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
 
@@ -163,6 +164,47 @@ pub async fn echo() -> Server {
             .expect("response")
     }))
     .await
+}
+
+/// An upstream that accepts every WebSocket upgrade, then reads what the client sends and
+/// never sends anything back: the upstream-to-client way stays quiet.
+pub async fn silent_websocket() -> Server {
+    Server::start(Arc::new(|mut req: Request<Incoming>| {
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|k| k.as_bytes().to_vec());
+        let accept = derive_accept_key(&key.expect("a WebSocket handshake"));
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut client = TokioIo::new(upgraded);
+                let _ = tokio::io::copy(&mut client, &mut tokio::io::sink()).await;
+            }
+        });
+        Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", accept)
+            .body(Full::new(Bytes::new()))
+            .expect("101")
+    }))
+    .await
+}
+
+/// An upstream that accepts connections and reads their requests but never answers.
+pub async fn mute() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+            });
+        }
+    });
+    addr
 }
 
 /// A JWKS endpoint: serves `body` (503 while it is `None`) and counts fetches.
