@@ -66,3 +66,43 @@ pub fn bearer_token(req: &RequestHeader) -> Result<Option<&str>, AuthError> {
     }
     Ok(Some(token))
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+    use pingora::http::RequestHeader;
+
+    use super::*;
+
+    fn with_authorization(values: &[&[u8]]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        for value in values {
+            let value = HeaderValue::from_bytes(value).expect("a header value");
+            req.append_header(AUTHORIZATION, value).expect("header");
+        }
+        req
+    }
+
+    fn read(values: &[&[u8]]) -> Result<Option<String>, AuthError> {
+        bearer_token(&with_authorization(values)).map(|t| t.map(str::to_string))
+    }
+
+    #[test]
+    fn the_bearer_token_is_read_and_anything_else_is_told_apart() {
+        assert_eq!(read(&[b"Bearer a.b.c"]).ok(), Some(Some("a.b.c".into())));
+        assert_eq!(read(&[b"bearer \ta.b.c\t"]).ok(), Some(Some("a.b.c".into())));
+        assert_eq!(read(&[b"Basic dXNlcjpwdw=="]).ok(), Some(None));
+        assert_eq!(read(&[]).ok(), Some(None));
+        for malformed in [
+            &[&b"Bearer "[..]][..],
+            &[b"Bearer a.b.c", b"Bearer d.e.f"],
+            // obs-text: a byte a header value may hold, never a token's.
+            &[b"Bearer a.b\xe9.c"],
+        ] {
+            assert!(
+                matches!(read(malformed), Err(AuthError::Token(TokenProblem::Malformed))),
+                "{malformed:?}"
+            );
+        }
+    }
+}
