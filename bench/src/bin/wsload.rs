@@ -7,6 +7,8 @@
 //! - `storm`: a reconnect storm, each "browser" with its own login: a new connection POSTs
 //!   the next JWT of `--tokens-file` to the ticket endpoint, then the socket opens with that
 //!   ticket on another connection and closes; the tickets are fetched in the timed phase.
+//!   With `--bearer-in-protocol` each socket instead opens at once with its JWT offered in
+//!   `Sec-WebSocket-Protocol` (`ticketgate`, `ticketgate.bearer.<JWT>`): one request a socket.
 //!
 //! `handshakes`, `echo` and `storm` print `start` when their timed phase begins; every mode ends with
 //! one JSON line with its figures and error count.
@@ -61,6 +63,9 @@ enum Mode {
         /// Distinct login JWTs, one per line, used in turn.
         #[arg(long)]
         tokens_file: std::path::PathBuf,
+        /// Offer the JWT in `Sec-WebSocket-Protocol` instead of buying a ticket with it.
+        #[arg(long)]
+        bearer_in_protocol: bool,
     },
 }
 
@@ -95,13 +100,15 @@ async fn run(args: Args) -> Result<(), Error> {
         Mode::Storm {
             seconds,
             ref tokens_file,
+            bearer_in_protocol,
         } => {
             let tokens: Vec<String> = std::fs::read_to_string(tokens_file)?
                 .lines()
                 .map(str::to_string)
                 .collect();
             timed_phase_starts();
-            storm(&args, tokens, Duration::from_secs_f64(seconds)).await
+            let limit = Duration::from_secs_f64(seconds);
+            storm(&args, tokens, limit, bearer_in_protocol).await
         }
     }
 }
@@ -197,6 +204,19 @@ async fn handshakes(args: &Args, tickets: Vec<String>, limit: Duration) -> Resul
     gather("handshakes", workers, start).await
 }
 
+/// One browser after the blip that keeps its login out of the URL: the socket opens with the
+/// JWT as a `Sec-WebSocket-Protocol` entry, next to the `ticketgate` marker the 101 names.
+async fn connect_with_bearer(url: &str, token: &str) -> Result<Socket, Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    let offered = format!("ticketgate, ticketgate.bearer.{token}");
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", offered.parse()?);
+    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(socket)
+}
+
 /// One browser after the blip: a ticket bought with its own login on a fresh connection,
 /// then the socket opened with it.
 async fn reconnect(url: &str, ticket_url: &hyper::Uri, token: &str) -> Result<Socket, Error> {
@@ -223,12 +243,17 @@ async fn reconnect(url: &str, ticket_url: &hyper::Uri, token: &str) -> Result<So
     connect(&socket_url(url, Some(ticket))).await
 }
 
-async fn storm(args: &Args, tokens: Vec<String>, limit: Duration) -> Result<(), Error> {
-    let ticket_url: hyper::Uri = args
-        .ticket_url
-        .as_deref()
-        .ok_or("storm needs --ticket-url")?
-        .parse()?;
+async fn storm(
+    args: &Args,
+    tokens: Vec<String>,
+    limit: Duration,
+    bearer_in_protocol: bool,
+) -> Result<(), Error> {
+    let ticket_url: Option<hyper::Uri> = match (&args.ticket_url, bearer_in_protocol) {
+        (_, true) => None,
+        (Some(url), false) => Some(url.parse()?),
+        (None, false) => return Err("storm needs --ticket-url or --bearer-in-protocol".into()),
+    };
     let tokens = std::sync::Arc::new(tokens);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
@@ -246,7 +271,10 @@ async fn storm(args: &Args, tokens: Vec<String>, limit: Duration) -> Result<(), 
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let token = &tokens[i % tokens.len()];
                 let began = Instant::now();
-                let opened = reconnect(&url, &ticket_url, token).await;
+                let opened = match &ticket_url {
+                    Some(ticket_url) => reconnect(&url, ticket_url, token).await,
+                    None => connect_with_bearer(&url, token).await,
+                };
                 count_opened(&mut tally, began, opened);
             }
             tally
