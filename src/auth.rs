@@ -90,7 +90,10 @@ mod tests {
     #[test]
     fn the_bearer_token_is_read_and_anything_else_is_told_apart() {
         assert_eq!(read(&[b"Bearer a.b.c"]).ok(), Some(Some("a.b.c".into())));
-        assert_eq!(read(&[b"bearer \ta.b.c\t"]).ok(), Some(Some("a.b.c".into())));
+        assert_eq!(
+            read(&[b"bearer \ta.b.c\t"]).ok(),
+            Some(Some("a.b.c".into()))
+        );
         assert_eq!(read(&[b"Basic dXNlcjpwdw=="]).ok(), Some(None));
         assert_eq!(read(&[]).ok(), Some(None));
         for malformed in [
@@ -100,7 +103,10 @@ mod tests {
             &[b"Bearer a.b\xe9.c"],
         ] {
             assert!(
-                matches!(read(malformed), Err(AuthError::Token(TokenProblem::Malformed))),
+                matches!(
+                    read(malformed),
+                    Err(AuthError::Token(TokenProblem::Malformed))
+                ),
                 "{malformed:?}"
             );
         }

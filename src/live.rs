@@ -396,7 +396,11 @@ mod tests {
         assert_eq!(woken.0.load(Ordering::SeqCst), 1);
         assert!(ending.register(&waker, &mut registration), "the same waker");
         ending.close(CloseReason::Revoked);
-        assert_eq!(woken.0.load(Ordering::SeqCst), 2, "the close reached the stream");
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            2,
+            "the close reached the stream"
+        );
     }
 
     #[test]
