@@ -42,6 +42,11 @@ impl Audience<'_> {
 }
 
 impl<'a> Claims<'a> {
+    /// The `iss` claim, as the token states it.
+    pub fn issuer(&self) -> Option<&str> {
+        self.iss.as_deref()
+    }
+
     /// Reads `payload` (a JSON object), keeping the claims named in `kept`. A registered
     /// claim of the wrong type, or any claim this reads given twice, is malformed: two
     /// readings of one token must not exist.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use serde::Deserialize;
 
 use super::claims::{ClaimRules, Claims};
 use super::compact::Compact;
@@ -52,11 +51,6 @@ struct Issuer {
     rules: ClaimRules,
 }
 
-#[derive(Deserialize)]
-struct UnverifiedIssuer {
-    iss: Option<String>,
-}
-
 impl JwtVerifier {
     pub fn new(config: &JwtConfig, kept_claims: Vec<String>, metrics: &Arc<Metrics>) -> Self {
         let issuers = config
@@ -91,7 +85,8 @@ impl JwtVerifier {
 
     /// The full check of `token` at `now` (Unix seconds): the signature first, so nothing in
     /// the payload is believed (beyond the `iss` that picks among several issuers) before it
-    /// verifies.
+    /// verifies. With several issuers the claims are read once, before the signature (the
+    /// `iss` among them picks the issuer); with one, after it.
     pub async fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenProblem> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenProblem::TooLarge);
@@ -101,7 +96,15 @@ impl JwtVerifier {
             return Err(TokenProblem::CriticalHeader);
         }
         let alg = compact.header.alg;
-        let issuer = self.issuer_for(&compact)?;
+        let early_payload = match self.issuers.len() {
+            1 => None,
+            _ => Some(compact.payload()?),
+        };
+        let early_claims = early_payload
+            .as_deref()
+            .map(|payload| Claims::read(payload, &self.kept_claims))
+            .transpose()?;
+        let issuer = self.issuer_for(early_claims.as_ref())?;
         if !issuer.algorithms.contains(&alg) {
             return Err(TokenProblem::AlgorithmNotAllowed);
         }
@@ -120,22 +123,27 @@ impl JwtVerifier {
         {
             return Err(TokenProblem::BadSignature);
         }
-        let payload = compact.payload()?;
-        let claims = Claims::read(&payload, &self.kept_claims)?;
+        let late_payload;
+        let claims = match early_claims {
+            Some(claims) => claims,
+            None => {
+                late_payload = compact.payload()?;
+                Claims::read(&late_payload, &self.kept_claims)?
+            }
+        };
         issuer.rules.check(&claims, now)?;
         Ok(verified(claims))
     }
 
     /// With one issuer configured, that one (its rules then check `iss`); with several, the
-    /// one the token's unverified `iss` names. Nothing is trusted before the signature
-    /// verifies against that issuer's keys.
-    fn issuer_for(&self, compact: &Compact) -> Result<&Issuer, TokenProblem> {
-        if let [only] = self.issuers.as_slice() {
-            return Ok(only);
-        }
-        let claimed: UnverifiedIssuer =
-            serde_json::from_slice(&compact.payload()?).map_err(|_| TokenProblem::Malformed)?;
-        let claimed = claimed.iss.ok_or(TokenProblem::MissingClaim)?;
+    /// one the token's unverified `iss` (in `claims`, read for this) names. Nothing is trusted
+    /// before the signature verifies against that issuer's keys.
+    fn issuer_for(&self, claims: Option<&Claims>) -> Result<&Issuer, TokenProblem> {
+        let claimed = match (self.issuers.as_slice(), claims) {
+            ([only], _) => return Ok(only),
+            (_, Some(claims)) => claims.issuer().ok_or(TokenProblem::MissingClaim)?,
+            (_, None) => return Err(TokenProblem::WrongIssuer),
+        };
         self.issuers
             .iter()
             .find(|i| i.keys.issuer() == claimed)
