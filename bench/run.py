@@ -64,7 +64,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for_port(port, deadline=20.0):
+def wait_for_port(port, deadline=60.0):
     start = time.time()
     while time.time() - start < deadline:
         with socket.socket() as s:
