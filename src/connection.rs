@@ -208,7 +208,7 @@ impl Watched {
     /// A WebSocket request was admitted on this connection (its idle timeout applies) or
     /// the socket is upgraded.
     fn watching(&self) -> bool {
-        self.idle.is_some() || self.ending.is_upgrading() || self.ending.idle_timeout().is_some()
+        self.ending.is_upgrading() || self.ending.idle_timeout().is_some()
     }
 
     /// Ready with the error that ends the connection once the session must end and its
