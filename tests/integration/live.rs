@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::config::{self, Edit, TicketOptions};
 use crate::common::tokens::{self, mint, valid_claims};
-use crate::common::ws::{self, Socket, connect, upstream_report};
+use crate::common::ws::{self, Socket, close_of, connect, upstream_report};
 use crate::common::{Gate, get, upstream, wait_for};
 use ticketgate::config::file::Store;
 
@@ -38,24 +38,6 @@ async fn open(gate: &Gate, jwt: &str, path: &str) -> Socket {
         .expect("upgrade");
     upstream_report(&mut socket).await;
     socket
-}
-
-/// Reads until the socket ends; the close frame's code and reason, if one came.
-async fn close_of(socket: &mut Socket, within: Duration) -> Option<(u16, String)> {
-    tokio::time::timeout(within, async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    return Some((u16::from(frame.code), frame.reason.to_string()));
-                }
-                Some(Ok(Message::Close(None))) | None => return None,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("the socket broke instead of closing: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("the socket ended in time")
 }
 
 #[tokio::test]

@@ -4,18 +4,18 @@
 //! way lives exactly that long, traffic both ways keeps it, and it also bounds the wait for
 //! an upstream that never answers the upgrade.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::Algorithm;
 use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message};
+use tokio_tungstenite::tungstenite::protocol::Message;
 
 use crate::common::config::{self, TicketOptions};
-use crate::common::raw::read_until_closed;
+use crate::common::raw::{read_until_closed, upgrade_request};
 use crate::common::tokens::{mint, valid_claims};
-use crate::common::ws::{self, assert_echoes, connect, upstream_report};
+use crate::common::ws::{self, assert_echoes, close_of, connect, upstream_report};
 use crate::common::{Gate, upstream};
 
 async fn open(gate: &Gate, jwt: &str) -> ws::Socket {
@@ -44,45 +44,43 @@ async fn sessions_against_a_fast_local_upstream_stay_up() {
     }
 }
 
-/// A gate whose WebSockets close after `idle_seconds` without traffic, and one open socket.
-async fn open_with_idle_timeout(idle_seconds: u64) -> (upstream::Server, Gate, ws::Socket) {
-    let upstream = upstream::echo().await;
+/// A gate in front of `upstream` whose WebSockets close after `idle_seconds` quiet one way.
+async fn idle_gate(upstream: SocketAddr, idle_seconds: u64) -> Gate {
     let options = TicketOptions {
         idle_timeout_seconds: idle_seconds,
         ..Default::default()
     };
-    let gate = Gate::start(&config::tickets(upstream.addr, &options)).await;
+    Gate::start(&config::tickets(upstream, &options)).await
+}
+
+/// A fresh ticket bought with a valid HS256 login.
+async fn fresh_ticket(gate: &Gate) -> String {
+    ws::ticket(
+        &gate.url("/ws-ticket"),
+        &mint(Algorithm::HS256, &valid_claims()),
+    )
+    .await
+}
+
+/// A gate whose WebSockets close after `idle_seconds` without traffic, and one open socket.
+async fn open_with_idle_timeout(idle_seconds: u64) -> (upstream::Server, Gate, ws::Socket) {
+    let upstream = upstream::echo().await;
+    let gate = idle_gate(upstream.addr, idle_seconds).await;
     let socket = open(&gate, &mint(Algorithm::HS256, &valid_claims())).await;
     (upstream, gate, socket)
 }
 
-/// Reads until the socket closes (within 10 s); the close frame it got, if any.
-async fn until_closed(socket: &mut ws::Socket) -> Option<CloseFrame> {
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match socket.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    ended.expect("the socket was not closed within 10 s")
-}
-
-/// The close frame of an idle timeout: a normal closure that says why.
-fn assert_idle_close(frame: Option<CloseFrame>) {
-    let frame = frame.expect("a close frame");
-    assert_eq!(frame.code, CloseCode::Normal);
-    assert_eq!(frame.reason.as_str(), "idle timeout");
+/// Waits (up to 10 s) for the close frame of an idle timeout: a normal closure that says why.
+async fn assert_idle_close(socket: &mut ws::Socket) {
+    let close = close_of(socket, Duration::from_secs(10)).await;
+    assert_eq!(close, Some((1000, "idle timeout".to_string())));
 }
 
 #[tokio::test]
 async fn a_session_quiet_past_the_idle_timeout_is_closed() {
     let (_upstream, gate, mut socket) = open_with_idle_timeout(2).await;
     let quiet_since = Instant::now();
-    assert_idle_close(until_closed(&mut socket).await);
+    assert_idle_close(&mut socket).await;
     // Lived until the configured timeout, not a shorter default.
     let lived = quiet_since.elapsed();
     assert!(
@@ -118,23 +116,15 @@ async fn traffic_both_ways_keeps_a_session_past_the_idle_timeout() {
     assert!(began.elapsed() >= Duration::from_millis(3_200));
     // Then quiet: closed one idle timeout after the last message, not counted from the start.
     let quiet_since = Instant::now();
-    assert_idle_close(until_closed(&mut socket).await);
+    assert_idle_close(&mut socket).await;
     assert!(quiet_since.elapsed() >= Duration::from_millis(1_900));
 }
 
 #[tokio::test]
 async fn a_session_quiet_one_way_is_closed() {
     let upstream = upstream::silent_websocket().await;
-    let options = TicketOptions {
-        idle_timeout_seconds: 2,
-        ..Default::default()
-    };
-    let gate = Gate::start(&config::tickets(upstream.addr, &options)).await;
-    let ticket = ws::ticket(
-        &gate.url("/ws-ticket"),
-        &mint(Algorithm::HS256, &valid_claims()),
-    )
-    .await;
+    let gate = idle_gate(upstream.addr, 2).await;
+    let ticket = fresh_ticket(&gate).await;
     let socket = connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
         .await
         .expect("101");
@@ -161,7 +151,8 @@ async fn a_session_quiet_one_way_is_closed() {
         other => panic!("expected the close frame first, got {other:?}"),
     };
     talking.abort();
-    assert_idle_close(closed);
+    let closed = closed.map(|frame| (u16::from(frame.code), frame.reason.to_string()));
+    assert_eq!(closed, Some((1000, "idle timeout".to_string())));
     let lived = opened.elapsed();
     assert!(
         lived >= Duration::from_millis(1_900),
@@ -178,24 +169,12 @@ async fn a_session_quiet_one_way_is_closed() {
 
 #[tokio::test]
 async fn an_upgrade_the_upstream_never_answers_ends_at_the_idle_timeout() {
-    let options = TicketOptions {
-        idle_timeout_seconds: 2,
-        ..Default::default()
-    };
-    let gate = Gate::start(&config::tickets(upstream::mute().await, &options)).await;
-    let ticket = ws::ticket(
-        &gate.url("/ws-ticket"),
-        &mint(Algorithm::HS256, &valid_claims()),
-    )
-    .await;
+    let gate = idle_gate(upstream::mute().await, 2).await;
+    let ticket = fresh_ticket(&gate).await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port))
         .await
         .expect("connect");
-    let request = format!(
-        "GET /ws?ticket={ticket} HTTP/1.1\r\nHost: gate.test\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    );
+    let request = upgrade_request(&format!("/ws?ticket={ticket}"), "");
     stream.write_all(request.as_bytes()).await.expect("send");
     let sent = Instant::now();
     let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;

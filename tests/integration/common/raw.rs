@@ -53,16 +53,21 @@ pub fn get(target: &str, extra: &str) -> String {
     format!("GET {target} HTTP/1.1\r\nHost: gate.test\r\n{extra}Connection: close\r\n\r\n")
 }
 
+/// A WebSocket opening handshake for `target` with extra header lines (each ending `\r\n`).
+pub fn upgrade_request(target: &str, extra: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: gate.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
 /// Sends a WebSocket opening handshake for `target` with extra header lines (each ending
 /// `\r\n`); returns the response head and, after a 101, the socket.
 pub async fn upgrade(port: u16, target: &str, extra: &str) -> (String, TcpStream) {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: gate.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    );
+    let request = upgrade_request(target, extra);
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut head = Vec::new();
     let read = tokio::time::timeout(ANSWER_DEADLINE, async {

@@ -134,3 +134,21 @@ pub async fn open_with_ticket(gate: &super::Gate) -> (Socket, String, String) {
     upstream_report(&mut socket).await;
     (socket, jwt, ticket)
 }
+
+/// Reads until the socket ends; the close frame's code and reason, if one came.
+pub async fn close_of(socket: &mut Socket, within: std::time::Duration) -> Option<(u16, String)> {
+    tokio::time::timeout(within, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Some((u16::from(frame.code), frame.reason.to_string()));
+                }
+                Some(Ok(Message::Close(None))) | None => return None,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("the socket broke instead of closing: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket ended in time")
+}
