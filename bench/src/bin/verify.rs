@@ -8,7 +8,9 @@
 //!     cargo run --release -p ticketgate-bench --bin verify
 //!
 //! Then what a cache hit costs (`TokenCache::cached`, the path of every repeated token), in
-//! ns per hit with one thread and with two at once: the cache is shared by every worker.
+//! ns per hit with one thread and with two at once: the cache is shared by every worker. A
+//! control that shares nothing (hashing the same tokens) says what two threads cost each
+//! other on the machine itself, so the cache's own share of the ratio can be read off.
 //!
 //! Prints two Markdown tables: µs per token with each layer's ratio to the bare check, and
 //! ns per hit.
@@ -160,16 +162,17 @@ fn config() -> ticketgate::config::Config {
 
 const HITS_PER_THREAD: usize = 400_000;
 
-/// Nanoseconds per hit, averaged over `threads` threads looking up `tokens` at once.
-fn hit_ns(cache: &TokenCache, tokens: &[String], threads: usize, now: u64) -> f64 {
+/// Nanoseconds per call of `op`, averaged over `threads` threads calling it at once, each
+/// walking `tokens` from its own offset.
+fn ns_per_call(tokens: &[String], threads: usize, op: impl Fn(&str) + Sync) -> f64 {
+    let op = &op;
     let total: f64 = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
                     let started = Instant::now();
                     for i in 0..HITS_PER_THREAD {
-                        let token = &tokens[(i * 7 + t * 13) % tokens.len()];
-                        black_box(cache.cached(black_box(token), now).expect("a hit"));
+                        op(black_box(&tokens[(i * 7 + t * 13) % tokens.len()]));
                     }
                     started.elapsed().as_secs_f64() * 1e9 / HITS_PER_THREAD as f64
                 })
@@ -180,15 +183,22 @@ fn hit_ns(cache: &TokenCache, tokens: &[String], threads: usize, now: u64) -> f6
     total / threads as f64
 }
 
+/// Best of three runs of `ns_per_call`.
+fn best_ns(tokens: &[String], threads: usize, op: impl Fn(&str) + Sync) -> f64 {
+    (0..3)
+        .map(|_| ns_per_call(tokens, threads, &op))
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier, now: u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
     println!();
     println!(
-        "| token | cache hit ns, 1 thread | cache hit ns, 2 threads at once | 2 threads / 1 |"
+        "| token | cache hit ns, 1 thread | cache hit ns, 2 threads at once | 2 threads / 1 | control, 2 threads / 1 |"
     );
-    println!("|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|");
     for case in cases() {
         let tokens: Vec<String> = tokens(&case).into_iter().take(1_000).collect();
         let cache = TokenCache::new(config.jwt.cache_size.max(tokens.len()));
@@ -197,14 +207,19 @@ fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier, now: 
                 .block_on(cache.caller(token, verifier, &config.forward, now))
                 .expect("valid");
         }
-        let one = (0..3)
-            .map(|_| hit_ns(&cache, &tokens, 1, now))
-            .fold(f64::INFINITY, f64::min);
-        let two = (0..3)
-            .map(|_| hit_ns(&cache, &tokens, 2, now))
-            .fold(f64::INFINITY, f64::min);
+        let hit = |token: &str| {
+            black_box(cache.cached(token, now).expect("a hit"));
+        };
+        let (one, two) = (best_ns(&tokens, 1, hit), best_ns(&tokens, 2, hit));
+        // The control shares nothing between threads: what two threads cost each other on
+        // this machine (shared caches, memory bandwidth, a hypervisor) without any cache.
+        let hasher = std::hash::RandomState::new();
+        let control = |token: &str| {
+            black_box(std::hash::BuildHasher::hash_one(&hasher, token));
+        };
+        let control = best_ns(&tokens, 2, control) / best_ns(&tokens, 1, control);
         println!(
-            "| {:?} ({} bytes) | {one:.0} | {two:.0} | {:.2} |",
+            "| {:?} ({} bytes) | {one:.0} | {two:.0} | {:.2} | {control:.2} |",
             case.alg,
             tokens[0].len(),
             two / one
