@@ -94,8 +94,9 @@ fn issuer(alg: Algorithm) -> String {
     format!("bench-{alg:?}")
 }
 
-fn tokens(case: &Case) -> Vec<String> {
-    let now = jsonwebtoken::get_current_timestamp();
+/// Tokens issued at `now`, the instant they are later checked at: one clock reading for
+/// both, so a slow (debug) run cannot reach a token before its `iat`.
+fn tokens(case: &Case, now: u64) -> Vec<String> {
     (0..TOKENS)
         .map(|i| {
             let claims = serde_json::json!({
@@ -190,7 +191,7 @@ fn best_ns(tokens: &[String], threads: usize, op: impl Fn(&str) + Sync) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier) {
+fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier, now: u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -200,10 +201,7 @@ fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier) {
     );
     println!("|---|---:|---:|---:|---:|");
     for case in cases() {
-        let tokens: Vec<String> = tokens(&case).into_iter().take(1_000).collect();
-        // Read after the tokens are made: a clock read once at the start is behind their
-        // `iat` by the time a slow (debug) build reaches the later algorithms.
-        let now = jsonwebtoken::get_current_timestamp();
+        let tokens: Vec<String> = tokens(&case, now).into_iter().take(1_000).collect();
         let cache = TokenCache::new(config.jwt.cache_size.max(tokens.len()));
         for token in &tokens {
             runtime
@@ -217,10 +215,10 @@ fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier) {
         // The control shares nothing between threads: what two threads cost each other on
         // this machine (shared caches, memory bandwidth, a hypervisor) without any cache.
         let hasher = std::hash::RandomState::new();
-        let control = |token: &str| {
+        let hash = |token: &str| {
             black_box(std::hash::BuildHasher::hash_one(&hasher, token));
         };
-        let control = best_ns(&tokens, 2, control) / best_ns(&tokens, 1, control);
+        let control = best_ns(&tokens, 2, hash) / best_ns(&tokens, 1, hash);
         println!(
             "| {:?} ({} bytes) | {one:.0} | {two:.0} | {:.2} | {control:.2} |",
             case.alg,
@@ -252,7 +250,7 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     for case in cases() {
-        let tokens = tokens(&case);
+        let tokens = tokens(&case, now);
         let (bare, unparsed) = match &case.public {
             Some((alg, key)) => {
                 let parsed = ParsedPublicKey::new(*alg, key).expect("parsed key");
@@ -293,5 +291,5 @@ fn main() {
             miss / bare
         );
     }
-    cache_hits(&config, &verifier);
+    cache_hits(&config, &verifier, now);
 }
