@@ -9,8 +9,12 @@
 //! frequency-aware CLOCK (a scan of one-off tokens does not flush the tokens in steady use).
 //!
 //! Every worker thread looks tokens up in the one cache, so it is `quick_cache`'s sharded
-//! one: a hit takes one shard's read lock, and two threads rarely meet on a shard (a single
-//! `Mutex<LruCache>` made every hit a write under one lock; BENCHMARKS.md, "cache hit").
+//! one (a single `Mutex<LruCache>` made every hit a write under one lock), built with its
+//! `sharded-lock` feature. parking_lot's `RwLock` has every reader write the shard's one lock
+//! word, which two threads hitting different tokens of one shard then pass between their
+//! cores; crossbeam's `ShardedLock` gives each shard eight cache-padded locks and a reader
+//! takes the one its thread maps to, so up to eight workers read without meeting. An insert
+//! (after a signature check, tens of µs) takes all eight (BENCHMARKS.md, "cache hit").
 
 use std::sync::Arc;
 

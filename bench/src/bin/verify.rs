@@ -8,13 +8,18 @@
 //!     cargo run --release -p ticketgate-bench --bin verify
 //!
 //! Then what a cache hit costs (`TokenCache::cached`, the path of every repeated token), in
-//! ns per hit with one thread and with two at once: the cache is shared by every worker. A
-//! control that shares nothing (hashing the same tokens) says what two threads cost each
-//! other on the machine itself, so the cache's own share of the ratio can be read off.
+//! ns per hit with one thread and with two at once: the cache is shared by every worker. Two
+//! ways of sharing it: each thread with tokens of its own (connections of different
+//! callers, the common case) and both threads with the same tokens (one caller's
+//! connections on both workers, where the entry itself is shared). A control that writes
+//! nothing shared (a `HashMap` read by both threads, the same lookups without a cache) says
+//! what two threads cost each other on the machine itself, so the cache's own share of the
+//! ratio can be read off.
 //!
 //! Prints two Markdown tables: µs per token with each layer's ratio to the bare check, and
 //! ns per hit.
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
@@ -163,17 +168,35 @@ fn config() -> ticketgate::config::Config {
 
 const HITS_PER_THREAD: usize = 400_000;
 
-/// Nanoseconds per call of `op`, averaged over `threads` threads calling it at once, each
-/// walking `tokens` from its own offset.
-fn ns_per_call(tokens: &[String], threads: usize, op: impl Fn(&str) + Sync) -> f64 {
+/// Which tokens each of several threads looks up.
+#[derive(Clone, Copy)]
+enum Sharing {
+    /// Each thread a disjoint share of the tokens.
+    OwnTokens,
+    /// Every thread all the tokens, each from its own offset.
+    SameTokens,
+}
+
+/// Nanoseconds per call of `op`, averaged over `threads` threads calling it at once.
+fn ns_per_call(
+    tokens: &[String],
+    threads: usize,
+    sharing: Sharing,
+    op: impl Fn(&str) + Sync,
+) -> f64 {
     let op = &op;
     let total: f64 = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
+                let mine = match sharing {
+                    Sharing::OwnTokens => tokens.chunks(tokens.len() / threads).nth(t),
+                    Sharing::SameTokens => Some(tokens),
+                };
+                let mine = mine.expect("a share per thread");
                 scope.spawn(move || {
                     let started = Instant::now();
                     for i in 0..HITS_PER_THREAD {
-                        op(black_box(&tokens[(i * 7 + t * 13) % tokens.len()]));
+                        op(black_box(&mine[(i * 7 + t * 13) % mine.len()]));
                     }
                     started.elapsed().as_secs_f64() * 1e9 / HITS_PER_THREAD as f64
                 })
@@ -185,9 +208,9 @@ fn ns_per_call(tokens: &[String], threads: usize, op: impl Fn(&str) + Sync) -> f
 }
 
 /// Best of three runs of `ns_per_call`.
-fn best_ns(tokens: &[String], threads: usize, op: impl Fn(&str) + Sync) -> f64 {
+fn best_ns(tokens: &[String], threads: usize, sharing: Sharing, op: impl Fn(&str) + Sync) -> f64 {
     (0..3)
-        .map(|_| ns_per_call(tokens, threads, &op))
+        .map(|_| ns_per_call(tokens, threads, sharing, &op))
         .fold(f64::INFINITY, f64::min)
 }
 
@@ -197,9 +220,9 @@ fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier, now: 
         .expect("runtime");
     println!();
     println!(
-        "| token | cache hit ns, 1 thread | cache hit ns, 2 threads at once | 2 threads / 1 | control, 2 threads / 1 |"
+        "| token | cache hit ns, 1 thread | 2 threads, own tokens | 2 / 1, own tokens | 2 / 1, same tokens | control, 2 / 1 |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     for case in cases() {
         let tokens: Vec<String> = tokens(&case, now).into_iter().take(1_000).collect();
         let cache = TokenCache::new(config.jwt.cache_size.max(tokens.len()));
@@ -211,19 +234,21 @@ fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier, now: 
         let hit = |token: &str| {
             black_box(cache.cached(token, now).expect("a hit"));
         };
-        let (one, two) = (best_ns(&tokens, 1, hit), best_ns(&tokens, 2, hit));
-        // The control shares nothing between threads: what two threads cost each other on
-        // this machine (shared caches, memory bandwidth, a hypervisor) without any cache.
-        let hasher = std::hash::RandomState::new();
-        let hash = |token: &str| {
-            black_box(std::hash::BuildHasher::hash_one(&hasher, token));
+        let one = best_ns(&tokens, 1, Sharing::OwnTokens, hit);
+        let own = best_ns(&tokens, 2, Sharing::OwnTokens, hit);
+        let same = best_ns(&tokens, 2, Sharing::SameTokens, hit);
+        let table: HashMap<&str, usize> = tokens.iter().map(|t| (t.as_str(), t.len())).collect();
+        let lookup = |token: &str| {
+            black_box(table.get(token).expect("present"));
         };
-        let control = best_ns(&tokens, 2, hash) / best_ns(&tokens, 1, hash);
+        let control = best_ns(&tokens, 2, Sharing::OwnTokens, lookup)
+            / best_ns(&tokens, 1, Sharing::OwnTokens, lookup);
         println!(
-            "| {:?} ({} bytes) | {one:.0} | {two:.0} | {:.2} | {control:.2} |",
+            "| {:?} ({} bytes) | {one:.0} | {own:.0} | {:.2} | {:.2} | {control:.2} |",
             case.alg,
             tokens[0].len(),
-            two / one
+            own / one,
+            same / one
         );
     }
 }
