@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where the per-request time goes: runs the plain Pingora passthrough and ticketgate (bench
 # config) under valgrind's callgrind (instruction counts: repeatable, unlike timings), sends
-# 10 s of requests to the passthrough, ticketgate `auth: none` and a cached HS256 JWT route,
+# 10 s of requests to the passthrough, ticketgate `auth: none` (with and without a JWT's
+# `Authorization` header, which it passes on untouched) and cached HS256 and RS256 JWT routes,
 # and prints instructions per request and the most expensive functions of each. Needs
 # valgrind and wrk.
 #   bench/profile.sh            (after bench/run.sh has built the release binaries)
@@ -21,6 +22,7 @@ print(path, port, upstream)" | { read -r c p u; echo "$c $p"; echo "$u" > "$work
 upstream=$(cat "$work/upstream")
 "$bin/upstream" --listen "127.0.0.1:$upstream" & pids+=($!)
 token=$("$bin/tokens" --alg HS256 --keys tests/fixtures --issuer bench-HS256)
+rs256=$("$bin/tokens" --alg RS256 --keys tests/fixtures --issuer bench-RS256)
 start_profiled() {  # port, command...
   local port=$1; shift
   valgrind --tool=callgrind --callgrind-out-file="$work/cg" "$@" >>"$work/vg.log" 2>&1 &
@@ -50,4 +52,7 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 rm -f "$work"/cg*
 start_profiled "$port" "$bin/ticketgate" run -c "$config"
 profile "ticketgate auth: none" "http://127.0.0.1:$port/none"
+profile "ticketgate auth: none, the HS256 token's header" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/none"
 profile "ticketgate jwt HS256, cached" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api"
+profile "ticketgate auth: none, the RS256 token's header" -H "Authorization: Bearer $rs256" "http://127.0.0.1:$port/none"
+profile "ticketgate jwt RS256, cached" -H "Authorization: Bearer $rs256" "http://127.0.0.1:$port/api"

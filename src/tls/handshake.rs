@@ -103,7 +103,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Terminate<A> {
         let Some(tls) = self.tls.load_full() else {
             return self.inner.process_new(stream, shutdown).await;
         };
-        match accept(&tls, stream, self.limits.load().header_timeout).await {
+        // Boxed, so that its state (the whole rustls handshake) is freed once it is done
+        // instead of sizing the future this connection keeps until it closes.
+        match Box::pin(accept(&tls, stream, self.limits.load().header_timeout)).await {
             Ok(stream) => self.inner.process_new(stream, shutdown).await,
             Err(refusal) => {
                 self.metrics.tls_handshake_failed(refusal.as_str());
