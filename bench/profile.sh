@@ -36,9 +36,14 @@ profile() {  # name, then wrk arguments
   callgrind_control -z >/dev/null 2>&1
   local requests
   requests=$(wrk -t1 -c8 -d10s "$@" | awk '/requests in/ {print $1}')
-  callgrind_control -d "$name" >/dev/null 2>&1
-  local file total
-  file=$(ls -t "$work"/cg.* | head -1)
+  callgrind_control -d "$name" >/dev/null
+  # The dump is written after callgrind_control returns: wait for the file that names it.
+  local file="" total
+  for _ in $(seq 1 150); do
+    file=$(grep -l -x "desc: Trigger: dump $name" "$work"/cg.* 2>/dev/null | head -1) && [ -n "$file" ] && break
+    sleep 0.2
+  done
+  [ -n "$file" ] || { echo "profile: no callgrind dump for $name" >&2; exit 1; }
   total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   echo "== $name: $requests requests, $((total / requests)) instructions per request"
   # Self cost, without the thread and runtime frames that carry everything.
@@ -52,7 +57,7 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 rm -f "$work"/cg*
 start_profiled "$port" "$bin/ticketgate" run -c "$config"
 profile "ticketgate auth: none" "http://127.0.0.1:$port/none"
-profile "ticketgate auth: none, the HS256 token's header" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/none"
+profile "ticketgate auth: none, with the HS256 token header" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/none"
 profile "ticketgate jwt HS256, cached" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api"
-profile "ticketgate auth: none, the RS256 token's header" -H "Authorization: Bearer $rs256" "http://127.0.0.1:$port/none"
+profile "ticketgate auth: none, with the RS256 token header" -H "Authorization: Bearer $rs256" "http://127.0.0.1:$port/none"
 profile "ticketgate jwt RS256, cached" -H "Authorization: Bearer $rs256" "http://127.0.0.1:$port/api"
