@@ -661,8 +661,9 @@ with nothing else running: the bare signature check with the public key parsed o
 check parsing the key on every call (what jsonwebtoken's aws-lc backend does),
 `jsonwebtoken::decode` with the issuer's validation, and ticketgate's whole miss path
 (its keys parsed once at load; header, issuer, keys, signature, claims in one pass, rules,
-identity). What the last column has beyond 1.00 is
-what a distinct token costs beyond its signature. The second table is a cache hit
+identity). What "miss / bare" has beyond 1.00 is
+what a distinct token costs beyond its signature; the last column adds building the
+forwarded headers and inserting into a full cache, as a reconnect storm does. The second table is a cache hit
 (`TokenCache::cached`, the path of every repeated token) with one thread, and with two
 threads on the two cores hitting the one cache at once, either each with tokens of its own
 (different callers' connections, the common case) or both with the same tokens (one caller
