@@ -471,24 +471,23 @@ def cpu(results, name):
     return median(results[name]["rounds"], "cpu_us")
 
 
+def verification_rows(verification):
+    """The cells of each row of verify.rs's Markdown tables."""
+    for line in verification.splitlines():
+        yield [c.strip() for c in line.strip("|").split("|")]
+
+
 def cache_hit_ratios(verification):
     """algorithm -> (2 threads / 1 with their own tokens, with the same tokens), from verify.rs."""
-    out = {}
-    for line in verification.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 6 and cells[0].endswith(" bytes)"):
-            out[cells[0].split()[0]] = (float(cells[3]), float(cells[4]))
-    return out
+    return {cells[0].split()[0]: (float(cells[3]), float(cells[4]))
+            for cells in verification_rows(verification)
+            if len(cells) == 6 and cells[0].endswith(" bytes)")}
 
 
 def bare_checks(verification):
     """algorithm -> µs of the bare signature check, from verify.rs's table."""
-    out = {}
-    for line in verification.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) > 1 and cells[0] in ALGORITHMS:
-            out[cells[0]] = float(cells[1])
-    return out
+    return {cells[0]: float(cells[1]) for cells in verification_rows(verification)
+            if len(cells) > 1 and cells[0] in ALGORITHMS}
 
 
 def targets(results, memory, bare, cache_hits):
