@@ -77,7 +77,8 @@ impl AccessLog {
             let Ok(mut pending) = self.pending.lock() else {
                 return;
             };
-            if serde_json::to_writer(&mut *pending, entry).is_err() {
+            let mut line = serde_json::Serializer::with_formatter(&mut *pending, LineSafe);
+            if entry.serialize(&mut line).is_err() {
                 return;
             }
             pending.push(b'\n');
@@ -107,7 +108,66 @@ impl Drop for AccessLog {
     }
 }
 
+/// JSON as `serde_json` writes it, with U+2028 and U+2029 escaped too: valid JSON either
+/// way, but JavaScript-era line splitters (and some log viewers) break a line at them, so a
+/// client could otherwise show a forged second log line.
+struct LineSafe;
+
+impl serde_json::ser::Formatter for LineSafe {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some(at) = rest.find(['\u{2028}', '\u{2029}']) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            let separator = if rest[at..].starts_with('\u{2028}') {
+                b"\\u2028"
+            } else {
+                b"\\u2029"
+            };
+            writer.write_all(separator)?;
+            rest = &rest[at + '\u{2028}'.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+}
+
 /// The current time as RFC 3339 UTC with milliseconds.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_separators_are_escaped_and_the_line_reads_back() {
+        let subject = "mallory\u{2028}{\"forged\":1}\u{2029}x\u{85}";
+        let entry = Entry {
+            ts: now(),
+            method: "GET",
+            protocol: "HTTP/1.1",
+            path: "/ws",
+            route: "/ws",
+            status: 200,
+            duration_ms: 1.0,
+            subject: Some(subject),
+            auth: "jwt",
+            reason: None,
+        };
+        let mut line = Vec::new();
+        entry
+            .serialize(&mut serde_json::Serializer::with_formatter(
+                &mut line, LineSafe,
+            ))
+            .expect("serialises");
+        let text = String::from_utf8(line).expect("UTF-8");
+        assert!(!text.contains(['\u{2028}', '\u{2029}', '\n']), "{text}");
+        assert!(text.contains("mallory\\u2028{\\\"forged\\\":1}\\u2029x"));
+        let read: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(read["subject"], subject);
+    }
 }

@@ -30,6 +30,8 @@ const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 const DEFAULT_WEBSOCKET_IDLE_SECONDS: u64 = 3600;
 const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 10;
 const DEFAULT_KEEPALIVE_TIMEOUT_SECONDS: u64 = 60;
+/// As nginx's `send_timeout`: a peer that takes nothing for a minute is not coming back.
+const DEFAULT_WRITE_TIMEOUT_SECONDS: u64 = 60;
 /// A day: longer than most login tokens live.
 const DEFAULT_REVOCATION_TTL_SECONDS: u64 = 86_400;
 
@@ -360,6 +362,11 @@ fn limits(raw: &file::Limits, problems: &mut Problems) -> Limits {
             raw.keepalive_timeout_seconds,
             DEFAULT_KEEPALIVE_TIMEOUT_SECONDS,
             "limits.keepalive_timeout_seconds",
+        ),
+        write_timeout: seconds(
+            raw.write_timeout_seconds,
+            DEFAULT_WRITE_TIMEOUT_SECONDS,
+            "limits.write_timeout_seconds",
         ),
     }
 }

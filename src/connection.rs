@@ -1,13 +1,21 @@
 //! The stream every accepted connection is wrapped in (`Watched`, put there by the `Watch`
-//! app), because two of ticketgate's rules live below what Pingora's hooks see:
+//! app), because ticketgate's deadlines live below what Pingora's hooks see:
 //! - `limits`: a pending read fails once the connection's `Phase` deadline has passed (a
-//!   header too slow, a keep-alive connection idle too long);
+//!   header too slow, a keep-alive connection idle too long; on h2 the preface and every
+//!   header block, followed by `limits::h2`), and a write that makes no progress for
+//!   `write_timeout` fails (a client that stops reading);
 //! - `live`: once the 101 is out, the server-to-client frames are followed, and when the
-//!   session must end (login expired, subject revoked, idle) the close frame is written at the
-//!   next frame boundary and the connection is failed, which makes Pingora drop the upstream
-//!   too. A silent socket is reached through its pending read, which Pingora always waits on.
+//!   session must end (login expired, subject revoked, idle, shutdown) the close frame is
+//!   written at the next message boundary and the connection is failed, which makes Pingora
+//!   drop the upstream too;
 //! - the WebSocket idle timeout, from the admitted upgrade request on: each read and write
 //!   notes the time, and one timer, moved only when it fires early, ends a quiet connection.
+//!
+//! Pingora waits on either the client's read or a write to the client, never neither (while
+//! a write to a client that reads nothing is pending, it does not poll the read), so both
+//! paths arm the timers and both place the close. Every wait here has a bound: the close
+//! waits at most `CLOSE_WAIT` for the upstream's message in progress and for the close
+//! frame itself, then the connection is cut without one.
 //!
 //! The proxy hooks find their connection's state with `phase` and `ending`.
 
@@ -32,12 +40,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::clock;
-use crate::limits::{Limits, Phase};
+use crate::limits::{H2Headers, Limits, Phase};
 use crate::live::{self, CloseReason, Ending, Outgoing, Registration};
 
-/// How long a close waits for the upstream's frame in progress to finish before the
-/// connection is cut without a close frame.
-const FRAME_WAIT: Duration = Duration::from_secs(1);
+/// How long a close may take once decided: for the upstream's message in progress to end,
+/// then for the close frame to be taken by the client. Past it the connection is cut
+/// without a close frame, so a decided close lands within the contract's 2 s.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// A Pingora app that wraps every connection of `inner` in a `Watched` stream, with the
 /// limits in force when it was accepted (a reload changes them for new connections).
@@ -85,6 +94,11 @@ pub struct Watched {
     inner: Stream,
     phase: Phase,
     deadline: Timer,
+    /// On an h2 connection: where the client's frames are, to time each header block.
+    h2: Option<H2Headers>,
+    write_timeout: Duration,
+    /// Armed while a write waits for the client to take bytes; disarmed by progress.
+    write_stall: Option<Timer>,
     ending: Arc<Ending>,
     outgoing: Outgoing,
     /// Set at the login's expiry once the socket is upgraded.
@@ -93,11 +107,12 @@ pub struct Watched {
     idle: Option<Idle>,
     /// The waker `ending` and the timers were last given.
     registration: Registration,
-    /// Closing, waiting for the upstream's frame in progress: until when.
-    frame_wait: Option<Timer>,
+    /// Armed when the close is decided: its bound (`CLOSE_WAIT`).
+    close_wait: Option<Timer>,
     /// The close frame, and how much of it is written.
     close: Option<(Vec<u8>, usize)>,
-    /// The close frame is out: nothing more is read or written.
+    /// The close frame is out, or could not be placed in time: nothing more is read or
+    /// written.
     closed: bool,
 }
 
@@ -122,6 +137,11 @@ impl Timer {
             self.sleep.as_mut().reset(at);
             self.at = at;
         }
+        self.polled = true;
+        self.sleep.as_mut().poll(cx)
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.polled = true;
         self.sleep.as_mut().poll(cx)
     }
@@ -154,10 +174,15 @@ impl Idle {
         }
     }
 
+    /// When one way will have been quiet for `limit`, unless bytes move before.
+    fn due(&self) -> Instant {
+        self.read_at.min(self.written_at) + self.limit
+    }
+
     /// Ready once one way has been quiet for `limit`; otherwise the timer is moved to when
     /// that could next be true.
     fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let due = self.read_at.min(self.written_at) + self.limit;
+        let due = self.due();
         if due <= Instant::now() {
             return Poll::Ready(());
         }
@@ -172,25 +197,29 @@ fn closed_by_us() -> io::Error {
     )
 }
 
+fn write_timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")
+}
+
 impl Watched {
-    /// An h2 connection multiplexes requests the proxy cannot mark phases for, so its
-    /// phase stays open; Pingora's `h2_idle_timeout` (set to `keepalive_timeout`) ends an
-    /// idle one instead.
+    /// An h2 connection multiplexes requests the proxy cannot mark phases for: its header
+    /// blocks are timed from its frames instead (`H2Headers`), and Pingora's
+    /// `h2_idle_timeout` (set to `keepalive_timeout`) ends an idle one.
     fn new(inner: Stream, limits: Limits) -> Self {
-        let phase = Phase::new(limits);
-        if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
-            phase.open();
-        }
+        let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2)).then(H2Headers::default);
         Watched {
             inner,
-            phase,
+            phase: Phase::new(limits),
             deadline: Timer::at(Instant::now()),
+            h2,
+            write_timeout: limits.write_timeout,
+            write_stall: None,
             ending: Arc::default(),
             outgoing: Outgoing::default(),
             login_expiry: None,
             idle: None,
             registration: Registration::default(),
-            frame_wait: None,
+            close_wait: None,
             close: None,
             closed: false,
         }
@@ -214,13 +243,20 @@ impl Watched {
     /// Ready with the error that ends the connection once the session must end and its
     /// close frame is out (or could not be placed in time).
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        if self.ending.closing().is_none() {
-            self.watch_ending(cx);
-        }
-        match self.ending.closing() {
+        match self.decided_close(cx) {
             Some(reason) => self.poll_close(cx, reason),
             None => Poll::Pending,
         }
+    }
+
+    /// Why the session ends, once it must; until then the task's waker is left with whatever
+    /// may end it. A close decided elsewhere is still checked against the timers once, in
+    /// case one of them fell earlier and so bounds the close sooner.
+    fn decided_close(&mut self, cx: &mut Context<'_>) -> Option<CloseReason> {
+        if self.close_wait.is_none() {
+            self.watch_ending(cx);
+        }
+        self.ending.closing()
     }
 
     /// Leaves the task's waker with whatever may end the session: `Ending` (a revocation, a
@@ -235,34 +271,52 @@ impl Watched {
                 .login_expiry
                 .get_or_insert_with(|| Timer::at(instant_of_unix_ms(at_ms)));
             if timer.wants_poll(same_waker) && timer.poll_at(timer.at, cx).is_ready() {
-                self.ending.close(CloseReason::LoginExpired);
+                let due = timer.at;
+                self.decide(CloseReason::LoginExpired, due);
             }
         }
         if let Some(limit) = self.ending.idle_timeout() {
             let idle = self.idle.get_or_insert_with(|| Idle::new(limit));
             if idle.timer.wants_poll(same_waker) && idle.poll_quiet(cx).is_ready() {
-                self.ending.close(CloseReason::Idle);
+                let due = idle.due();
+                self.decide(CloseReason::Idle, due);
             }
         }
     }
 
-    /// Writes the close frame at a frame boundary, then fails the connection.
+    /// A deadline that fell `due` ends the session: the close's bound runs from `due`, not
+    /// from whenever the stream is next polled.
+    fn decide(&mut self, reason: CloseReason, due: Instant) {
+        self.ending.close(reason);
+        self.close_wait
+            .get_or_insert_with(|| Timer::at(due + CLOSE_WAIT));
+    }
+
+    /// Ready once the close has had its `CLOSE_WAIT`, from the deadline that decided it or,
+    /// for a close decided elsewhere (a revocation, a shutdown: they wake the stream at
+    /// once), from the first call.
+    fn poll_close_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.close_wait
+            .get_or_insert_with(|| Timer::at(Instant::now() + CLOSE_WAIT))
+            .poll(cx)
+    }
+
+    /// Writes the close frame at a message boundary, then fails the connection; cuts it
+    /// without one once `CLOSE_WAIT` has passed.
     fn poll_close(&mut self, cx: &mut Context<'_>, reason: CloseReason) -> Poll<io::Error> {
-        if self.closed {
+        if self.closed || !self.ending.is_upgrading() {
+            // Before the 101 there is no WebSocket to send a close frame on.
+            self.closed = true;
             return Poll::Ready(closed_by_us());
         }
-        if !self.ending.is_upgrading() {
-            // Still waiting for the upstream's answer: no WebSocket to send a close frame on.
+        if self.poll_close_wait(cx).is_ready() {
             self.closed = true;
             return Poll::Ready(closed_by_us());
         }
         if self.close.is_none() {
-            if !self.outgoing.at_boundary() {
-                let until = Instant::now() + FRAME_WAIT;
-                let wait = self.frame_wait.get_or_insert_with(|| Timer::at(until));
-                ready!(wait.sleep.as_mut().poll(cx));
-                self.closed = true;
-                return Poll::Ready(closed_by_us());
+            if !self.outgoing.at_message_boundary() {
+                // The write path finishes the message; the close wait bounds it.
+                return Poll::Pending;
             }
             self.close = Some((live::close_frame(reason), 0));
         }
@@ -279,6 +333,58 @@ impl Watched {
         }
         self.closed = true;
         Poll::Ready(closed_by_us())
+    }
+
+    /// A write's outcome, timed: a write that stays pending `write_timeout` after the last
+    /// progress fails.
+    fn timed_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if written.is_ready() {
+            self.write_stall = None;
+            return written;
+        }
+        let limit = self.write_timeout;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Timer::at(Instant::now() + limit));
+        match stall.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(write_timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// A write of upgraded bytes: followed frame by frame, and once the session must end,
+    /// only up to the end of the upstream's frame in progress (the close frame follows it).
+    fn poll_write_frames(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut allowed = buf;
+        if let Some(reason) = self.decided_close(cx) {
+            if self.closed || self.close.is_some() || self.outgoing.at_message_boundary() {
+                return self.poll_close(cx, reason).map(Err);
+            }
+            if self.poll_close_wait(cx).is_ready() {
+                self.closed = true;
+                return Poll::Ready(Err(closed_by_us()));
+            }
+            if let Some(end) = self.outgoing.boundary_within(buf) {
+                allowed = &buf[..end];
+            }
+        }
+        let written = Pin::new(&mut self.inner).poll_write(cx, allowed);
+        let written = ready!(self.timed_write(cx, written))?;
+        self.outgoing.advance(&allowed[..written]);
+        if let Some(idle) = &mut self.idle
+            && written > 0
+        {
+            idle.written_at = Instant::now();
+        }
+        if self.ending.closing().is_some() && self.outgoing.at_message_boundary() {
+            // The pending read places the close frame, if no write comes first.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Ready(Ok(written))
     }
 }
 
@@ -314,7 +420,11 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
         if read.is_ready() && buf.filled().len() > before {
+            let arrived = &buf.filled()[before..];
             this.phase.bytes_arrived();
+            if let Some(h2) = &mut this.h2 {
+                h2.advance(arrived, &this.phase);
+            }
             if let Some(idle) = &mut this.idle {
                 idle.read_at = Instant::now();
             }
@@ -330,39 +440,28 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.ending.is_upgrading() {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        if this.ending.is_upgrading() {
+            return this.poll_write_frames(cx, buf);
         }
-        let mut allowed = buf;
-        if let Some(reason) = this.ending.closing() {
-            if this.closed || this.close.is_some() || this.outgoing.at_boundary() {
-                return this.poll_close(cx, reason).map(Err);
-            }
-            // Only up to the end of the frame in progress; the close frame follows it.
-            if let Some(end) = this.outgoing.boundary_within(buf) {
-                allowed = &buf[..end];
-            }
-        }
-        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, allowed))?;
-        this.outgoing.advance(&allowed[..written]);
-        if let Some(idle) = &mut this.idle
-            && written > 0
+        if this.watching()
+            && let Poll::Ready(error) = this.poll_live(cx)
         {
-            idle.written_at = Instant::now();
+            return Poll::Ready(Err(error));
         }
-        if this.ending.closing().is_some() && this.outgoing.at_boundary() {
-            // The pending read places the close frame.
-            cx.waker().wake_by_ref();
-        }
-        Poll::Ready(Ok(written))
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.timed_write(cx, written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        this.timed_write(cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let shut = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.timed_write(cx, shut)
     }
 
     fn poll_write_vectored(
@@ -375,7 +474,9 @@ impl AsyncWrite for Watched {
             let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
             return self.poll_write(cx, first);
         }
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.timed_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -448,5 +549,341 @@ impl GetSocketDigest for Watched {
 impl Peek for Watched {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::time::{timeout, timeout_at};
+
+    use super::*;
+
+    const HEADER: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    fn limits(write_timeout: Duration) -> Limits {
+        Limits {
+            header_timeout: LIMIT,
+            keepalive_timeout: LIMIT,
+            write_timeout,
+        }
+    }
+
+    /// A watched stream whose client end holds `buffer` bytes unread before writes wait.
+    fn connection(buffer: usize, write_timeout: Duration) -> (Watched, DuplexStream) {
+        let (ours, client) = tokio::io::duplex(buffer);
+        (Watched::new(Box::new(ours), limits(write_timeout)), client)
+    }
+
+    /// An unmasked binary frame (continuation when `first` is false) of `payload` bytes.
+    fn frame(payload: usize, first: bool, fin: bool) -> Vec<u8> {
+        let opcode = if first { 0x2 } else { 0x0 };
+        let mut frame = vec![opcode | if fin { 0x80 } else { 0 }];
+        if payload < 126 {
+            frame.push(payload as u8);
+        } else {
+            frame.push(126);
+            frame.extend((payload as u16).to_be_bytes());
+        }
+        frame.extend(std::iter::repeat_n(b'x', payload));
+        frame
+    }
+
+    /// Upgraded, closing at the login's expiry `expires_in` from now.
+    async fn upgraded(watched: &mut Watched, expires_in: Option<Duration>) {
+        let at = expires_in.map(|d| clock::unix_now_ms() + d.as_millis() as u64);
+        watched.ending.upgrading(at);
+        watched.write_all(HEADER).await.expect("the 101 fits");
+    }
+
+    /// Writes frames until one waits for the client (which reads nothing), then keeps
+    /// writing: what the stream answers, and when.
+    async fn write_until_failed(watched: &mut Watched) -> (io::Error, Instant) {
+        let big = frame(1000, true, true);
+        loop {
+            if let Err(e) = watched.write_all(&big).await {
+                return (e, Instant::now());
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_closed_at_its_login_expiry() {
+        let (mut watched, _client) = connection(4096, LIMIT);
+        let start = Instant::now();
+        upgraded(&mut watched, Some(Duration::from_secs(5))).await;
+        let (error, at) = write_until_failed(&mut watched).await;
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+        let took = at - start;
+        assert!(
+            took >= Duration::from_secs(5) && took <= Duration::from_secs(5) + CLOSE_WAIT,
+            "{took:?}"
+        );
+        assert_eq!(watched.ending.closing(), Some(CloseReason::LoginExpired));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_closed_on_revocation() {
+        let (mut watched, _client) = connection(4096, LIMIT);
+        upgraded(&mut watched, None).await;
+        let ending = watched.ending.clone();
+        let revoked_at = Instant::now() + Duration::from_secs(3);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(revoked_at).await;
+            ending.close(CloseReason::Revoked);
+        });
+        let (error, at) = write_until_failed(&mut watched).await;
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(at >= revoked_at && at <= revoked_at + CLOSE_WAIT, "{at:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_closed_when_idle() {
+        let (mut watched, _client) = connection(4096, LIMIT);
+        let start = Instant::now();
+        watched.ending.idle_after(Duration::from_secs(10));
+        upgraded(&mut watched, None).await;
+        let (_, at) = write_until_failed(&mut watched).await;
+        assert_eq!(watched.ending.closing(), Some(CloseReason::Idle));
+        let took = at - start;
+        assert!(
+            took >= Duration::from_secs(10) && took <= Duration::from_secs(10) + CLOSE_WAIT,
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_client_does_not_take_fails_at_the_write_timeout() {
+        let (mut watched, _client) = connection(64, Duration::from_secs(7));
+        let start = Instant::now();
+        let error = watched
+            .write_all(&[b'x'; 1000])
+            .await
+            .expect_err("the client reads nothing");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(Instant::now() - start, Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_moves_the_write_timeout() {
+        let (mut watched, mut client) = connection(64, Duration::from_secs(7));
+        let reader = tokio::spawn(async move {
+            let mut taken = 0;
+            let mut chunk = [0u8; 16];
+            while taken < 1000 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                taken += client.read(&mut chunk).await.expect("reads");
+            }
+        });
+        timeout(Duration::from_secs(600), watched.write_all(&[b'x'; 1000]))
+            .await
+            .expect("finished")
+            .expect("a slow reader that keeps reading is not cut");
+        reader.await.expect("reader");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_close_waits_for_the_end_of_a_fragmented_message() {
+        let (mut watched, mut client) = connection(1 << 16, LIMIT);
+        upgraded(&mut watched, None).await;
+        let first = frame(10, true, false);
+        watched.write_all(&first).await.expect("first fragment");
+        watched.ending.close(CloseReason::Revoked);
+        let last = frame(5, false, true);
+        watched
+            .write_all(&last)
+            .await
+            .expect("the message's last fragment still goes out");
+        let error = watched.write_all(&frame(3, true, true)).await;
+        assert_eq!(
+            error.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionAborted)
+        );
+        drop(watched);
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.expect("reads");
+        let expected = [
+            HEADER,
+            &first,
+            &last,
+            &live::close_frame(CloseReason::Revoked),
+        ]
+        .concat();
+        assert_eq!(wire, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_that_never_ends_is_cut_after_the_close_wait() {
+        let (mut watched, mut client) = connection(1 << 16, LIMIT);
+        upgraded(&mut watched, None).await;
+        watched
+            .write_all(&frame(10, true, false))
+            .await
+            .expect("first fragment");
+        let closed = Instant::now();
+        watched.ending.close(CloseReason::Revoked);
+        let mut byte = [0u8; 1];
+        let read = watched.read(&mut byte).await;
+        assert_eq!(
+            read.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionAborted)
+        );
+        assert_eq!(Instant::now() - closed, CLOSE_WAIT);
+        drop(watched);
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.expect("reads");
+        assert!(!wire.ends_with(&live::close_frame(CloseReason::Revoked)));
+    }
+
+    /// One step of a connection's life, in the proptest below.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The upstream sends a frame: payload, FIN.
+        Send(usize, bool),
+        /// The client reads up to this many bytes, if any are there.
+        Read(usize),
+        /// Time passes with nothing polled.
+        Wait(u64),
+        Revoke,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0usize..3000, any::<bool>()).prop_map(|(n, fin)| Step::Send(n, fin)),
+            (1usize..5000).prop_map(Step::Read),
+            (1u64..2000).prop_map(Step::Wait),
+            Just(Step::Revoke),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever the client reads, however the upstream's frames and the stalls interleave:
+        /// once the session must end (login expiry, or a revocation the stream has seen), no
+        /// write succeeds later than `CLOSE_WAIT` after that moment, no write stays pending
+        /// past it, and the client sees a close frame, if at all, only between two messages,
+        /// after which it sees nothing.
+        #[test]
+        fn every_deadline_fires_whatever_the_interleaving(
+            steps in prop::collection::vec(step(), 1..40),
+            expires_in_ms in 500u64..20_000,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()?;
+            runtime.block_on(async {
+                let (mut watched, mut client) = connection(8192, LIMIT);
+                let start = Instant::now();
+                upgraded(&mut watched, Some(Duration::from_millis(expires_in_ms))).await;
+                let expiry = start + Duration::from_millis(expires_in_ms);
+                // A revocation wakes the stream at once in Pingora; here, the next write sees it.
+                let mut revoked = false;
+                let mut revocation_seen: Option<Instant> = None;
+                let mut received = Vec::new();
+                let mut sent = HEADER.to_vec();
+                // Where messages end in `sent`: a close frame may only follow one of them.
+                let mut message_ends = vec![HEADER.len()];
+                let mut first = true;
+                let (mut pending, mut pending_fin) = (Vec::new(), false);
+                let mut failed = false;
+                for step in steps {
+                    match step {
+                        Step::Send(payload, fin) => {
+                            // A write is never abandoned half-way (Pingora does not):
+                            // a frame still pending is continued before a new one begins.
+                            if pending.is_empty() {
+                                pending = frame(payload, first, fin);
+                                pending_fin = fin;
+                            }
+                            let began = Instant::now();
+                            if revoked {
+                                revocation_seen.get_or_insert(began);
+                            }
+                            let must_end = revocation_seen.map_or(expiry, |r| r.min(expiry));
+                            let give_up = began + Duration::from_secs(5);
+                            while !pending.is_empty() {
+                                match timeout_at(give_up, watched.write(&pending)).await {
+                                    Ok(Ok(n)) => {
+                                        prop_assert!(n > 0);
+                                        prop_assert!(
+                                            Instant::now() <= must_end + CLOSE_WAIT,
+                                            "a write succeeded after the session ended"
+                                        );
+                                        sent.extend(pending.drain(..n));
+                                    }
+                                    Ok(Err(_)) => {
+                                        failed = true;
+                                        break;
+                                    }
+                                    Err(_) => {
+                                        prop_assert!(
+                                            began.max(must_end) + CLOSE_WAIT > Instant::now(),
+                                            "a write still pending past the close's bound"
+                                        );
+                                        break;
+                                    }
+                                }
+                            }
+                            if failed {
+                                break;
+                            }
+                            if pending.is_empty() {
+                                first = pending_fin;
+                                if pending_fin {
+                                    message_ends.push(sent.len());
+                                }
+                            }
+                        }
+                        Step::Read(n) => {
+                            let mut chunk = vec![0u8; n];
+                            if let Ok(Ok(got)) =
+                                timeout(Duration::from_millis(1), client.read(&mut chunk)).await
+                            {
+                                received.extend(&chunk[..got]);
+                            }
+                        }
+                        Step::Wait(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                        Step::Revoke => {
+                            watched.ending.close(CloseReason::Revoked);
+                            revoked = true;
+                        }
+                    }
+                }
+                if !failed {
+                    // Pingora always waits on the read: past every bound it must fail.
+                    let mut byte = [0u8; 1];
+                    let read = timeout(
+                        Duration::from_millis(expires_in_ms) + 2 * CLOSE_WAIT,
+                        watched.read(&mut byte),
+                    ).await;
+                    prop_assert!(matches!(read, Ok(Err(_))), "the read did not fail: {:?}", read);
+                }
+                drop(watched);
+                client.read_to_end(&mut received).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let closing = watched_close_frames();
+                let (body, close) = match closing.iter().find(|c| received.ends_with(c)) {
+                    Some(c) => (&received[..received.len() - c.len()], true),
+                    None => (&received[..], false),
+                };
+                prop_assert!(sent.starts_with(body), "the client got bytes never sent");
+                if close {
+                    prop_assert!(
+                        message_ends.contains(&body.len()),
+                        "a close frame inside a message, at byte {}", body.len()
+                    );
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    fn watched_close_frames() -> [Vec<u8>; 2] {
+        [
+            live::close_frame(CloseReason::LoginExpired),
+            live::close_frame(CloseReason::Revoked),
+        ]
     }
 }

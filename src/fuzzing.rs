@@ -3,9 +3,11 @@
 //! replays every corpus file through the same functions, so CI checks the corpus either way.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use pingora::http::RequestHeader;
 
+use crate::limits::{H2Headers, Limits, Phase};
 use crate::redact::Shapes;
 use crate::tickets::codec::{self, Codec};
 use crate::{auth, boundary, live, query, redact, subprotocol};
@@ -134,6 +136,33 @@ pub fn outgoing_frames(data: &[u8]) {
     }
 }
 
+/// An h2 client's bytes, cut into reads where the first byte says: the frame follower ends
+/// where following the bytes one by one ends, the header deadline with it, and it never
+/// panics (a frame length or flag an attacker picks must not break the header deadline).
+pub fn h2_headers(data: &[u8]) {
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
+    let limits = Limits {
+        header_timeout: Duration::from_secs(10),
+        keepalive_timeout: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(60),
+    };
+    let (chunked, one_by_one) = (Phase::new(limits), Phase::new(limits));
+    let (mut by_chunk, mut by_byte) = (H2Headers::default(), H2Headers::default());
+    for read in bytes.chunks(usize::from(cut).max(1)) {
+        by_chunk.advance(read, &chunked);
+        for byte in read {
+            by_byte.advance(std::slice::from_ref(byte), &one_by_one);
+        }
+        assert_eq!(by_chunk, by_byte);
+        assert_eq!(
+            chunked.deadline().is_none(),
+            one_by_one.deadline().is_none()
+        );
+    }
+}
+
 /// Whatever `Sec-WebSocket-Protocol` holds, what the upstream is offered instead holds no
 /// credential entry and no marker, and every credential taken out is one the header held.
 pub fn subprotocol_offered(data: &[u8]) {
@@ -159,7 +188,7 @@ pub fn subprotocol_offered(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("boundary_read", boundary_read),
     ("query_without", query_without),
     ("redact_target", redact_target),
@@ -168,6 +197,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("jwt_token", jwt_token),
     ("outgoing_frames", outgoing_frames),
     ("subprotocol_offered", subprotocol_offered),
+    ("h2_headers", h2_headers),
 ];
 
 #[cfg(test)]

@@ -1,14 +1,21 @@
 //! Deadlines for slow clients, which Pingora 0.9 does not set: an HTTP/1.1 keep-alive
-//! connection waits for its next request with no timeout at all, and its read timeout
-//! applies per read, so a header trickled a byte at a time is never cut.
+//! connection waits for its next request with no timeout at all, its read timeout applies
+//! per read, so a header trickled a byte at a time is never cut, its h2 handshake and wait
+//! for a first stream have no timeout, and its writes to the client have none either.
 //!
 //! Every accepted connection's stream (`connection::Watched`) fails a pending read once its
 //! `Phase`'s deadline passes: `header_timeout` from the connection's start or from the first
 //! byte of a later request until the header is complete, and `keepalive_timeout` while a
 //! kept-alive connection waits for its next request. The proxy marks the phases
-//! (`Phase::open` when a header is in, `Phase::idle` when a request ends); between the two —
-//! bodies and upgraded WebSockets — no deadline applies here (a WebSocket has its own idle
-//! timeout).
+//! (`Phase::open` when a header is in, `Phase::idle` when a request ends); on h2, where the
+//! proxy's hooks see streams and not the connection, the client's frames mark them (`h2`).
+//! Between the two — bodies and upgraded WebSockets — no read deadline applies here (a
+//! WebSocket has its own idle timeout). A write that makes no progress for `write_timeout`
+//! fails in every phase, and the upstream's writes get the same bound.
+
+mod h2;
+
+pub use h2::H2Headers;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,6 +27,9 @@ use tokio::time::Instant;
 pub struct Limits {
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// A write to the client, or to the upstream, that makes no progress for this long
+    /// fails the connection: a peer that stops reading cannot hold it open.
+    pub write_timeout: Duration,
 }
 
 const WAITING_FOR_HEADER: u8 = 0;
@@ -50,6 +60,14 @@ impl Phase {
     /// The request header is in: no deadline until the request ends.
     pub fn open(&self) {
         self.state.store(OPEN, Ordering::Relaxed);
+    }
+
+    /// A header block began on a connection that had none pending (h2): it has
+    /// `header_timeout` to complete. One already pending keeps its deadline.
+    pub fn header_begun(&self) {
+        if self.state.load(Ordering::Relaxed) == OPEN {
+            self.set(WAITING_FOR_HEADER, self.limits.header_timeout);
+        }
     }
 
     /// The request ended: a kept-alive connection may now wait `keepalive_timeout`.

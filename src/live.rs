@@ -218,6 +218,9 @@ pub fn close_frame(reason: CloseReason) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     state: State,
+    /// The last data frame begun had no FIN: a message is in progress, and common clients
+    /// lose a close frame sent between its fragments (control frames may still interleave).
+    in_message: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +241,7 @@ impl Default for Outgoing {
     fn default() -> Self {
         Outgoing {
             state: State::ResponseHeader(0),
+            in_message: false,
         }
     }
 }
@@ -246,6 +250,12 @@ impl Outgoing {
     /// Between two frames (after the 101's header): a close frame may go out now.
     pub fn at_boundary(&self) -> bool {
         matches!(self.state, State::FrameHeader { len: 0, .. })
+    }
+
+    /// Between two messages: the close frame goes out here, never between the fragments of
+    /// a message.
+    pub fn at_message_boundary(&self) -> bool {
+        self.at_boundary() && !self.in_message
     }
 
     /// How many of `bytes` can be written before the stream reaches its next frame boundary,
@@ -290,6 +300,10 @@ impl Outgoing {
                     seen[usize::from(*len)] = byte;
                     *len += 1;
                     if let Some(payload) = payload_length(&seen[..usize::from(*len)]) {
+                        let (fin, opcode) = (seen[0] & 0x80 != 0, seen[0] & 0x0f);
+                        if opcode < 0x8 {
+                            self.in_message = !fin;
+                        }
                         self.state = State::Payload { left: payload };
                         self.finish_empty_payload();
                     }

@@ -40,10 +40,12 @@ use arc_swap::ArcSwap;
 
 use crate::access_log::AccessLog;
 use crate::boundary::{self, Target};
+use crate::clock;
 use crate::config::AuthMode;
 use crate::connection;
 use crate::identity::Caller;
 use crate::lifecycle::{InFlight, InFlightGuard};
+use crate::limits::Limits;
 use crate::live::{CloseReason, Sessions};
 use crate::metrics::Metrics;
 use crate::subprotocol::Offered;
@@ -63,6 +65,8 @@ pub struct TicketGate {
     pub in_flight: InFlight,
     /// Every open WebSocket, for the shutdown to close.
     pub sessions: Arc<Sessions>,
+    /// The connection limits; the upstream's writes are held to `write_timeout` too.
+    pub limits: Arc<ArcSwap<Limits>>,
 }
 
 /// Per-request state, filled in as the request moves through the hooks.
@@ -77,6 +81,8 @@ pub struct RequestCtx {
     caller: Option<Arc<Caller>>,
     /// When the caller's login expires (Unix seconds); a WebSocket closes then.
     login_expires_at: Option<u64>,
+    /// When that login began (Unix milliseconds; `None` without `iat`), for revocations.
+    login_issued_at_ms: Option<u64>,
     /// The caller came with a ticket: the upstream must answer 101.
     by_ticket: bool,
     /// What the upstream is sent instead of the client's target (`forward::upstream_target`).
@@ -85,6 +91,8 @@ pub struct RequestCtx {
     protocols: Option<forward::Protocols>,
     /// Only set when the connection's stream cannot keep a WebSocket's idle timeout.
     upstream_read_timeout: Option<Duration>,
+    /// A write to the upstream that makes no progress this long fails (`limits`).
+    upstream_write_timeout: Duration,
     rejection: Option<Rejection>,
     /// Counts the request as in flight until the context is dropped at its end.
     _in_flight: InFlightGuard,
@@ -171,6 +179,7 @@ impl TicketGate {
             Ok(Some(authenticated)) => {
                 ctx.by_ticket = authenticated.credential == Credential::Ticket;
                 ctx.login_expires_at = Some(authenticated.login_expires_at);
+                ctx.login_issued_at_ms = authenticated.issued_at_ms;
                 ctx.caller = Some(authenticated.caller);
                 None
             }
@@ -194,10 +203,12 @@ impl ProxyHttp for TicketGate {
             upgraded: false,
             caller: None,
             login_expires_at: None,
+            login_issued_at_ms: None,
             by_ticket: false,
             upstream_target: None,
             protocols: None,
             upstream_read_timeout: None,
+            upstream_write_timeout: self.limits.load().write_timeout,
             rejection: None,
             _in_flight: self.in_flight.enter(),
         }
@@ -238,6 +249,7 @@ impl ProxyHttp for TicketGate {
         let mut peer = HttpPeer::new(ctx.policy.upstream, false, String::new());
         peer.options.connection_timeout = Some(UPSTREAM_CONNECT_TIMEOUT);
         peer.options.read_timeout = ctx.upstream_read_timeout;
+        peer.options.write_timeout = Some(ctx.upstream_write_timeout);
         Ok(Box::new(peer))
     }
 
@@ -373,7 +385,9 @@ fn watch_idle(session: &mut Session, ctx: &mut RequestCtx) {
 
 /// A WebSocket is about to open: a shutdown closes it properly, and an authenticated one also
 /// closes when its login expires (`exp` plus leeway, when `websocket.close_at_login_expiry`
-/// is on) or its subject is revoked.
+/// is on) or its subject is revoked. A revocation that came while the upgrade waited for the
+/// upstream's 101 found no socket to close, so it is looked for again once this one is
+/// followed (after, so that none can fall between the look and the following).
 fn live_session(session: &Session, ctx: &RequestCtx, sessions: &Sessions) {
     let Some(ending) = connection::ending(session) else {
         return;
@@ -386,7 +400,14 @@ fn live_session(session: &Session, ctx: &RequestCtx, sessions: &Sessions) {
     ending.upgrading(close_at_ms);
     sessions.add(ending);
     if let Some(caller) = &ctx.caller {
-        policy.revocations.watch(&caller.identity.subject, ending);
+        let subject = &caller.identity.subject;
+        policy.revocations.watch(subject, ending);
+        if policy
+            .revocations
+            .refuses(subject, ctx.login_issued_at_ms, clock::unix_now_ms())
+        {
+            ending.close(CloseReason::Revoked);
+        }
     }
 }
 

@@ -27,8 +27,9 @@ use crate::lifecycle;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::{Policy, policy};
-use crate::tickets::Tickets;
+use crate::shared_redis::Topology;
 use crate::tickets::store::{StoreError, UsedTickets};
+use crate::tickets::{StoreConfig, Tickets};
 use crate::tls::Tls;
 
 /// How often the files under `tls:` are compared with what is being served: a renewal by
@@ -48,6 +49,12 @@ pub struct RestartOnly {
     shutdown_grace: Duration,
     /// Whether `listen` speaks TLS: turning it on or off changes what clients must speak.
     tls: bool,
+    /// The Redis that remembers used tickets and carries revocations (`None`: this process
+    /// alone, in memory). Moving it in place would break both promises: a ticket used in the
+    /// old store opens a second socket in the new one, and revocations would still travel
+    /// through the old one. Replicas must move together anyway, or each store lets a ticket
+    /// through once, so it is a restart (a rolling one), like `listen`.
+    ticket_store: Option<Topology>,
 }
 
 impl RestartOnly {
@@ -58,6 +65,10 @@ impl RestartOnly {
             threads: config.threads,
             shutdown_grace: config.shutdown_grace,
             tls: config.tls.is_some(),
+            ticket_store: match config.tickets.as_ref().map(|t| &t.store) {
+                Some(StoreConfig::Redis(redis)) => Some(redis.topology.clone()),
+                Some(StoreConfig::Memory) | None => None,
+            },
         }
     }
 
@@ -72,6 +83,7 @@ impl RestartOnly {
                 "shutdown_grace_seconds",
             ),
             (self.tls != other.tls, "tls"),
+            (self.ticket_store != other.ticket_store, "tickets.store"),
         ]
         .into_iter()
         .find_map(|(changed, key)| changed.then_some(key))

@@ -19,18 +19,26 @@ pub use shared::{ShareError, Shared};
 /// How often expired revocations and closed sockets are dropped from the record.
 const PURGE_EVERY: Duration = Duration::from_secs(10);
 
-/// The bearer token `POST /revoke` must present (`admin.token_file`).
+/// The bearer token `POST /revoke` must present (`admin.token_file`), kept as its SHA-256.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminToken(Vec<u8>);
 
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
+}
+
 impl AdminToken {
     pub fn new(token: Vec<u8>) -> Self {
-        AdminToken(token)
+        AdminToken(sha256(&token))
     }
 
-    /// Constant-time, so the comparison's duration says nothing about the token.
+    /// Compares digests of one length in constant time, so the comparison's duration says
+    /// nothing about the token, its length included (a comparison of the raw bytes returns
+    /// at once on a length mismatch).
     pub fn matches(&self, presented: &[u8]) -> bool {
-        aws_lc_rs::constant_time::verify_slices_are_equal(&self.0, presented).is_ok()
+        aws_lc_rs::constant_time::verify_slices_are_equal(&self.0, &sha256(presented)).is_ok()
     }
 }
 
@@ -190,6 +198,15 @@ mod tests {
             },
             None,
         )
+    }
+
+    #[test]
+    fn the_admin_token_matches_itself_only() {
+        let token = AdminToken::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        assert!(token.matches(b"0123456789abcdef0123456789abcdef"));
+        assert!(!token.matches(b"0123456789abcdef0123456789abcdee"));
+        assert!(!token.matches(b"0123456789abcdef0123456789abcdef0"));
+        assert!(!token.matches(b""));
     }
 
     #[test]

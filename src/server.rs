@@ -86,6 +86,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
         access_log: access_log.clone(),
         in_flight: in_flight.clone(),
         sessions: sessions.clone(),
+        limits: limits.clone(),
     };
     let mut http = pingora::proxy::http_proxy(&server.configuration, gate);
     http.server_options = Some(http_options(&config));
@@ -154,8 +155,8 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
 }
 
 /// With a Redis ticket store, revocations travel through the same Redis to every replica.
-/// It is the store of the file the process started with; a reload that moves the ticket
-/// store does not move them.
+/// It is the store of the file the process started with, which a reload cannot move
+/// (`reload::RestartOnly`).
 fn shared_revocations(
     config: &Config,
     metrics: &Arc<Metrics>,

@@ -75,6 +75,9 @@ struct Previous {
 pub struct Redeemed {
     pub identity: Identity,
     pub login_expires_at: u64,
+    /// When the ticket was minted (Unix milliseconds): a revocation after it voids the
+    /// socket the ticket opens, however long the upgrade took.
+    pub minted_at_ms: u64,
 }
 
 pub struct Issued {
@@ -220,6 +223,7 @@ impl Tickets {
             Ok(Redeemed {
                 identity: opened.identity,
                 login_expires_at: opened.lifetime.login_expires_at,
+                minted_at_ms: opened.lifetime.minted_at_ms,
             })
         } else {
             Err(RedeemError::Ticket(TicketProblem::Replayed))

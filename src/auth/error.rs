@@ -14,6 +14,10 @@ pub enum AuthError {
     /// be a guess, so neither does (and no ticket is consumed).
     #[error("more than one credential")]
     TwoCredentials,
+    /// A `Sec-WebSocket-Protocol` line that is not text: ticketgate cannot rewrite it, so a
+    /// credential in it could not be kept from the upstream; no credential is taken at all.
+    #[error("unreadable Sec-WebSocket-Protocol")]
+    UnreadableProtocols,
 }
 
 impl AuthError {
@@ -24,6 +28,7 @@ impl AuthError {
             AuthError::Token(p) => p.reason(),
             AuthError::Ticket(p) => p.auth_failure_reason(),
             AuthError::TwoCredentials => "two_credentials",
+            AuthError::UnreadableProtocols => "unreadable_protocols",
         }
     }
 }

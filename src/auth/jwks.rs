@@ -3,7 +3,12 @@
 //! unknown `kid` triggers an early fetch — at most one per `MIN_REFETCH_INTERVAL`, so a
 //! flood of tokens with made-up kids cannot become a flood of fetches. A failed fetch keeps
 //! the last good keys.
+//!
+//! Each fetch that changes the set moves the issuer's `generation`: a token verified under an
+//! earlier generation (`identity::cache`) is verified again, so a key withdrawn from the set
+//! stops vouching for the tokens it signed within one refresh, not at their `exp`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +29,10 @@ pub struct IssuerKeys {
     url: Option<String>,
     refresh: Duration,
     fetched: RwLock<Option<Arc<Vec<Arc<VerifyKey>>>>>,
+    /// The SHA-256 of the JWK Set behind `fetched`, to tell a changed set from the same one.
+    fetched_digest: RwLock<Option<Vec<u8>>>,
+    /// Moves each time the fetched set changes.
+    generation: AtomicU64,
     /// When the last unknown-kid fetch started; held across the fetch so concurrent
     /// unknown-kid requests wait for one fetch instead of each starting their own. The
     /// periodic refresh does not count: a key rotated just after it must still be found.
@@ -61,6 +70,8 @@ impl IssuerKeys {
             url,
             refresh,
             fetched: RwLock::new(None),
+            fetched_digest: RwLock::new(None),
+            generation: AtomicU64::new(0),
             last_early_fetch: tokio::sync::Mutex::new(None),
             client: reqwest::Client::new(),
             metrics,
@@ -74,6 +85,12 @@ impl IssuerKeys {
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// Which version of the key set is in force; read before a verification, so a change
+    /// during it makes the result stale rather than current.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn snapshot(&self) -> Option<Arc<Vec<Arc<VerifyKey>>>> {
@@ -155,15 +172,13 @@ impl IssuerKeys {
     async fn fetch_and_store(&self) {
         let Some(url) = &self.url else { return };
         match self.fetch(url).await {
-            Ok(keys) => {
+            Ok((keys, digest)) => {
                 log::info!(
                     "JWKS for issuer {} loaded: {} key(s)",
                     self.issuer,
                     keys.len()
                 );
-                if let Ok(mut slot) = self.fetched.write() {
-                    *slot = Some(Arc::new(keys.into_iter().map(Arc::new).collect()));
-                }
+                self.store(keys, digest);
                 self.metrics.jwks_refresh(&self.issuer, true);
             }
             Err(e) => {
@@ -176,7 +191,27 @@ impl IssuerKeys {
         }
     }
 
-    async fn fetch(&self, url: &str) -> Result<Vec<VerifyKey>, FetchError> {
+    /// Puts a fetched set in force; a set that differs from the one before moves the
+    /// generation (after the keys are replaced, so no verification with the old keys can
+    /// be recorded under the new generation).
+    fn store(&self, keys: Vec<VerifyKey>, digest: Vec<u8>) {
+        if let Ok(mut slot) = self.fetched.write() {
+            *slot = Some(Arc::new(keys.into_iter().map(Arc::new).collect()));
+        }
+        let changed = match self.fetched_digest.write() {
+            Ok(mut last) => last
+                .replace(digest.clone())
+                .is_some_and(|old| old != digest),
+            // A poisoned record cannot say the set is the same: treat it as changed.
+            Err(_) => true,
+        };
+        if changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The keys of the JWK Set at `url`, with the set's digest.
+    async fn fetch(&self, url: &str) -> Result<(Vec<VerifyKey>, Vec<u8>), FetchError> {
         let mut response = self.client.get(url).timeout(FETCH_TIMEOUT).send().await?;
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status().as_u16()));
@@ -188,6 +223,7 @@ impl IssuerKeys {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(keys::from_jwk_set(&body)?)
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+        Ok((keys::from_jwk_set(&body)?, digest.as_ref().to_vec()))
     }
 }

@@ -39,10 +39,27 @@ pub struct JwtVerifier {
     kept_claims: Vec<String>,
 }
 
-/// A token that passed every check: who it names, and the login it stands for.
+/// A token that passed every check: who it names, the login it stands for, and the key set
+/// that vouched for it.
 pub struct Verified {
     pub identity: Identity,
     pub login: Login,
+    pub keys: KeySetVersion,
+}
+
+/// Which issuer's key set verified a token, and which version of it (`IssuerKeys::generation`):
+/// a cached verification holds only while that set is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySetVersion {
+    issuer: usize,
+    generation: u64,
+}
+
+impl KeySetVersion {
+    /// The `generation` of the key set of the verifier's `issuer`-th issuer.
+    pub const fn new(issuer: usize, generation: u64) -> Self {
+        KeySetVersion { issuer, generation }
+    }
 }
 
 struct Issuer {
@@ -78,6 +95,13 @@ impl JwtVerifier {
         }
     }
 
+    /// Whether the key set that verified a token is still the one in force.
+    pub fn is_current(&self, keys: KeySetVersion) -> bool {
+        self.issuers
+            .get(keys.issuer)
+            .is_some_and(|issuer| issuer.keys.generation() == keys.generation)
+    }
+
     /// The key sets of every issuer, for the background refresh and for readiness.
     pub fn issuer_keys(&self) -> impl Iterator<Item = &Arc<IssuerKeys>> {
         self.issuers.iter().map(|i| &i.keys)
@@ -104,7 +128,12 @@ impl JwtVerifier {
             .as_deref()
             .map(|payload| Claims::read(payload, &self.kept_claims))
             .transpose()?;
-        let issuer = self.issuer_for(early_claims.as_ref())?;
+        let index = self.issuer_for(early_claims.as_ref())?;
+        let issuer = &self.issuers[index];
+        let keys_version = KeySetVersion {
+            issuer: index,
+            generation: issuer.keys.generation(),
+        };
         if !issuer.algorithms.contains(&alg) {
             return Err(TokenProblem::AlgorithmNotAllowed);
         }
@@ -132,26 +161,27 @@ impl JwtVerifier {
             }
         };
         issuer.rules.check(&claims, now)?;
-        Ok(verified(claims))
+        Ok(verified(claims, keys_version))
     }
 
     /// With one issuer configured, that one (its rules then check `iss`); with several, the
     /// one the token's unverified `iss` (in `claims`, read for this) names. Nothing is trusted
     /// before the signature verifies against that issuer's keys.
-    fn issuer_for(&self, claims: Option<&Claims>) -> Result<&Issuer, TokenProblem> {
+    /// Returns the issuer's index.
+    fn issuer_for(&self, claims: Option<&Claims>) -> Result<usize, TokenProblem> {
         let claimed = match (self.issuers.as_slice(), claims) {
-            ([only], _) => return Ok(only),
+            ([_], _) => return Ok(0),
             (_, Some(claims)) => claims.issuer().ok_or(TokenProblem::MissingClaim)?,
             (_, None) => return Err(TokenProblem::WrongIssuer),
         };
         self.issuers
             .iter()
-            .find(|i| i.keys.issuer() == claimed)
+            .position(|i| i.keys.issuer() == claimed)
             .ok_or(TokenProblem::WrongIssuer)
     }
 }
 
-fn verified(claims: Claims) -> Verified {
+fn verified(claims: Claims, keys: KeySetVersion) -> Verified {
     let login = Login {
         expires_at: claims.expires_at(),
         issued_at: claims.issued_at(),
@@ -162,5 +192,6 @@ fn verified(claims: Claims) -> Verified {
             claims: claims.kept.into_iter().collect(),
         },
         login,
+        keys,
     }
 }

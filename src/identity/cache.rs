@@ -8,6 +8,10 @@
 //! without the cache, so no refusal changes. Bounded: `quick_cache` evicts by its
 //! frequency-aware CLOCK (a scan of one-off tokens does not flush the tokens in steady use).
 //!
+//! An entry also records which version of its issuer's key set verified it
+//! (`KeySetVersion`): once a refresh changes the set, the token is verified again, so a key
+//! withdrawn from a JWK Set stops vouching for tokens it signed.
+//!
 //! Every worker thread looks tokens up in the one cache, so it is `quick_cache`'s sharded
 //! one (a single `Mutex<LruCache>` made every hit a write under one lock), built with its
 //! `sharded-lock` feature. parking_lot's `RwLock` has every reader write the shard's one lock
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use quick_cache::sync::Cache;
 
 use super::{Caller, ForwardConfig};
-use crate::auth::jwt::JwtVerifier;
+use crate::auth::jwt::{JwtVerifier, KeySetVersion};
 use crate::auth::{Login, TokenProblem};
 
 pub struct TokenCache {
@@ -32,6 +36,7 @@ pub struct TokenCache {
 struct Verified {
     caller: Arc<Caller>,
     login: Login,
+    keys: KeySetVersion,
 }
 
 impl TokenCache {
@@ -42,12 +47,17 @@ impl TokenCache {
         }
     }
 
-    /// The caller of a token verified earlier and not expired at `now`: the hot path of
-    /// every repeated token.
-    pub fn cached(&self, token: &str, now: u64) -> Option<(Arc<Caller>, Login)> {
+    /// The caller of a token verified earlier, not expired at `now`, by a key set the
+    /// verifier still holds (`current`): the hot path of every repeated token.
+    pub fn cached(
+        &self,
+        token: &str,
+        now: u64,
+        current: impl Fn(KeySetVersion) -> bool,
+    ) -> Option<(Arc<Caller>, Login)> {
         let entries = self.entries.as_ref()?;
         let hit = entries.get(token)?;
-        if now < hit.login.expires_at {
+        if now < hit.login.expires_at && current(hit.keys) {
             return Some((hit.caller, hit.login));
         }
         entries.remove(token);
@@ -63,22 +73,23 @@ impl TokenCache {
         forward: &ForwardConfig,
         now: u64,
     ) -> Result<(Arc<Caller>, Login), TokenProblem> {
-        if let Some(hit) = self.cached(token, now) {
+        if let Some(hit) = self.cached(token, now, |keys| verifier.is_current(keys)) {
             return Ok(hit);
         }
         let verified = verifier.verify(token, now).await?;
         let caller = Arc::new(Caller::new(verified.identity, forward)?);
-        self.insert(token, &caller, verified.login);
+        self.insert(token, &caller, verified.login, verified.keys);
         Ok((caller, verified.login))
     }
 
-    fn insert(&self, token: &str, caller: &Arc<Caller>, login: Login) {
+    fn insert(&self, token: &str, caller: &Arc<Caller>, login: Login, keys: KeySetVersion) {
         let Some(entries) = &self.entries else { return };
         entries.insert(
             token.into(),
             Verified {
                 caller: caller.clone(),
                 login,
+                keys,
             },
         );
     }
@@ -103,6 +114,12 @@ mod tests {
         hit.map(|(c, _)| c.identity.subject.clone())
     }
 
+    const V0: KeySetVersion = KeySetVersion::new(0, 0);
+
+    fn current(keys: KeySetVersion) -> bool {
+        keys == V0
+    }
+
     fn until(expires_at: u64) -> Login {
         Login {
             expires_at,
@@ -113,22 +130,36 @@ mod tests {
     #[test]
     fn entries_die_at_the_tokens_expiry() {
         let cache = TokenCache::new(10);
-        cache.insert("t", &alice(), until(100));
-        assert_eq!(subject(cache.cached("t", 99)), Some("alice".into()));
-        assert!(cache.cached("t", 100).is_none());
+        cache.insert("t", &alice(), until(100), V0);
+        assert_eq!(
+            subject(cache.cached("t", 99, current)),
+            Some("alice".into())
+        );
+        assert!(cache.cached("t", 100, current).is_none());
         assert!(
-            cache.cached("t", 50).is_none(),
+            cache.cached("t", 50, current).is_none(),
             "an expired entry is dropped, not kept"
+        );
+    }
+
+    #[test]
+    fn an_entry_of_a_key_set_that_changed_is_dropped() {
+        let cache = TokenCache::new(10);
+        cache.insert("t", &alice(), until(100), V0);
+        assert!(cache.cached("t", 1, |_| false).is_none(), "set changed");
+        assert!(
+            cache.cached("t", 1, current).is_none(),
+            "the stale entry was dropped, not kept for later"
         );
     }
 
     #[test]
     fn only_the_exact_token_hits() {
         let cache = TokenCache::new(10);
-        cache.insert("token-a", &alice(), until(100));
-        assert!(cache.cached("token-b", 1).is_none());
-        assert!(cache.cached("token-", 1).is_none());
-        assert!(cache.cached("token-a", 1).is_some());
+        cache.insert("token-a", &alice(), until(100), V0);
+        assert!(cache.cached("token-b", 1, current).is_none());
+        assert!(cache.cached("token-", 1, current).is_none());
+        assert!(cache.cached("token-a", 1, current).is_some());
     }
 
     #[test]
@@ -136,32 +167,34 @@ mod tests {
         let cache = TokenCache::new(100);
         let tokens: Vec<String> = (0..1_000).map(|i| format!("token-{i}")).collect();
         for token in &tokens {
-            cache.insert(token, &alice(), until(100));
+            cache.insert(token, &alice(), until(100), V0);
         }
         let kept = tokens
             .iter()
-            .filter(|t| cache.cached(t, 1).is_some())
+            .filter(|t| cache.cached(t, 1, current).is_some())
             .count();
         assert!(
             (1..=100).contains(&kept),
             "{kept} of 1000 kept in a cache of 100"
         );
         assert!(
-            cache.cached("token-999", 1).is_some(),
+            cache.cached("token-999", 1, current).is_some(),
             "the newest entry is kept"
         );
         let off = TokenCache::new(0);
-        off.insert("a", &alice(), until(100));
-        assert!(off.cached("a", 1).is_none());
+        off.insert("a", &alice(), until(100), V0);
+        assert!(off.cached("a", 1, current).is_none());
     }
 
     #[test]
     fn threads_share_one_cache() {
         let cache = TokenCache::new(10);
-        cache.insert("t", &alice(), until(100));
+        cache.insert("t", &alice(), until(100), V0);
         std::thread::scope(|scope| {
             for _ in 0..4 {
-                scope.spawn(|| assert_eq!(subject(cache.cached("t", 1)), Some("alice".into())));
+                scope.spawn(|| {
+                    assert_eq!(subject(cache.cached("t", 1, current)), Some("alice".into()))
+                });
             }
         });
     }

@@ -53,6 +53,9 @@ pub struct Authenticated {
     pub caller: Arc<Caller>,
     pub credential: Credential,
     pub login_expires_at: u64,
+    /// When the login began, for revocations (Unix milliseconds): the ticket's minting,
+    /// or the JWT's `iat` (`None`: it has none, and any revocation voids it).
+    pub issued_at_ms: Option<u64>,
 }
 
 /// The one credential a request presents.
@@ -87,12 +90,16 @@ pub async fn authenticate(
 }
 
 /// The credential of the request. A `Sec-WebSocket-Protocol` entry beside any other
-/// credential is refused before anything is verified or consumed.
+/// credential, or a line of that header that is not text, is refused before anything is
+/// verified or consumed.
 fn presented<'a>(
     mode: AuthMode,
     req: &'a Request<'a>,
     with: &Authenticators<'_>,
 ) -> Result<Presented<'a>, Rejection> {
+    if req.offered.unreadable {
+        return Err(Rejection::Auth(AuthError::UnreadableProtocols));
+    }
     let header = auth::bearer_token(req.header).map_err(Rejection::Auth)?;
     let entries = &req.offered.credentials;
     let query_ticket = || -> Result<Option<Cow<'a, str>>, Rejection> {
@@ -153,6 +160,7 @@ async fn verify_bearer(token: &str, with: &Authenticators<'_>) -> Result<Authent
         caller,
         credential: Credential::Bearer,
         login_expires_at: login.expires_at,
+        issued_at_ms,
     })
 }
 
@@ -184,6 +192,7 @@ async fn redeem(
         caller,
         credential: Credential::Ticket,
         login_expires_at: redeemed.login_expires_at,
+        issued_at_ms: Some(redeemed.minted_at_ms),
     })
 }
 

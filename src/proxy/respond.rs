@@ -62,7 +62,9 @@ impl Rejection {
             Rejection::Auth(AuthError::Missing) => "missing_token",
             Rejection::Auth(AuthError::Token(_)) => "invalid_token",
             Rejection::Auth(AuthError::Ticket(_)) => "invalid_ticket",
-            Rejection::Auth(AuthError::TwoCredentials) => "invalid_request",
+            Rejection::Auth(AuthError::TwoCredentials | AuthError::UnreadableProtocols) => {
+                "invalid_request"
+            }
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::NoRoute => "not_found",
             Rejection::BadTarget(_) => "invalid_request",

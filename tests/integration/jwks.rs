@@ -8,7 +8,7 @@ use jsonwebtoken::Algorithm;
 use crate::common::config::{self, Keys};
 use crate::common::tokens::{self, mint_with, valid_claims};
 use crate::common::upstream::{self, Jwks};
-use crate::common::{Gate, get, wait_for};
+use crate::common::{Gate, get, wait_for, ws};
 
 /// A gate whose only issuer takes its keys from `jwks`, once those keys have loaded.
 async fn gate_on(upstream: &upstream::Server, jwks: &Jwks, refresh_seconds: u64) -> Gate {
@@ -122,4 +122,56 @@ async fn not_ready_until_the_first_keys_arrive() {
     )])));
     gate.wait_for_readyz(200).await;
     assert_eq!(get(&gate.url("/api"), Some(&token)).await.0, 200);
+}
+
+/// A token verified (and cached) under a key is refused once that key is withdrawn from the
+/// JWK Set, within one refresh: the cache holds a verification only while the set that
+/// vouched for it is unchanged.
+#[tokio::test]
+async fn a_withdrawn_key_stops_vouching_for_tokens_verified_before() {
+    let upstream = upstream::echo().await;
+    let both = tokens::jwks(&[
+        (Algorithm::RS256, "rsa.key.pem", "k1"),
+        (Algorithm::ES256, "ec256.key.pem", "k2"),
+    ]);
+    let jwks = Jwks::start(both).await;
+    let keys = Keys::Jwks {
+        url: jwks.url(),
+        refresh_seconds: 1,
+    };
+    let file = config::File {
+        jwt: config::jwt(upstream.addr, keys).jwt,
+        ..config::tickets(upstream.addr, &config::TicketOptions::default())
+    };
+    let gate = Gate::start(&file).await;
+    gate.wait_for_readyz(200).await;
+    let stolen = mint_with(Algorithm::RS256, "rsa.key.pem", Some("k1"), &valid_claims());
+    let kept = mint_with(
+        Algorithm::ES256,
+        "ec256.key.pem",
+        Some("k2"),
+        &valid_claims(),
+    );
+    for token in [&stolen, &kept] {
+        assert_eq!(get(&gate.url("/api"), Some(token)).await.0, 200);
+    }
+    assert_eq!(
+        ws::request_ticket(&gate.url("/ws-ticket"), &stolen).await.0,
+        200
+    );
+    jwks.set(Some(tokens::jwks(&[(
+        Algorithm::ES256,
+        "ec256.key.pem",
+        "k2",
+    )])));
+    wait_for(
+        "the cached token to be refused",
+        Duration::from_secs(5),
+        || async { get(&gate.url("/api"), Some(&stolen)).await.0 == 401 },
+    )
+    .await;
+    let (status, _, _) = ws::request_ticket(&gate.url("/ws-ticket"), &stolen).await;
+    assert_eq!(status, 401, "no ticket for it either");
+    assert_eq!(get(&gate.url("/api"), Some(&kept)).await.0, 200);
+    gate.assert_never_printed(&[&stolen, &kept]);
 }

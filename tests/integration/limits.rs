@@ -16,6 +16,7 @@ async fn gate() -> (upstream::Server, Gate) {
         limits: config::Limits {
             header_timeout_seconds: Some(1),
             keepalive_timeout_seconds: Some(2),
+            ..Default::default()
         },
         ..config::tickets(upstream.addr, &TicketOptions::default())
     };

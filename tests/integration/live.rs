@@ -16,14 +16,14 @@ use crate::common::{Gate, get, upstream, wait_for};
 use ticketgate::config::file::Store;
 
 /// A ticket gate without leeway, so a login's `exp` is the moment its socket closes.
-fn strict(upstream: &upstream::Server) -> config::File {
+pub(crate) fn strict(upstream: &upstream::Server) -> config::File {
     let mut file = config::tickets(upstream.addr, &TicketOptions::default());
     file.jwt_mut().leeway_seconds = Some(0);
     file
 }
 
 /// A login for `subject` valid for `seconds` more, issued `issued_ago` seconds ago.
-fn login(subject: &str, seconds: i64, issued_ago: i64) -> String {
+pub(crate) fn login(subject: &str, seconds: i64, issued_ago: i64) -> String {
     let mut claims = valid_claims();
     claims["sub"] = json!(subject);
     claims["exp"] = json!(tokens::now() + seconds);
@@ -151,7 +151,7 @@ async fn public_sockets_and_the_switch_off_are_never_closed_for_expiry() {
 }
 
 /// A gate with `POST /revoke` enabled, and the token it takes.
-async fn revoking_gate(upstream: &upstream::Server, store: Store) -> (Gate, String) {
+pub(crate) async fn revoking_gate(upstream: &upstream::Server, store: Store) -> (Gate, String) {
     let mut file = config::tickets(
         upstream.addr,
         &TicketOptions {
@@ -168,7 +168,11 @@ async fn revoking_gate(upstream: &upstream::Server, store: Store) -> (Gate, Stri
     (Gate::start(&file).await, token)
 }
 
-async fn revoke(gate: &Gate, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+pub(crate) async fn revoke(
+    gate: &Gate,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let mut request = reqwest::Client::new()
         .post(gate.admin_url("/revoke"))
         .body(body.to_string());

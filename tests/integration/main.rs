@@ -14,6 +14,7 @@ mod logs;
 mod redis_store;
 mod reload;
 mod routing;
+mod stalled;
 mod subprotocol;
 mod tickets;
 mod tls;

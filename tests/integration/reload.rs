@@ -187,3 +187,42 @@ async fn reloads_under_a_request_loop_lose_no_request() {
     let statuses = load.await.expect("load task");
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }
+
+/// Moving the ticket store in place would forget which tickets were used (a ticket redeemed
+/// just before the reload would open a second socket after it) and leave revocations on the
+/// old store, so it needs a restart, both ways; single use holds across the refused reload.
+#[tokio::test]
+async fn moving_the_ticket_store_is_refused_by_name_both_ways() {
+    use ticketgate::config::file::Store;
+    let redis = crate::common::redis::Redis::start().await;
+    for (from, to) in [
+        (Store::Url("memory".into()), redis.store()),
+        (redis.store(), Store::Url("memory".into())),
+    ] {
+        let upstream = upstream::echo().await;
+        let options = TicketOptions {
+            store: from,
+            ..Default::default()
+        };
+        let gate = Gate::start(&config::tickets(upstream.addr, &options)).await;
+        gate.wait_for_readyz(200).await;
+        let jwt = mint(Algorithm::HS256, &valid_claims());
+        let used = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
+        ws::connect(gate.port, &format!("/ws?ticket={used}"), &[])
+            .await
+            .expect("redeemed before the reload");
+        gate.edit_config(|c| c.tickets_mut().store = Some(to.clone()));
+        reload(&gate, "failure", 1).await;
+        assert!(
+            gate.output()
+                .contains("tickets.store: changing it needs a restart")
+        );
+        let (status, _) = ws::connect(gate.port, &format!("/ws?ticket={used}"), &[])
+            .await
+            .expect_err("still used after the refused reload");
+        assert_eq!(status, 401);
+        gate.assert_metrics(&["ticketgate_config_last_reload_successful 0"])
+            .await;
+        gate.assert_never_printed(&[&jwt, &used]);
+    }
+}

@@ -139,3 +139,48 @@ async fn bad_entries_get_the_usual_refusals() {
     let refusal = refused(&gate, "/api/ws", &format!("ticketgate.ticket.{ticket}"), "").await;
     assert!(refusal.contains("no credentials"), "{refusal}");
 }
+
+/// A `Sec-WebSocket-Protocol` line that is not text cannot be rewritten, so a credential on
+/// the readable line beside it is not taken either: 401 `invalid_request`, nothing consumed,
+/// nothing reaches the upstream.
+#[tokio::test]
+async fn an_unreadable_protocol_line_beside_a_credential_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let (upstream, gate) = gate().await;
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    let ticket = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
+    for credential in [
+        format!("ticketgate.ticket.{ticket}"),
+        format!("ticketgate.bearer.{jwt}"),
+    ] {
+        let mut request = raw::upgrade_request("/ws", "Connection: close\r\n").into_bytes();
+        request.truncate(request.len() - 2);
+        request.extend(b"Sec-WebSocket-Protocol: v12.stomp, \xff\xfe\r\n");
+        request.extend(format!("Sec-WebSocket-Protocol: {credential}\r\n\r\n").as_bytes());
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port))
+            .await
+            .expect("connect");
+        stream.write_all(&request).await.expect("send");
+        let (answer, closed) = raw::read_until_closed(&mut stream, raw::ANSWER_DEADLINE).await;
+        assert!(closed);
+        assert_eq!(raw::status(&answer), 401, "{answer}");
+        assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
+        assert!(!answer.contains(&ticket) && !answer.contains(&jwt));
+    }
+    assert_eq!(upstream.open_connections(), 0, "nothing went upstream");
+    let entry = format!("ticketgate.ticket.{ticket}");
+    let (_, report) = upgrade(&gate, "/ws", &entry, "").await;
+    assert_eq!(
+        report["headers"]["x-auth-subject"][0], "alice",
+        "still unused"
+    );
+    let log = gate.wait_for_log_lines(4).await;
+    assert_eq!(
+        log.iter()
+            .filter(|l| l["reason"] == "unreadable_protocols")
+            .count(),
+        2,
+        "{log:?}"
+    );
+    gate.assert_never_printed(&[&jwt, &ticket]);
+}

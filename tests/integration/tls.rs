@@ -38,6 +38,7 @@ async fn gate(pki: &TestPki, http2: bool) -> (upstream::Server, Gate) {
         limits: config::Limits {
             header_timeout_seconds: Some(1),
             keepalive_timeout_seconds: None,
+            ..Default::default()
         },
         ..config::tickets(upstream.addr, &TicketOptions::default())
     };
@@ -312,4 +313,35 @@ async fn a_renewal_on_disk_is_picked_up_without_a_signal() {
         gate.output()
             .contains("the TLS certificate or key file changed")
     );
+}
+
+/// Pingora's h2 handshake and its wait for a first stream have no timeout of their own: the
+/// header deadline covers them, and every header block (one left unfinished by a HEADERS
+/// frame without END_HEADERS is cut too, not only at the keep-alive timeout).
+#[tokio::test]
+async fn idle_and_half_sent_h2_connections_are_cut_at_the_header_timeout() {
+    let pki = TestPki::new();
+    let (_upstream, gate) = gate(&pki, true).await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let settings = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    // HEADERS on stream 1, END_STREAM but no END_HEADERS, four bytes of a header block.
+    let half_headers = [0, 0, 4, 0x1, 0x1, 0, 0, 0, 1, 0x82, 0x86, 0x84, 0x41];
+    for (what, sent) in [
+        ("nothing", Vec::new()),
+        ("the preface alone", preface.clone()),
+        (
+            "half a header block",
+            [&preface[..], &settings, &half_headers].concat(),
+        ),
+    ] {
+        let mut stream = tls::connect(gate.port, pki.client(&[H2]))
+            .await
+            .expect("TLS");
+        assert_eq!(alpn(&stream).as_deref(), Some(H2));
+        stream.write_all(&sent).await.expect("send");
+        let started = std::time::Instant::now();
+        let (_, closed) = raw::read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(closed, "an h2 connection that sent {what} is still open");
+        assert!(started.elapsed() >= Duration::from_millis(500), "{what}");
+    }
 }

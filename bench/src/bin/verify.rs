@@ -250,7 +250,11 @@ fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier, now: 
                 .expect("valid");
         }
         let hit = |token: &str| {
-            black_box(cache.cached(token, now).expect("a hit"));
+            black_box(
+                cache
+                    .cached(token, now, |keys| verifier.is_current(keys))
+                    .expect("a hit"),
+            );
         };
         let one = best_ns(&tokens, 1, Sharing::OwnTokens, hit);
         let own = best_ns(&tokens, 2, Sharing::OwnTokens, hit);

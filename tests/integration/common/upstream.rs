@@ -166,31 +166,135 @@ pub async fn echo() -> Server {
     .await
 }
 
+/// Answers a WebSocket handshake with a 101 and hands the upgraded connection to `then`.
+fn accept_websocket<F, Fut>(mut req: Request<Incoming>, then: F) -> Response<Full<Bytes>>
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| k.as_bytes().to_vec());
+    let accept = derive_accept_key(&key.expect("a WebSocket handshake"));
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            then(TokioIo::new(upgraded)).await;
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .body(Full::new(Bytes::new()))
+        .expect("101")
+}
+
 /// An upstream that accepts every WebSocket upgrade, then reads what the client sends and
 /// never sends anything back: the upstream-to-client way stays quiet.
 pub async fn silent_websocket() -> Server {
-    Server::start(Arc::new(|mut req: Request<Incoming>| {
-        let key = req
-            .headers()
-            .get("sec-websocket-key")
-            .map(|k| k.as_bytes().to_vec());
-        let accept = derive_accept_key(&key.expect("a WebSocket handshake"));
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            if let Ok(upgraded) = upgrade.await {
-                let mut client = TokioIo::new(upgraded);
-                let _ = tokio::io::copy(&mut client, &mut tokio::io::sink()).await;
-            }
-        });
-        Response::builder()
-            .status(101)
-            .header("upgrade", "websocket")
-            .header("connection", "Upgrade")
-            .header("sec-websocket-accept", accept)
-            .body(Full::new(Bytes::new()))
-            .expect("101")
+    Server::start(Arc::new(|req: Request<Incoming>| {
+        accept_websocket(req, |mut client| async move {
+            let _ = tokio::io::copy(&mut client, &mut tokio::io::sink()).await;
+        })
     }))
     .await
+}
+
+/// An upstream that accepts every WebSocket upgrade and then sends 16 KiB binary frames as
+/// fast as they are taken, until its connection is closed: a client that stops reading
+/// soon has every buffer between them full. Also how many frames it has sent so far.
+pub async fn flooding_websocket() -> (Server, Arc<AtomicUsize>) {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = sent.clone();
+    let server = Server::start(Arc::new(move |req: Request<Incoming>| {
+        let counted = counted.clone();
+        accept_websocket(req, |mut client| async move {
+            use tokio::io::AsyncWriteExt;
+            let mut frame = vec![0x82, 126];
+            frame.extend(16_384u16.to_be_bytes());
+            frame.extend(std::iter::repeat_n(b'f', 16_384));
+            while client.write_all(&frame).await.is_ok() {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    }))
+    .await;
+    (server, sent)
+}
+
+/// An upstream that answers every request with a 200 and a 64 MiB body.
+pub async fn large_body() -> Server {
+    Server::start(Arc::new(|_req: Request<Incoming>| {
+        Response::builder()
+            .body(Full::new(Bytes::from(vec![b'x'; 64 << 20])))
+            .expect("response")
+    }))
+    .await
+}
+
+/// An upstream that holds each WebSocket handshake until the test releases it: `arrived`
+/// tells when a handshake is in, `release` lets the 101 go. Counts open connections.
+pub struct HeldUpgrade {
+    pub addr: SocketAddr,
+    pub arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
+    pub release: Arc<tokio::sync::Notify>,
+    pub open: Arc<AtomicUsize>,
+}
+
+pub async fn held_upgrade() -> HeldUpgrade {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (arrive, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let open = Arc::new(AtomicUsize::new(0));
+    let (released, counter) = (release.clone(), open.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut stream = Counted {
+                stream,
+                open: counter.clone(),
+            };
+            let (arrive, released) = (arrive.clone(), released.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let key = text
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
+                    .map(|(_, value)| value.trim().to_string())
+                    .unwrap_or_default();
+                let _ = arrive.send(());
+                released.notified().await;
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    derive_accept_key(key.as_bytes())
+                );
+                if stream.write_all(answer.as_bytes()).await.is_ok() {
+                    let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+                }
+            });
+        }
+    });
+    HeldUpgrade {
+        addr,
+        arrived,
+        release,
+        open,
+    }
 }
 
 /// An upstream that accepts connections and reads their requests but never answers.
