@@ -70,14 +70,20 @@ async fn a_silent_socket_is_closed_with_4401_when_its_login_expires() {
         || async { upstream.open_connections() == 0 },
     )
     .await;
+    assert_closed_once_for(&gate, "login_expired").await;
+}
+
+/// The gate's one WebSocket was closed by ticketgate for `reason`: its access-log line and
+/// the metrics say so, and none is open.
+pub(crate) async fn assert_closed_once_for(gate: &Gate, reason: &str) {
     let log = gate.wait_for_log_lines(2).await;
     assert!(
         log.iter()
-            .any(|l| l["status"] == 101 && l["reason"] == "login_expired"),
+            .any(|l| l["status"] == 101 && l["reason"] == reason),
         "{log:?}"
     );
     gate.assert_metrics(&[
-        r#"ticketgate_websocket_closed_total{reason="login_expired"} 1"#,
+        &format!(r#"ticketgate_websocket_closed_total{{reason="{reason}"}} 1"#),
         "ticketgate_websocket_connections 0",
     ])
     .await;
@@ -151,9 +157,9 @@ async fn public_sockets_and_the_switch_off_are_never_closed_for_expiry() {
 }
 
 /// A gate with `POST /revoke` enabled, and the token it takes.
-pub(crate) async fn revoking_gate(upstream: &upstream::Server, store: Store) -> (Gate, String) {
+pub(crate) async fn revoking_gate(upstream: std::net::SocketAddr, store: Store) -> (Gate, String) {
     let mut file = config::tickets(
-        upstream.addr,
+        upstream,
         &TicketOptions {
             store,
             ..Default::default()
@@ -188,7 +194,7 @@ pub(crate) async fn revoke(
 #[tokio::test]
 async fn revoking_a_subject_closes_its_sockets_and_refuses_its_earlier_logins() {
     let upstream = upstream::echo().await;
-    let (gate, admin) = revoking_gate(&upstream, Store::Url("memory".into())).await;
+    let (gate, admin) = revoking_gate(upstream.addr, Store::Url("memory".into())).await;
     let (old, bobs) = (login("alice", 600, 5), login("bob", 600, 5));
     let mut alice = open(&gate, &old, "/ws").await;
     let mut alice_again = connect(
@@ -299,8 +305,8 @@ async fn a_revocation_reaches_every_replica_on_a_cluster() {
 
 async fn revocation_reaches_every_replica_and_later_ones(store: Store) {
     let upstream = upstream::echo().await;
-    let (first, admin) = revoking_gate(&upstream, store.clone()).await;
-    let (second, _) = revoking_gate(&upstream, store.clone()).await;
+    let (first, admin) = revoking_gate(upstream.addr, store.clone()).await;
+    let (second, _) = revoking_gate(upstream.addr, store.clone()).await;
     let old = login("alice", 600, 5);
     let mut at_second = open(&second, &old, "/ws").await;
 
@@ -314,7 +320,7 @@ async fn revocation_reaches_every_replica_and_later_ones(store: Store) {
     assert_eq!(close, Some((4403, "revoked".to_string())));
     assert_eq!(get(&second.url("/api"), Some(&old)).await.0, 401);
 
-    let (later, _) = revoking_gate(&upstream, store).await;
+    let (later, _) = revoking_gate(upstream.addr, store).await;
     later.wait_for_readyz(200).await;
     assert_eq!(get(&later.url("/api"), Some(&old)).await.0, 401);
     later.assert_never_printed(&[&admin, &old]);

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::common::config::{self, TicketOptions};
 use crate::common::ws::{self, close_of, connect};
 use crate::common::{Gate, raw, upstream, wait_for};
-use crate::live::{login, revoke, revoking_gate, strict};
+use crate::live::{assert_closed_once_for, login, revoke, revoking_gate, strict};
 use ticketgate::config::file::Store;
 
 /// Opens a ticket upgrade on `/ws` over a raw socket that will read nothing more.
@@ -61,24 +61,14 @@ async fn a_client_that_stops_reading_is_closed_at_its_login_expiry() {
         expires_at + Duration::from_secs(3) - Instant::now(),
     )
     .await;
-    let log = gate.wait_for_log_lines(2).await;
-    assert!(
-        log.iter()
-            .any(|l| l["status"] == 101 && l["reason"] == "login_expired"),
-        "{log:?}"
-    );
-    gate.assert_metrics(&[
-        r#"ticketgate_websocket_closed_total{reason="login_expired"} 1"#,
-        "ticketgate_websocket_connections 0",
-    ])
-    .await;
+    assert_closed_once_for(&gate, "login_expired").await;
     gate.assert_never_printed(&[&jwt]);
 }
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_on_revocation() {
     let (upstream, sent) = upstream::flooding_websocket().await;
-    let (gate, admin) = revoking_gate(&upstream, Store::Url("memory".into())).await;
+    let (gate, admin) = revoking_gate(upstream.addr, Store::Url("memory".into())).await;
     let jwt = login("alice", 600, 5);
     let _client = open_and_stop_reading(&gate, &jwt).await;
     wait_until_stalled(&upstream, &sent).await;
@@ -91,8 +81,7 @@ async fn a_client_that_stops_reading_is_closed_on_revocation() {
     );
     upstream_closed(&upstream, Duration::from_secs(3)).await;
     assert!(revoked.elapsed() < Duration::from_secs(3));
-    gate.assert_metrics(&[r#"ticketgate_websocket_closed_total{reason="revoked"} 1"#])
-        .await;
+    assert_closed_once_for(&gate, "revoked").await;
 }
 
 #[tokio::test]
@@ -109,8 +98,7 @@ async fn a_client_that_stops_reading_is_closed_when_idle() {
     // The client never sends: quiet one way for 2 s, however busy the other way is.
     upstream_closed(&upstream, Duration::from_secs(6)).await;
     assert!(opened.elapsed() >= Duration::from_secs(2));
-    gate.assert_metrics(&[r#"ticketgate_websocket_closed_total{reason="idle"} 1"#])
-        .await;
+    assert_closed_once_for(&gate, "idle").await;
 }
 
 #[tokio::test]
@@ -150,13 +138,7 @@ async fn a_response_the_client_does_not_take_is_cut_at_the_write_timeout() {
 /// socket opens and is closed at once with 4403, and the upstream's connection with it.
 async fn revoked_during_the_upgrade(bearer: bool) {
     let mut held = upstream::held_upgrade().await;
-    let mut file = config::tickets(held.addr, &TicketOptions::default());
-    file.admin.token_file = Some(crate::common::fixture("admin.token"));
-    let admin = std::fs::read_to_string(crate::common::fixture("admin.token"))
-        .expect("admin token fixture")
-        .trim_end()
-        .to_string();
-    let gate = Gate::start(&file).await;
+    let (gate, admin) = revoking_gate(held.addr, Store::Url("memory".into())).await;
     let jwt = login("alice", 600, 5);
     let port = gate.port;
     let upgrade = if bearer {
