@@ -117,7 +117,8 @@ impl Admin {
     /// `POST /revoke` with the admin token and `{"subject": "..."}`: that subject's logins
     /// until now are void, and its open WebSockets close.
     async fn revoke(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let Some(token) = self.policy.load().admin_token.clone() else {
+        let policy = self.policy.load_full();
+        let Some(token) = policy.admin_token.clone() else {
             return not_found();
         };
         if session.req_header().method != http::Method::POST {
@@ -149,7 +150,11 @@ impl Admin {
             );
         };
         let now_ms = crate::clock::unix_now_ms();
-        match self.revocations.revoke(&request.subject, now_ms).await {
+        let revoked = self
+            .revocations
+            .revoke(&request.subject, now_ms, policy.revocation_ttl)
+            .await;
+        match revoked {
             Ok(revoked) => {
                 self.metrics.revoked();
                 log::info!(

@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::access_log::AccessLogTarget;
-use crate::auth::jwt::JwtConfig;
-use crate::identity::ForwardConfig;
 use crate::limits::Limits;
-use crate::revocations::{AdminToken, RevocationsConfig};
-use crate::tickets::TicketsConfig;
+use crate::proxy::policy::PolicySettings;
+use crate::proxy::route::{AuthMode, Route};
+use crate::proxy::upgrade::WebsocketConfig;
+use crate::revocations::RevocationsConfig;
 use crate::tls::Tls;
 
 const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
@@ -36,58 +36,20 @@ const DEFAULT_WRITE_TIMEOUT_SECONDS: u64 = 60;
 const DEFAULT_REVOCATION_TTL_SECONDS: u64 = 86_400;
 
 /// The validated configuration: every address parsed, every key file read and parsed.
+/// Sorted by what a change of it needs (`reload::RestartOnly` sorts every field): the
+/// process's own settings, the policy requests are decided by, and what new connections
+/// and log lines take.
 pub struct Config {
     pub listen: SocketAddr,
-    /// `host:port`, resolved when the server starts (so `check` needs no DNS).
-    pub upstream: String,
     pub admin_listen: SocketAddr,
-    /// Enables `POST /revoke` on the admin listener.
-    pub admin_token: Option<AdminToken>,
     pub threads: usize,
     pub shutdown_grace: Duration,
-    pub jwt: JwtConfig,
-    pub routes: Vec<Route>,
-    pub tickets: Option<TicketsConfig>,
-    pub forward: ForwardConfig,
-    pub cors_allowed_origins: Vec<String>,
-    pub websocket: WebsocketConfig,
+    /// What requests are decided by; a reload builds a new `Policy` from it.
+    pub policy: PolicySettings,
     pub access_log: AccessLogTarget,
     pub limits: Limits,
-    pub revocations: RevocationsConfig,
     /// The data plane's TLS, built from the files as they were read.
     pub tls: Option<Tls>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMode {
-    None,
-    Jwt,
-    Ticket,
-}
-
-impl AuthMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::None => "none",
-            AuthMode::Jwt => "jwt",
-            AuthMode::Ticket => "ticket",
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Route {
-    /// As configured; also the `route` label of metrics.
-    pub prefix: String,
-    pub auth: AuthMode,
-}
-
-#[derive(Clone)]
-pub struct WebsocketConfig {
-    pub allowed_origins: Vec<String>,
-    pub idle_timeout: Duration,
-    /// Close a WebSocket when the login that opened it expires (`websocket.close_at_login_expiry`).
-    pub close_at_login_expiry: bool,
 }
 
 impl Config {
@@ -96,11 +58,13 @@ impl Config {
     /// or password appears in it.
     pub fn summary(&self) -> String {
         let routes: Vec<String> = self
+            .policy
             .routes
             .iter()
             .map(|r| format!("{} {}", r.prefix, r.auth.as_str()))
             .collect();
         let issuers: Vec<String> = self
+            .policy
             .jwt
             .issuers
             .iter()
@@ -122,7 +86,7 @@ impl Config {
                 )
             })
             .collect();
-        let tickets = self.tickets.as_ref().map_or("off".to_string(), |t| {
+        let tickets = self.policy.tickets.as_ref().map_or("off".to_string(), |t| {
             format!(
                 "{} (ttl {} s, store {})",
                 t.issue_path,
@@ -137,9 +101,9 @@ impl Config {
         format!(
             "listen {}{tls} -> upstream {}; admin {}{}; routes: {}; issuers: {}; tickets: {}",
             self.listen,
-            self.upstream,
+            self.policy.upstream,
             self.admin_listen,
-            if self.admin_token.is_some() {
+            if self.policy.admin_token.is_some() {
                 " with POST /revoke"
             } else {
                 ""
@@ -231,8 +195,28 @@ fn parse(text: &str) -> Result<file::File, (String, Option<usize>, String)> {
             .next()
             .unwrap_or(&message)
             .to_string();
-        (if key == "." { String::new() } else { key }, line, message)
+        let key = if key == "." { String::new() } else { key };
+        (with_unknown_key(key, &message), line, message)
     })
+}
+
+/// The path of an unknown key itself (`tickets.store.redis_clustr`), not only of the map it
+/// is in: serde names a misspelt key in its message, and the key path should name it too.
+fn with_unknown_key(key: String, message: &str) -> String {
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .or_else(|| {
+            message
+                .split_once(": unknown field `")
+                .map(|(_, rest)| rest)
+        })
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match unknown {
+        Some(name) if key.is_empty() => name.to_string(),
+        Some(name) if !key.ends_with(&format!(".{name}")) => format!("{key}.{name}"),
+        _ => key,
+    }
 }
 
 /// Collects problems as validation walks the file.
@@ -313,23 +297,25 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
     }
     Ok(Config {
         listen,
-        upstream: raw.upstream,
         admin_listen,
-        admin_token,
         threads,
         shutdown_grace: Duration::from_secs(
             raw.shutdown_grace_seconds
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECONDS),
         ),
-        jwt,
-        routes,
-        tickets,
-        forward,
-        cors_allowed_origins,
-        websocket,
+        policy: PolicySettings {
+            upstream: raw.upstream,
+            routes,
+            jwt,
+            tickets,
+            forward,
+            cors_allowed_origins,
+            websocket,
+            admin_token,
+            revocations,
+        },
         access_log,
         limits,
-        revocations,
         tls,
     })
 }

@@ -67,7 +67,7 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr, tls: bool) -> Result<()
     let upstream = Arc::new(DemoUpstream {
         idp: DevIdp::new(&idp_secret),
         access_log: dir.join("access.log"),
-        subject_header: config.forward.subject_header.name.to_string(),
+        subject_header: config.policy.forward.subject_header.name.to_string(),
         admin: AdminClient {
             base: format!("http://{admin_listen}"),
             token: String::from_utf8_lossy(&admin_token).into_owned(),

@@ -70,6 +70,44 @@ impl CloseReason {
     }
 }
 
+/// How a WebSocket ended: the `reason` of `ticketgate_websocket_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketEnd {
+    /// Either side closed it.
+    Normal,
+    /// It broke.
+    Error,
+    ClosedBy(CloseReason),
+}
+
+impl SocketEnd {
+    /// Every value, for the metric's series.
+    pub const ALL: [SocketEnd; 6] = [
+        SocketEnd::Normal,
+        SocketEnd::ClosedBy(CloseReason::LoginExpired),
+        SocketEnd::ClosedBy(CloseReason::Revoked),
+        SocketEnd::ClosedBy(CloseReason::Idle),
+        SocketEnd::ClosedBy(CloseReason::Shutdown),
+        SocketEnd::Error,
+    ];
+
+    /// Why ticketgate closed it, if it did.
+    pub fn closed_by(self) -> Option<CloseReason> {
+        match self {
+            SocketEnd::ClosedBy(reason) => Some(reason),
+            SocketEnd::Normal | SocketEnd::Error => None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SocketEnd::Normal => "normal",
+            SocketEnd::Error => "error",
+            SocketEnd::ClosedBy(reason) => reason.label(),
+        }
+    }
+}
+
 /// A connection's live-session state, shared by its stream (which does the closing) and the
 /// proxy hooks and revocations (which say when).
 #[derive(Default)]

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::live::SocketEnd;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -32,17 +33,6 @@ pub struct Metrics {
     tls_certificate_exported: std::sync::Once,
 }
 
-/// Building a fixed set of well-formed metrics cannot fail; if it did, it would be a bug in
-/// this file, found by every test on its first line.
-/// The `reason`s of `ticketgate_websocket_closed_total`.
-const CLOSE_REASONS: [&str; 6] = [
-    "normal",
-    "login_expired",
-    "revoked",
-    "idle",
-    "shutdown",
-    "error",
-];
 /// The `reason`s of `ticketgate_tickets_rejected_total`.
 const TICKET_REJECTIONS: [&str; 7] = [
     "invalid",
@@ -66,6 +56,8 @@ pub const TLS_REFUSALS: [&str; 8] = [
     "other",
 ];
 
+/// Building a fixed set of well-formed metrics cannot fail; if it did, it would be a bug in
+/// this file, found by every test on its first line.
 fn must<T>(result: prometheus::Result<T>) -> T {
     match result {
         Ok(v) => v,
@@ -195,8 +187,8 @@ impl Metrics {
         for result in ["success", "failure"] {
             self.reloads.with_label_values(&[result]);
         }
-        for reason in CLOSE_REASONS {
-            self.websockets_closed.with_label_values(&[reason]);
+        for end in SocketEnd::ALL {
+            self.websockets_closed.with_label_values(&[end.label()]);
         }
         for reason in TICKET_REJECTIONS {
             self.tickets_rejected.with_label_values(&[reason]);
@@ -290,9 +282,11 @@ impl Metrics {
         self.websocket_connections.inc();
     }
 
-    pub fn websocket_closed(&self, reason: &str) {
+    pub fn websocket_closed(&self, end: SocketEnd) {
         self.websocket_connections.dec();
-        self.websockets_closed.with_label_values(&[reason]).inc();
+        self.websockets_closed
+            .with_label_values(&[end.label()])
+            .inc();
     }
 
     pub fn revoked(&self) {

@@ -1,14 +1,15 @@
-//! The request's life, one Pingora hook per step, in the order Pingora calls them:
+//! The request's life, one Pingora hook per step, in the order Pingora calls them; each
+//! hook asks one decision of the module below it:
 //!
-//! 1. `request_filter`: read the target (`crate::boundary`: refused unless it has one
-//!    canonical reading), route its canonical path (`route`), then either answer here — the
-//!    ticket endpoint (`issue`) or a refusal (`respond`) — or authenticate (`authenticate`)
-//!    and pass on.
+//! 1. `request_filter`: `admit` decides — read the target (`crate::boundary`: refused unless
+//!    it has one canonical reading), route its canonical path (`route`), then either answer
+//!    here, the ticket endpoint (`issue`) or a refusal (`respond`), or authenticate
+//!    (`authenticate`) and pass on, a WebSocket handshake with its terms (`upgrade`).
 //! 2. `upstream_peer`: the one legacy upstream, over HTTP/1.1.
 //! 3. `upstream_request_filter`: the canonical target without the ticket, identity headers
 //!    in, credentials out (`forward`).
-//! 4. `response_filter`: a 101 counts an open WebSocket; anything else in answer to a
-//!    ticket-authenticated upgrade becomes a 502.
+//! 4. `response_filter`: a handshake's answer (`upgrade`): a 101 opens the socket's live
+//!    session; anything else in answer to a ticket-authenticated upgrade becomes a 502.
 //! 5. `fail_to_proxy`: a JSON 502 when the upstream cannot be reached.
 //! 6. `logging`: access log line and metrics (`log`), at the end of the request or, for a
 //!    WebSocket, when it closes.
@@ -18,41 +19,34 @@
 //! Every hook decides by `ctx.policy` (`policy`), the snapshot the request took when it
 //! started, never by a policy that may have been replaced since.
 
+mod admit;
 mod authenticate;
 mod forward;
 mod issue;
 mod log;
 pub mod policy;
 mod respond;
-mod route;
+pub mod route;
+pub mod upgrade;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use http::Method;
-use http::header::SEC_WEBSOCKET_PROTOCOL;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
-use arc_swap::ArcSwap;
-
 use crate::access_log::AccessLog;
-use crate::boundary::{self, Target};
-use crate::clock;
-use crate::config::AuthMode;
 use crate::connection;
-use crate::identity::Caller;
 use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::limits::Limits;
-use crate::live::{CloseReason, Sessions};
+use crate::live::{CloseReason, Sessions, SocketEnd};
 use crate::metrics::Metrics;
-use crate::subprotocol::Offered;
-use authenticate::Credential;
+use admit::{Decision, Passage, Seen};
 pub use policy::Policy;
-use respond::{Rejection, Reply};
-use route::Destination;
+use respond::Rejection;
 
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -69,26 +63,17 @@ pub struct TicketGate {
     pub limits: Arc<ArcSwap<Limits>>,
 }
 
-/// Per-request state, filled in as the request moves through the hooks.
+/// Per-request state: the policy snapshot, then what `request_filter` decided.
 pub struct RequestCtx {
     /// The policy this request was admitted under, kept to its end.
     policy: Arc<Policy>,
     started: Instant,
-    destination: Destination,
-    auth: AuthMode,
-    websocket: bool,
+    /// Route, auth and caller, as far as the decision got: what the log reports.
+    seen: Seen,
+    /// How the request goes upstream, once admitted.
+    passage: Option<Passage>,
+    /// The upstream answered a WebSocket handshake with 101.
     upgraded: bool,
-    caller: Option<Arc<Caller>>,
-    /// When the caller's login expires (Unix seconds); a WebSocket closes then.
-    login_expires_at: Option<u64>,
-    /// When that login began (Unix milliseconds; `None` without `iat`), for revocations.
-    login_issued_at_ms: Option<u64>,
-    /// The caller came with a ticket: the upstream must answer 101.
-    by_ticket: bool,
-    /// What the upstream is sent instead of the client's target (`forward::upstream_target`).
-    upstream_target: Option<String>,
-    /// `Sec-WebSocket-Protocol` without ticketgate's entries, when it had any.
-    protocols: Option<forward::Protocols>,
     /// Only set when the connection's stream cannot keep a WebSocket's idle timeout.
     upstream_read_timeout: Option<Duration>,
     /// A write to the upstream that makes no progress this long fails (`limits`).
@@ -96,97 +81,6 @@ pub struct RequestCtx {
     rejection: Option<Rejection>,
     /// Counts the request as in flight until the context is dropped at its end.
     _in_flight: InFlightGuard,
-}
-
-impl TicketGate {
-    /// The boundary, then the route and its rule: `None` when the request may go upstream,
-    /// with the target it is to be sent in `ctx.upstream_target`.
-    async fn admit(
-        &self,
-        policy: &Policy,
-        req: &RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Option<Reply> {
-        let target = match boundary::read(req.raw_path(), req.method == Method::OPTIONS) {
-            Ok(target) => target,
-            Err(refused) => return Some(Rejection::BadTarget(refused).into()),
-        };
-        ctx.destination = route::decide(policy, &target.route_path);
-        ctx.websocket = authenticate::wants_websocket(req);
-        let reply = self.answer(policy, req, &target, ctx).await;
-        if reply.is_none() {
-            ctx.upstream_target =
-                forward::upstream_target(&target, ctx.auth, policy.ticket_param());
-        }
-        reply
-    }
-
-    /// The answer ticketgate gives itself, or `None` when the request may go upstream.
-    async fn answer(
-        &self,
-        policy: &Policy,
-        req: &RequestHeader,
-        target: &Target<'_>,
-        ctx: &mut RequestCtx,
-    ) -> Option<Reply> {
-        let route = match ctx.destination {
-            Destination::Route(i) => &policy.routes[i],
-            Destination::IssueTicket => {
-                // `route::decide` only sends here when tickets are configured; never forward.
-                let Some(endpoint) = &policy.tickets else {
-                    return Some(Rejection::NoRoute.into());
-                };
-                ctx.auth = AuthMode::Jwt;
-                let (reply, caller) = issue::answer(
-                    req,
-                    &endpoint.tickets,
-                    &policy.authenticators(),
-                    &policy.cors_allowed_origins,
-                )
-                .await;
-                ctx.caller = caller;
-                return Some(reply);
-            }
-            Destination::NotFound => return Some(Rejection::NoRoute.into()),
-        };
-        ctx.auth = route.auth;
-        if ctx.websocket && !policy.origin_allowed(req) {
-            return Some(Rejection::OriginNotAllowed.into());
-        }
-        // `auth: none` passes the header as sent, so it is only read where auth applies.
-        let offered = if ctx.websocket && route.auth != AuthMode::None {
-            Offered::read(
-                req.headers
-                    .get_all(SEC_WEBSOCKET_PROTOCOL)
-                    .iter()
-                    .map(|v| v.as_bytes()),
-            )
-        } else {
-            Offered::default()
-        };
-        if offered.concerns_us() {
-            ctx.protocols = Some(forward::Protocols {
-                upstream: offered.forwarded(),
-                answer_marker: offered.marker && offered.others.is_empty(),
-            });
-        }
-        let request = authenticate::Request {
-            header: req,
-            query: target.query,
-            offered: &offered,
-        };
-        match authenticate::authenticate(route.auth, &request, &policy.authenticators()).await {
-            Ok(Some(authenticated)) => {
-                ctx.by_ticket = authenticated.credential == Credential::Ticket;
-                ctx.login_expires_at = Some(authenticated.login_expires_at);
-                ctx.login_issued_at_ms = authenticated.issued_at_ms;
-                ctx.caller = Some(authenticated.caller);
-                None
-            }
-            Ok(None) => None,
-            Err(rejection) => Some(rejection.into()),
-        }
-    }
 }
 
 #[async_trait]
@@ -197,16 +91,9 @@ impl ProxyHttp for TicketGate {
         RequestCtx {
             policy: self.policy.load_full(),
             started: Instant::now(),
-            destination: Destination::NotFound,
-            auth: AuthMode::None,
-            websocket: false,
+            seen: Seen::default(),
+            passage: None,
             upgraded: false,
-            caller: None,
-            login_expires_at: None,
-            login_issued_at_ms: None,
-            by_ticket: false,
-            upstream_target: None,
-            protocols: None,
             upstream_read_timeout: None,
             upstream_write_timeout: self.limits.load().write_timeout,
             rejection: None,
@@ -226,19 +113,26 @@ impl ProxyHttp for TicketGate {
         Ok(())
     }
 
-    /// Reads the target, routes it and checks its credentials; answers the request here when
-    /// it may not pass or is addressed to ticketgate itself.
+    /// Reads the target, routes it and checks its credentials (`admit`); answers the request
+    /// here when it may not pass or is addressed to ticketgate itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let policy = ctx.policy.clone();
-        let Some(reply) = self.admit(&policy, session.req_header(), ctx).await else {
-            if ctx.websocket {
-                watch_idle(session, ctx);
+        let (seen, decision) = admit::decide(&policy, session.req_header()).await;
+        ctx.seen = seen;
+        match decision {
+            Decision::Answer(reply) => {
+                ctx.rejection = reply.rejection;
+                respond::send(session, reply).await?;
+                Ok(true)
             }
-            return Ok(false);
-        };
-        ctx.rejection = reply.rejection;
-        respond::send(session, reply).await?;
-        Ok(true)
+            Decision::Forward(passage) => {
+                if passage.handshake.is_some() {
+                    ctx.upstream_read_timeout = upgrade::watch_idle(session, &policy.websocket);
+                }
+                ctx.passage = Some(passage);
+                Ok(false)
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -259,43 +153,56 @@ impl ProxyHttp for TicketGate {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(target) = &ctx.upstream_target {
+        let Some(passage) = &ctx.passage else {
+            return Ok(());
+        };
+        if let Some(target) = &passage.upstream_target {
             forward::set_target(upstream_request, target)?;
         }
         forward::identity_headers(
             upstream_request,
             &ctx.policy.forward,
-            ctx.auth,
-            ctx.caller.as_deref(),
+            ctx.seen.auth,
+            ctx.seen.caller.as_deref(),
         );
-        if let Some(protocols) = &ctx.protocols {
+        if let Some(protocols) = passage
+            .handshake
+            .as_ref()
+            .and_then(|h| h.protocols.as_ref())
+        {
             forward::protocols_upstream(upstream_request, protocols)?;
         }
         Ok(())
     }
 
+    /// A WebSocket handshake's answer: checked, and a 101 opens the socket's live session.
     async fn response_filter(
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.by_ticket && upstream_response.status != 101 {
-            ctx.rejection = Some(Rejection::UpgradeRefused);
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(502),
-                "the upstream answered a ticket-authenticated upgrade without 101",
-            ));
+        let Some(handshake) = ctx.passage.as_ref().and_then(|p| p.handshake.as_ref()) else {
+            return Ok(());
+        };
+        if ctx.upgraded {
+            return Ok(());
         }
-        if upstream_response.status == 101 && !ctx.upgraded {
-            if let Some(protocols) = &ctx.protocols {
-                forward::protocols_downstream(upstream_response, protocols)?;
+        match upgrade::answered(upstream_response, handshake) {
+            Ok(true) => {
+                ctx.upgraded = true;
+                self.metrics.websocket_opened();
+                let caller = ctx.seen.caller.as_ref();
+                let held_to = ctx.policy.liveness(&self.sessions);
+                upgrade::opened(session, handshake, caller, &held_to);
+                Ok(())
             }
-            ctx.upgraded = true;
-            self.metrics.websocket_opened();
-            live_session(session, ctx, &self.sessions);
+            Ok(false) => Ok(()),
+            Err(refused) => {
+                ctx.rejection = Some(Rejection::UpgradeRefused);
+                Err(refused)
+            }
         }
-        Ok(())
     }
 
     /// Upstream failures get the same JSON shape as every other refusal.
@@ -337,24 +244,27 @@ impl ProxyHttp for TicketGate {
         if let Some(phase) = connection::phase(session) {
             phase.idle();
         }
-        let by_us = connection::ending(session).and_then(|ending| ending.closing());
-        let closed = ctx.upgraded.then(|| close_label(by_us, e));
-        if let Some(reason) = closed {
-            self.metrics.websocket_closed(reason);
+        let by_us = upgrade::closed_by_us(session);
+        let end = ctx.upgraded.then(|| upgrade::socket_end(by_us, e));
+        if let Some(end) = end {
+            self.metrics.websocket_closed(end);
         }
         if let Some(Rejection::Auth(refusal)) = ctx.rejection {
             self.metrics.auth_failure(refusal.reason());
         }
         let outcome = log::Outcome {
             started: ctx.started,
-            route: route::label(&ctx.policy, ctx.destination),
-            auth: ctx.auth,
-            subject: ctx.caller.as_ref().map(|c| c.identity.subject.as_str()),
-            reason: ctx
-                .rejection
-                .map(Rejection::reason)
-                .or(closed.filter(|reason| !matches!(*reason, "normal" | "error")))
-                .or(by_us.map(CloseReason::label)),
+            route: ctx.policy.route_label(ctx.seen.destination),
+            auth: ctx.seen.auth,
+            subject: ctx
+                .seen
+                .caller
+                .as_ref()
+                .map(|c| c.identity.subject.as_str()),
+            reason: ctx.rejection.map(Rejection::reason).or(end
+                .and_then(SocketEnd::closed_by)
+                .or(by_us)
+                .map(CloseReason::label)),
             shapes: ctx.policy.shapes(),
         };
         log::record(session, outcome, &self.access_log, &self.metrics);
@@ -367,57 +277,5 @@ impl ProxyHttp for TicketGate {
             session.req_header().method,
             log::logged_target(session, &ctx.policy.shapes())
         )
-    }
-}
-
-/// A WebSocket's idle timeout is kept by its connection's stream (`connection::Watched`),
-/// which only notes the time of each read and write; Pingora's read timeouts, the fallback
-/// for a stream that is not watched, arm and drop a timer on every read, both sides.
-fn watch_idle(session: &mut Session, ctx: &mut RequestCtx) {
-    let idle = ctx.policy.websocket.idle_timeout;
-    let watched = connection::ending(session).map(|ending| ending.idle_after(idle));
-    let pingora_timeout = watched.is_none().then_some(idle);
-    session
-        .as_downstream_mut()
-        .set_read_timeout(pingora_timeout);
-    ctx.upstream_read_timeout = pingora_timeout;
-}
-
-/// A WebSocket is about to open: a shutdown closes it properly, and an authenticated one also
-/// closes when its login expires (`exp` plus leeway, when `websocket.close_at_login_expiry`
-/// is on) or its subject is revoked. A revocation that came while the upgrade waited for the
-/// upstream's 101 found no socket to close, so it is looked for again once this one is
-/// followed (after, so that none can fall between the look and the following).
-fn live_session(session: &Session, ctx: &RequestCtx, sessions: &Sessions) {
-    let Some(ending) = connection::ending(session) else {
-        return;
-    };
-    let policy = &ctx.policy;
-    let close_at_ms = ctx
-        .login_expires_at
-        .filter(|_| policy.websocket.close_at_login_expiry)
-        .map(|exp| (exp + policy.leeway_seconds) * 1000);
-    ending.upgrading(close_at_ms);
-    sessions.add(ending);
-    if let Some(caller) = &ctx.caller {
-        let subject = &caller.identity.subject;
-        policy.revocations.watch(subject, ending);
-        if policy
-            .revocations
-            .refuses(subject, ctx.login_issued_at_ms, clock::unix_now_ms())
-        {
-            ending.close(CloseReason::Revoked);
-        }
-    }
-}
-
-/// The `reason` of `ticketgate_websocket_closed_total`, and of the access log when ticketgate
-/// closed the socket (`login_expired`, `revoked`, `idle`).
-fn close_label(closed_by_us: Option<CloseReason>, error: Option<&Error>) -> &'static str {
-    match (closed_by_us, error.map(|e| e.etype())) {
-        (Some(reason), _) => reason.label(),
-        (None, None) => "normal",
-        (None, Some(ErrorType::ReadTimedout | ErrorType::WriteTimedout)) => "idle",
-        (None, Some(_)) => "error",
     }
 }

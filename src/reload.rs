@@ -26,10 +26,11 @@ use crate::config::{self, Config, ConfigError};
 use crate::lifecycle;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::proxy::{Policy, policy};
+use crate::proxy::Policy;
+use crate::proxy::policy::{BuildError, PolicySettings};
 use crate::shared_redis::Topology;
-use crate::tickets::store::{StoreError, UsedTickets};
-use crate::tickets::{StoreConfig, Tickets};
+use crate::tickets::StoreConfig;
+use crate::tickets::store::UsedTickets;
 use crate::tls::Tls;
 
 /// How often the files under `tls:` are compared with what is being served: a renewal by
@@ -58,14 +59,40 @@ pub struct RestartOnly {
 }
 
 impl RestartOnly {
+    /// Every setting is sorted here, by destructuring: one added to `Config` or
+    /// `PolicySettings` does not compile until it is named below, as restart-only or as
+    /// taking effect on a reload.
     pub fn of(config: &Config) -> Self {
+        let Config {
+            listen,
+            admin_listen,
+            threads,
+            shutdown_grace,
+            tls,
+            policy,
+            // Reloaded: new connections take the new limits, the log is reopened.
+            limits: _,
+            access_log: _,
+        } = config;
+        let PolicySettings {
+            tickets,
+            // Reloaded: a new policy is built from them (`Policy::build`).
+            upstream: _,
+            routes: _,
+            jwt: _,
+            forward: _,
+            cors_allowed_origins: _,
+            websocket: _,
+            admin_token: _,
+            revocations: _,
+        } = policy;
         RestartOnly {
-            listen: config.listen,
-            admin_listen: config.admin_listen,
-            threads: config.threads,
-            shutdown_grace: config.shutdown_grace,
-            tls: config.tls.is_some(),
-            ticket_store: match config.tickets.as_ref().map(|t| &t.store) {
+            listen: *listen,
+            admin_listen: *admin_listen,
+            threads: *threads,
+            shutdown_grace: *shutdown_grace,
+            tls: tls.is_some(),
+            ticket_store: match tickets.as_ref().map(|t| &t.store) {
                 Some(StoreConfig::Redis(redis)) => Some(redis.topology.clone()),
                 Some(StoreConfig::Memory) | None => None,
             },
@@ -96,12 +123,10 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("{0}: changing it needs a restart")]
     RestartOnly(&'static str),
-    #[error("upstream: cannot resolve {0:?}")]
-    Upstream(String),
+    #[error("{0}")]
+    Policy(#[from] BuildError),
     #[error("jwt.issuers: no usable keys for issuer {0} within {KEYS_DEADLINE:?}")]
     Keys(String),
-    #[error("tickets.store: {0}")]
-    Store(#[from] StoreError),
     #[error("access_log.path: cannot open it: {0}")]
     AccessLog(std::io::Error),
 }
@@ -125,28 +150,18 @@ impl Reloader {
         if let Some(key) = self.running.changed_key(&RestartOnly::of(&config)) {
             return Err(ReloadError::RestartOnly(key));
         }
-        let upstream = policy::resolve_upstream(&config.upstream)
-            .ok_or_else(|| ReloadError::Upstream(config.upstream.clone()))?;
-        let verifier = policy::verifier(&config, &self.metrics);
-        load_keys(&verifier).await?;
-        let current = self.policy.load();
-        let tickets = match (&config.tickets, &current.tickets) {
-            (Some(settings), Some(running)) => Some(Arc::new(running.tickets.reloaded(settings)?)),
-            (Some(settings), None) => Some(Arc::new(Tickets::new(settings, self.metrics.clone())?)),
-            (None, _) => None,
-        };
+        let current = self.policy.load_full();
+        let policy = Policy::build(
+            &config.policy,
+            Some(&current),
+            current.revocations.clone(),
+            &self.metrics,
+        )?;
+        load_keys(&policy.verifier).await?;
         self.access_log
             .reopen(&config.access_log)
             .map_err(ReloadError::AccessLog)?;
-        let revocations = self.policy.load().revocations.clone();
-        revocations.configure(config.revocations);
-        let policy = Arc::new(Policy::new(
-            &config,
-            upstream,
-            verifier,
-            tickets,
-            revocations,
-        ));
+        let policy = Arc::new(policy);
         self.limits.store(Arc::new(config.limits));
         if let Some(tls) = config.tls.take() {
             self.metrics.tls_certificate(tls.expires_at());

@@ -9,7 +9,7 @@
 pub mod shared;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -49,8 +49,6 @@ pub struct RevocationsConfig {
 }
 
 pub struct Revocations {
-    /// Reloadable: a revocation made after a reload lasts the new TTL.
-    ttl_seconds: AtomicU64,
     /// Subject -> its revocation; read on every authenticated request.
     revoked: RwLock<HashMap<String, Revoked>>,
     /// Whether `revoked` holds anything: the common case, none, costs one atomic load.
@@ -64,6 +62,14 @@ pub struct Revocations {
     loaded: AtomicBool,
 }
 
+/// A revocation at `now_ms` that lasts `ttl`.
+fn revocation_at(now_ms: u64, ttl: Duration) -> Revoked {
+    Revoked {
+        at_ms: now_ms,
+        until_ms: now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
 /// A subject's logins before `at_ms` are void until `until_ms` (Unix milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revoked {
@@ -72,9 +78,8 @@ pub struct Revoked {
 }
 
 impl Revocations {
-    pub fn new(config: RevocationsConfig, shared: Option<Shared>) -> Self {
+    pub fn new(shared: Option<Shared>) -> Self {
         Revocations {
-            ttl_seconds: AtomicU64::new(config.ttl.as_secs()),
             revoked: RwLock::default(),
             any: AtomicBool::new(false),
             open: Mutex::default(),
@@ -83,10 +88,16 @@ impl Revocations {
         }
     }
 
-    /// Revokes `subject`'s logins up to `now_ms`: here at once, and on the other replicas
-    /// through Redis when there are any (an error then means only this replica knows).
-    pub async fn revoke(&self, subject: &str, now_ms: u64) -> Result<Revoked, ShareError> {
-        let revoked = self.revocation_at(now_ms);
+    /// Revokes `subject`'s logins up to `now_ms` for `ttl` (the policy's
+    /// `revocations.ttl_seconds`): here at once, and on the other replicas through Redis when
+    /// there are any (an error then means only this replica knows).
+    pub async fn revoke(
+        &self,
+        subject: &str,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<Revoked, ShareError> {
+        let revoked = revocation_at(now_ms, ttl);
         self.record(subject, revoked);
         if let Some(shared) = &self.shared {
             shared.publish(subject, revoked, now_ms).await?;
@@ -105,19 +116,6 @@ impl Revocations {
 
     fn mark_loaded(&self) {
         self.loaded.store(true, Ordering::Release);
-    }
-
-    /// Applies reloaded settings.
-    pub fn configure(&self, config: RevocationsConfig) {
-        self.ttl_seconds
-            .store(config.ttl.as_secs(), Ordering::Relaxed);
-    }
-
-    fn revocation_at(&self, now_ms: u64) -> Revoked {
-        Revoked {
-            at_ms: now_ms,
-            until_ms: now_ms + self.ttl_seconds.load(Ordering::Relaxed) * 1000,
-        }
     }
 
     /// Whether a login of `subject` issued at `issued_at_ms` (`None`: it does not say) is
@@ -192,12 +190,11 @@ mod tests {
     use super::*;
 
     fn revocations() -> Revocations {
-        Revocations::new(
-            RevocationsConfig {
-                ttl: Duration::from_secs(100),
-            },
-            None,
-        )
+        Revocations::new(None)
+    }
+
+    fn at(now_ms: u64) -> Revoked {
+        revocation_at(now_ms, Duration::from_secs(100))
     }
 
     #[test]
@@ -213,7 +210,7 @@ mod tests {
     fn logins_before_the_revocation_are_refused_until_it_expires() {
         let r = revocations();
         assert!(!r.refuses("alice", None, 1_000));
-        r.record("alice", r.revocation_at(1_000));
+        r.record("alice", at(1_000));
         assert!(r.refuses("alice", Some(999), 1_001));
         assert!(r.refuses("alice", None, 1_001), "no iat: refused");
         assert!(
@@ -231,8 +228,8 @@ mod tests {
     #[test]
     fn a_later_revocation_wins_and_an_earlier_one_does_not_undo_it() {
         let r = revocations();
-        r.record("alice", r.revocation_at(2_000));
-        r.record("alice", r.revocation_at(1_000));
+        r.record("alice", at(2_000));
+        r.record("alice", at(1_000));
         assert!(r.refuses("alice", Some(1_500), 2_001));
     }
 
@@ -242,7 +239,7 @@ mod tests {
         let (alice, bob) = (Arc::new(Ending::default()), Arc::new(Ending::default()));
         r.watch("alice", &alice);
         r.watch("bob", &bob);
-        r.record("alice", r.revocation_at(1_000));
+        r.record("alice", at(1_000));
         assert_eq!(alice.closing(), Some(CloseReason::Revoked));
         assert_eq!(bob.closing(), None);
     }
@@ -250,7 +247,7 @@ mod tests {
     #[test]
     fn the_upkeep_forgets_what_expired_and_what_closed() {
         let r = revocations();
-        r.record("alice", r.revocation_at(1_000));
+        r.record("alice", at(1_000));
         let gone = Arc::new(Ending::default());
         r.watch("bob", &gone);
         drop(gone);

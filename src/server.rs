@@ -21,22 +21,23 @@ use crate::connection::Watch;
 use crate::lifecycle::{AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep};
 use crate::live::Sessions;
 use crate::metrics::Metrics;
-use crate::proxy::{Policy, TicketGate, policy};
+use crate::proxy::policy::BuildError;
+use crate::proxy::{Policy, TicketGate};
 use crate::reload::{Reloader, RestartOnly};
 use crate::revocations::{Revocations, Shared};
 use crate::shared_redis::SharedRedis;
+use crate::tickets::StoreConfig;
 use crate::tickets::store::StoreError;
-use crate::tickets::{StoreConfig, Tickets};
 use crate::tls::handshake::Terminate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
-    #[error("cannot set up the ticket store: {0}")]
-    TicketStore(#[from] StoreError),
-    #[error("cannot resolve the upstream {0:?}")]
-    Upstream(String),
+    #[error("cannot set up the revocation stream: {0}")]
+    Revocations(#[from] StoreError),
+    #[error("{0}")]
+    Policy(#[from] BuildError),
 }
 
 /// Builds every service and runs until SIGTERM (graceful) or SIGINT (immediate). `path` is
@@ -44,26 +45,12 @@ pub enum StartError {
 /// graceful shutdown ends the process as soon as no request is left.
 pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), StartError> {
     ignore_hangups_until_reloading();
-    let upstream = policy::resolve_upstream(&config.upstream)
-        .ok_or_else(|| StartError::Upstream(config.upstream.clone()))?;
     let metrics = Arc::new(Metrics::new());
-    let verifier = policy::verifier(&config, &metrics);
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
-    let tickets = match &config.tickets {
-        Some(tickets) => Some(Arc::new(Tickets::new(tickets, metrics.clone())?)),
-        None => None,
-    };
-    let revocations = Arc::new(Revocations::new(
-        config.revocations,
-        shared_revocations(&config, &metrics)?,
-    ));
-    let policy = Arc::new(ArcSwap::from_pointee(Policy::new(
-        &config,
-        upstream,
-        verifier,
-        tickets,
-        revocations.clone(),
-    )));
+    let revocations = Arc::new(Revocations::new(shared_revocations(&config, &metrics)?));
+    let policy = Policy::build(&config.policy, None, revocations.clone(), &metrics)?;
+    let upstream = policy.upstream;
+    let policy = Arc::new(ArcSwap::from_pointee(policy));
     let limits = Arc::new(ArcSwap::from_pointee(config.limits));
     let scheme = config
         .tls
@@ -160,11 +147,11 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
 fn shared_revocations(
     config: &Config,
     metrics: &Arc<Metrics>,
-) -> Result<Option<Shared>, StartError> {
-    match config.tickets.as_ref().map(|t| &t.store) {
-        Some(StoreConfig::Redis(redis)) => Ok(Some(Shared::new(
-            SharedRedis::new(redis, metrics.clone()).map_err(StoreError::from)?,
-        ))),
+) -> Result<Option<Shared>, StoreError> {
+    match config.policy.tickets.as_ref().map(|t| &t.store) {
+        Some(StoreConfig::Redis(redis)) => {
+            Ok(Some(Shared::new(SharedRedis::new(redis, metrics.clone())?)))
+        }
         _ => Ok(None),
     }
 }

@@ -115,15 +115,61 @@ pub struct Tickets {
 }
 
 /// `tickets.store`: `memory`, a Redis URL, or one of the structured forms.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "\"memory\", a redis:// or rediss:// URL, {redis_cluster: [url, ...]} or {redis_sentinel: {master, nodes: [url, ...], db}}"
-)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
 pub enum Store {
     Url(String),
     Cluster(ClusterStore),
     Sentinel(SentinelStore),
+}
+
+const STORE_EXPECTED: &str = "\"memory\", a redis:// or rediss:// URL, {redis_cluster: [url, ...]} or {redis_sentinel: {master, nodes: [url, ...], db}}";
+const STORE_FORMS: &[&str] = &["redis_cluster", "redis_sentinel"];
+
+/// By hand, not `untagged`: an untagged enum answers any mistake inside a form with the list
+/// of forms, while this reads the form's key first, so a misspelt form
+/// (`tickets.store.redis_clustr`) or a misspelt key inside one
+/// (`tickets.store.redis_sentinel.mastr`) is named.
+impl<'de> Deserialize<'de> for Store {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StoreVisitor)
+    }
+}
+
+struct StoreVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StoreVisitor {
+    type Value = Store;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(STORE_EXPECTED)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<Store, E> {
+        Ok(Store::Url(url.to_string()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Store, A::Error> {
+        use serde::de::Error;
+        let Some(form) = map.next_key::<String>()? else {
+            return Err(A::Error::invalid_length(0, &self));
+        };
+        let store = match form.as_str() {
+            "redis_cluster" => Store::Cluster(ClusterStore {
+                redis_cluster: map.next_value()?,
+            }),
+            "redis_sentinel" => Store::Sentinel(SentinelStore {
+                redis_sentinel: map.next_value()?,
+            }),
+            other => return Err(A::Error::unknown_field(other, STORE_FORMS)),
+        };
+        match map.next_key::<String>()? {
+            Some(extra) => Err(A::Error::custom(format!(
+                "`{extra}` beside `{form}`: a store has one form"
+            ))),
+            None => Ok(store),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

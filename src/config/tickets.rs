@@ -307,12 +307,32 @@ mod tests {
         for (store, key, message) in cases {
             refused(&with_tickets(&format!("  store: {store}\n")), key, message);
         }
-        let misspelt = crate::config::parse(&with_tickets("  store: {redis_clustr: [a]}\n"));
-        assert!(
-            matches!(&misspelt, Err((key, _, message)) if key == "tickets.store" && message.contains("{redis_cluster: [url, ...]}")),
-            "{:?}",
-            misspelt.err()
-        );
+        for (store, key, message) in [
+            (
+                "{redis_clustr: [a]}",
+                "tickets.store.redis_clustr",
+                "redis_cluster",
+            ),
+            (
+                "{redis_sentinel: {mastr: m, nodes: []}}",
+                "tickets.store.redis_sentinel.mastr",
+                "unknown field",
+            ),
+            ("{}", "tickets.store", "{redis_cluster: [url, ...]}"),
+            ("7", "tickets.store", "{redis_cluster: [url, ...]}"),
+            (
+                "{redis_cluster: [a], redis_sentinel: {master: m, nodes: []}}",
+                "tickets.store",
+                "one form",
+            ),
+        ] {
+            let parsed = crate::config::parse(&with_tickets(&format!("  store: {store}\n")));
+            assert!(
+                matches!(&parsed, Err((k, _, m)) if k == key && m.contains(message)),
+                "{store}: {:?}",
+                parsed.err()
+            );
+        }
         refused(
             &with_tickets("  redis_wait_replicas: 1\n"),
             "tickets.redis_wait_replicas",

@@ -4,15 +4,14 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
-use http::{Method, Version};
 use pingora::http::RequestHeader;
 
 use super::respond::Rejection;
+use super::route::AuthMode;
+use super::upgrade;
 use crate::auth::error::TicketProblem;
 use crate::auth::{self, AuthError, TokenProblem, jwt::JwtVerifier};
 use crate::clock::{unix_now, unix_now_ms};
-use crate::config::AuthMode;
 use crate::identity::cache::TokenCache;
 use crate::identity::{Caller, ForwardConfig};
 use crate::query;
@@ -177,7 +176,7 @@ async fn redeem(
             .refuses(subject, Some(minted_at_ms), now_ms)
     };
     let redeemed = match tickets
-        .redeem(ticket, is_opening_handshake(req), &revoked)
+        .redeem(ticket, upgrade::is_opening_handshake(req), &revoked)
         .await
     {
         Ok(redeemed) => redeemed,
@@ -194,28 +193,4 @@ async fn redeem(
         login_expires_at: redeemed.login_expires_at,
         issued_at_ms: Some(redeemed.minted_at_ms),
     })
-}
-
-/// Whether the request asks for a WebSocket at all (`Upgrade: websocket`): such a request
-/// is held to the Origin allowlist and the WebSocket idle timeout, complete or not.
-pub fn wants_websocket(req: &RequestHeader) -> bool {
-    req.headers
-        .get(UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-}
-
-/// A complete RFC 6455 §4.1 opening handshake, the only request a ticket is redeemed on:
-/// anything less (HTTP/1.0, whose `Upgrade` Pingora drops, a missing key or version) would
-/// reach the upstream as a plain request and buy a plain response with a ticket.
-pub fn is_opening_handshake(req: &RequestHeader) -> bool {
-    let header = |name| req.headers.get(name).map(http::HeaderValue::as_bytes);
-    req.method == Method::GET
-        && req.version == Version::HTTP_11
-        && wants_websocket(req)
-        && header(CONNECTION).is_some_and(|v| {
-            v.split(|b| *b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-        })
-        && header(SEC_WEBSOCKET_KEY).is_some_and(|key| key.len() == 24)
-        && header(SEC_WEBSOCKET_VERSION) == Some(b"13")
 }

@@ -5,13 +5,14 @@ use std::borrow::Cow;
 
 use http::HeaderName;
 use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 
+use super::upgrade::Protocols;
 use crate::boundary::Target;
-use crate::config::AuthMode;
 use crate::identity::Caller;
 use crate::identity::ForwardConfig;
-use crate::{query, subprotocol};
+use crate::proxy::route::AuthMode;
+use crate::query;
 
 /// The target the upstream is sent, when it differs from what the client sent: the
 /// canonical path (in origin-form) and the query without the ticket parameter. The ticket is
@@ -63,15 +64,6 @@ pub fn identity_headers(
     }
 }
 
-/// `Sec-WebSocket-Protocol` once ticketgate's entries (a credential, the `ticketgate` marker)
-/// are out of it.
-pub struct Protocols {
-    /// What the upstream is offered: the application's protocols, or no header at all.
-    pub upstream: Option<String>,
-    /// The client offered the marker and nothing else of its own: the 101 names it.
-    pub answer_marker: bool,
-}
-
 /// Offers the upstream the application's protocols only.
 pub fn protocols_upstream(
     upstream: &mut RequestHeader,
@@ -80,18 +72,6 @@ pub fn protocols_upstream(
     upstream.remove_header(&SEC_WEBSOCKET_PROTOCOL);
     if let Some(offered) = &protocols.upstream {
         upstream.insert_header(SEC_WEBSOCKET_PROTOCOL, offered.as_str())?;
-    }
-    Ok(())
-}
-
-/// The 101 names `ticketgate` when the client offered it and no protocol of its own; with
-/// protocols of its own, the upstream's choice among them passes unchanged.
-pub fn protocols_downstream(
-    response: &mut ResponseHeader,
-    protocols: &Protocols,
-) -> pingora::Result<()> {
-    if protocols.answer_marker {
-        response.insert_header(SEC_WEBSOCKET_PROTOCOL, subprotocol::MARKER)?;
     }
     Ok(())
 }
@@ -120,7 +100,7 @@ fn spoofed_identity_headers(upstream: &RequestHeader, forward: &ForwardConfig) -
 mod tests {
     use super::upstream_target;
     use crate::boundary;
-    use crate::config::AuthMode;
+    use crate::proxy::route::AuthMode;
 
     fn forwarded(raw: &str, auth: AuthMode) -> Option<String> {
         let target = boundary::read(raw.as_bytes(), false).expect("a valid target");

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use pingora::proxy::Session;
 
+use super::route::AuthMode;
 use crate::access_log::{self, AccessLog, Entry};
-use crate::config::AuthMode;
 use crate::metrics::Metrics;
 use crate::redact::{self, Shapes};
 

@@ -5,22 +5,39 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-
-use http::header::ORIGIN;
-use pingora::http::RequestHeader;
+use std::time::Duration;
 
 use super::authenticate::Authenticators;
-use crate::auth::jwt::JwtVerifier;
-use crate::config::{Config, Route, WebsocketConfig};
+use super::route::{self, Destination, Route};
+use super::upgrade::{Liveness, WebsocketConfig};
+use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::identity::ForwardConfig;
 use crate::identity::cache::TokenCache;
+use crate::live::Sessions;
 use crate::metrics::Metrics;
 use crate::redact::Shapes;
-use crate::revocations::{AdminToken, Revocations};
-use crate::tickets::{Tickets, codec};
+use crate::revocations::{AdminToken, Revocations, RevocationsConfig};
+use crate::tickets::store::StoreError;
+use crate::tickets::{Tickets, TicketsConfig, codec};
 
 /// The query parameter tickets travel in when no `tickets:` section names one.
 const DEFAULT_TICKET_PARAM: &str = "ticket";
+
+/// The settings a policy is built from, as the config file translates them; a reload
+/// builds a new policy from new ones.
+pub struct PolicySettings {
+    /// `host:port`, resolved when the policy is built (so `check` needs no DNS).
+    pub upstream: String,
+    pub routes: Vec<Route>,
+    pub jwt: JwtConfig,
+    pub tickets: Option<TicketsConfig>,
+    pub forward: ForwardConfig,
+    pub cors_allowed_origins: Vec<String>,
+    pub websocket: WebsocketConfig,
+    /// Enables `POST /revoke` on the admin listener.
+    pub admin_token: Option<AdminToken>,
+    pub revocations: RevocationsConfig,
+}
 
 pub struct Policy {
     /// `upstream`, resolved when the policy was made.
@@ -38,14 +55,10 @@ pub struct Policy {
     pub leeway_seconds: u64,
     /// What `POST /revoke` must present; `None` turns revocation off.
     pub admin_token: Option<AdminToken>,
+    /// How long a revocation made under this policy lasts (`revocations.ttl_seconds`).
+    pub revocation_ttl: Duration,
     /// This process's record of revoked logins: one for the whole run, not per policy.
     pub revocations: Arc<Revocations>,
-}
-
-/// `host:port` resolved, when a policy is made (at start and on reload): a sidecar's upstream
-/// is a fixed local address, not looked up per request.
-pub fn resolve_upstream(upstream: &str) -> Option<SocketAddr> {
-    upstream.to_socket_addrs().ok()?.next()
 }
 
 /// The ticket service and where it is reached.
@@ -55,46 +68,79 @@ pub struct TicketEndpoint {
     pub query_param: String,
 }
 
-/// The verifier `config` describes. Its identities keep exactly the claims a `forward`
-/// header carries.
-pub fn verifier(config: &Config, metrics: &Arc<Metrics>) -> Arc<JwtVerifier> {
-    Arc::new(JwtVerifier::new(
-        &config.jwt,
-        config.forward.claim_names(),
-        metrics,
-    ))
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("upstream: cannot resolve {0:?}")]
+    Upstream(String),
+    #[error("tickets.store: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl Policy {
-    /// The policy `config` describes, with the verifier and ticket service built for it.
-    pub fn new(
-        config: &Config,
-        upstream: SocketAddr,
-        verifier: Arc<JwtVerifier>,
-        tickets: Option<Arc<Tickets>>,
+    /// The one way a policy is made, at start (`running: None`) and on reload. What must
+    /// outlive a reload is carried over from `running`: the ticket service keeps its store,
+    /// its run id and, after a secret change, the previous secret for the tickets already out
+    /// (`Tickets::reloaded`); the revocation record is the process's own.
+    pub fn build(
+        settings: &PolicySettings,
+        running: Option<&Policy>,
         revocations: Arc<Revocations>,
-    ) -> Self {
-        let tickets = config
-            .tickets
-            .as_ref()
-            .zip(tickets)
-            .map(|(settings, tickets)| TicketEndpoint {
-                tickets,
-                issue_path: settings.issue_path.clone(),
-                query_param: settings.query_param.clone(),
-            });
-        Policy {
+        metrics: &Arc<Metrics>,
+    ) -> Result<Policy, BuildError> {
+        let upstream = resolve_upstream(&settings.upstream)
+            .ok_or_else(|| BuildError::Upstream(settings.upstream.clone()))?;
+        let verifier = Arc::new(JwtVerifier::new(
+            &settings.jwt,
+            settings.forward.claim_names(),
+            metrics,
+        ));
+        let carried = running.and_then(|policy| policy.tickets.as_ref());
+        let tickets = match (&settings.tickets, carried) {
+            (Some(config), Some(running)) => Some((config, running.tickets.reloaded(config)?)),
+            (Some(config), None) => Some((config, Tickets::new(config, metrics.clone())?)),
+            (None, _) => None,
+        };
+        Ok(Policy {
             upstream,
-            routes: config.routes.clone(),
+            routes: settings.routes.clone(),
             verifier,
-            callers: TokenCache::new(config.jwt.cache_size),
-            tickets,
-            forward: config.forward.clone(),
-            cors_allowed_origins: config.cors_allowed_origins.clone(),
-            websocket: config.websocket.clone(),
-            leeway_seconds: config.jwt.leeway_seconds,
-            admin_token: config.admin_token.clone(),
+            callers: TokenCache::new(settings.jwt.cache_size),
+            tickets: tickets.map(|(config, tickets)| TicketEndpoint {
+                tickets: Arc::new(tickets),
+                issue_path: config.issue_path.clone(),
+                query_param: config.query_param.clone(),
+            }),
+            forward: settings.forward.clone(),
+            cors_allowed_origins: settings.cors_allowed_origins.clone(),
+            websocket: settings.websocket.clone(),
+            leeway_seconds: settings.jwt.leeway_seconds,
+            admin_token: settings.admin_token.clone(),
+            revocation_ttl: settings.revocations.ttl,
             revocations,
+        })
+    }
+
+    /// Where a request for the route path `path` goes.
+    pub fn destination(&self, path: &str) -> Destination {
+        route::decide(&self.routes, self.issue_path(), path)
+    }
+
+    /// The `route` label of metrics and the access log for `destination`.
+    pub fn route_label(&self, destination: Destination) -> &str {
+        route::label(&self.routes, self.issue_path(), destination)
+    }
+
+    fn issue_path(&self) -> Option<&str> {
+        self.tickets.as_ref().map(|t| t.issue_path.as_str())
+    }
+
+    /// What a socket opening under this policy is held to.
+    pub fn liveness<'a>(&'a self, sessions: &'a Sessions) -> Liveness<'a> {
+        Liveness {
+            close_at_login_expiry: self.websocket.close_at_login_expiry,
+            leeway_seconds: self.leeway_seconds,
+            revocations: &self.revocations,
+            sessions,
         }
     }
 
@@ -122,15 +168,10 @@ impl Policy {
             revocations: &self.revocations,
         }
     }
+}
 
-    /// Cross-site WebSocket hijacking guard: a browser's upgrade from an origin not on
-    /// `websocket.allowed_origins` is refused. Non-browser clients send no `Origin`.
-    pub fn origin_allowed(&self, req: &RequestHeader) -> bool {
-        let allowed = &self.websocket.allowed_origins;
-        match req.headers.get(ORIGIN) {
-            None => true,
-            Some(_) if allowed.is_empty() => true,
-            Some(origin) => allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()),
-        }
-    }
+/// `host:port` resolved, when a policy is made (at start and on reload): a sidecar's upstream
+/// is a fixed local address, not looked up per request.
+fn resolve_upstream(upstream: &str) -> Option<SocketAddr> {
+    upstream.to_socket_addrs().ok()?.next()
 }

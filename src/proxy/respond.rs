@@ -97,7 +97,7 @@ impl Rejection {
             }
             Rejection::Auth(problem) => {
                 let error = match problem {
-                    AuthError::TwoCredentials => "invalid_request",
+                    AuthError::TwoCredentials | AuthError::UnreadableProtocols => "invalid_request",
                     _ => "invalid_token",
                 };
                 vec![(

@@ -1,7 +1,31 @@
 //! The one routing decision: where a request goes, before anything else looks at it. It is
 //! made on the route path of `boundary::Target`, the canonical reading the upstream shares.
 
-use super::policy::Policy;
+/// A route's `auth` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    Jwt,
+    Ticket,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Jwt => "jwt",
+            AuthMode::Ticket => "ticket",
+        }
+    }
+}
+
+/// One entry of `routes:`.
+#[derive(Clone)]
+pub struct Route {
+    /// As configured; also the `route` label of metrics.
+    pub prefix: String,
+    pub auth: AuthMode,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
@@ -16,29 +40,25 @@ pub enum Destination {
 const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// The `route` label of metrics and the access log: the matched route's prefix, never the
-/// request's own path.
-pub fn label(policy: &Policy, destination: Destination) -> &str {
+/// request's own path. `issue_path` is the ticket endpoint's, when tickets are on.
+pub fn label<'a>(
+    routes: &'a [Route],
+    issue_path: Option<&'a str>,
+    destination: Destination,
+) -> &'a str {
     match destination {
-        Destination::Route(i) => &policy.routes[i].prefix,
-        Destination::IssueTicket => policy
-            .tickets
-            .as_ref()
-            .map_or(UNMATCHED_ROUTE, |t| &t.issue_path),
+        Destination::Route(i) => &routes[i].prefix,
+        Destination::IssueTicket => issue_path.unwrap_or(UNMATCHED_ROUTE),
         Destination::NotFound => UNMATCHED_ROUTE,
     }
 }
 
 /// `path` is a route path (`boundary::Target::route_path`).
-pub fn decide(policy: &Policy, path: &str) -> Destination {
-    if policy
-        .tickets
-        .as_ref()
-        .is_some_and(|t| t.issue_path == path)
-    {
+pub fn decide(routes: &[Route], issue_path: Option<&str>, path: &str) -> Destination {
+    if issue_path == Some(path) {
         return Destination::IssueTicket;
     }
-    policy
-        .routes
+    routes
         .iter()
         .position(|route| prefix_matches(&route.prefix, path))
         .map_or(Destination::NotFound, Destination::Route)

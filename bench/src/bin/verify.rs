@@ -243,10 +243,10 @@ fn cache_hits(config: &ticketgate::config::Config, verifier: &JwtVerifier, now: 
     println!("|---|---:|---:|---:|---:|---:|");
     for case in cases() {
         let tokens: Vec<String> = tokens(&case, now).into_iter().take(1_000).collect();
-        let cache = TokenCache::new(config.jwt.cache_size.max(tokens.len()));
+        let cache = TokenCache::new(config.policy.jwt.cache_size.max(tokens.len()));
         for token in &tokens {
             runtime
-                .block_on(cache.caller(token, verifier, &config.forward, now))
+                .block_on(cache.caller(token, verifier, &config.policy.forward, now))
                 .expect("valid");
         }
         let hit = |token: &str| {
@@ -284,8 +284,8 @@ fn tempfile_dir() -> std::path::PathBuf {
 fn main() {
     let config = config();
     let verifier = JwtVerifier::new(
-        &config.jwt,
-        config.forward.claim_names(),
+        &config.policy.jwt,
+        config.policy.forward.claim_names(),
         &Arc::new(Metrics::new()),
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -334,7 +334,7 @@ fn main() {
         });
         let storm = misses_into_full_cache(&tokens, |cache, t| {
             runtime
-                .block_on(cache.caller(t, &verifier, &config.forward, now))
+                .block_on(cache.caller(t, &verifier, &config.policy.forward, now))
                 .expect("valid");
         });
         println!(

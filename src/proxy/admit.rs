@@ -1,0 +1,141 @@
+//! The one decision `request_filter` asks for: read the target (`boundary`), route it
+//! (`route`), then either answer here — the ticket endpoint (`issue`) or a refusal — or check
+//! the credentials (`authenticate`) and say how the request goes upstream. The decision is
+//! one value; the hooks after it only carry it out.
+
+use std::sync::Arc;
+
+use http::Method;
+use pingora::http::RequestHeader;
+
+use super::authenticate::{self, Authenticated, Credential};
+use super::forward;
+use super::issue;
+use super::policy::Policy;
+use super::respond::{Rejection, Reply};
+use super::route::{AuthMode, Destination};
+use super::upgrade::{self, Handshake, LoginTerms, Protocols};
+use crate::boundary::{self, Target};
+use crate::identity::Caller;
+use crate::subprotocol::Offered;
+
+/// What was learnt of a request on the way to the decision: what the log reports.
+pub struct Seen {
+    pub destination: Destination,
+    pub auth: AuthMode,
+    pub caller: Option<Arc<Caller>>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            destination: Destination::NotFound,
+            auth: AuthMode::None,
+            caller: None,
+        }
+    }
+}
+
+/// How an admitted request goes upstream.
+pub struct Passage {
+    /// What the upstream is sent instead of the client's target (`forward::upstream_target`).
+    pub upstream_target: Option<String>,
+    /// A WebSocket request: the terms it was admitted with.
+    pub handshake: Option<Handshake>,
+}
+
+pub enum Decision {
+    /// ticketgate answers: the ticket endpoint, or a refusal.
+    Answer(Reply),
+    Forward(Passage),
+}
+
+/// The decision on `req` under `policy`, with what was seen on the way.
+pub async fn decide(policy: &Policy, req: &RequestHeader) -> (Seen, Decision) {
+    let mut seen = Seen::default();
+    let target = match boundary::read(req.raw_path(), req.method == Method::OPTIONS) {
+        Ok(target) => target,
+        Err(refused) => return (seen, answer(Rejection::BadTarget(refused))),
+    };
+    seen.destination = policy.destination(&target.route_path);
+    let route = match seen.destination {
+        Destination::Route(i) => &policy.routes[i],
+        Destination::IssueTicket => {
+            let (reply, caller) = issue_ticket(policy, req).await;
+            seen.auth = AuthMode::Jwt;
+            seen.caller = caller;
+            return (seen, Decision::Answer(reply));
+        }
+        Destination::NotFound => return (seen, answer(Rejection::NoRoute)),
+    };
+    seen.auth = route.auth;
+    let websocket = upgrade::wants_websocket(req);
+    if websocket && !upgrade::origin_allowed(&policy.websocket, req) {
+        return (seen, answer(Rejection::OriginNotAllowed));
+    }
+    let offered = if websocket {
+        upgrade::offered(req, route)
+    } else {
+        Offered::default()
+    };
+    let authenticated = match authenticated(policy, req, &target, &offered, route.auth).await {
+        Ok(authenticated) => authenticated,
+        Err(rejection) => return (seen, answer(rejection)),
+    };
+    seen.caller = authenticated.as_ref().map(|a| a.caller.clone());
+    let passage = Passage {
+        upstream_target: forward::upstream_target(&target, route.auth, policy.ticket_param()),
+        handshake: websocket.then(|| handshake(&offered, authenticated.as_ref())),
+    };
+    (seen, Decision::Forward(passage))
+}
+
+/// A WebSocket request's terms once authentication is done (`None`: `auth: none`).
+fn handshake(offered: &Offered, authenticated: Option<&Authenticated>) -> Handshake {
+    Handshake {
+        by_ticket: authenticated.is_some_and(|a| a.credential == Credential::Ticket),
+        login: authenticated.map(|a| LoginTerms {
+            expires_at: a.login_expires_at,
+            issued_at_ms: a.issued_at_ms,
+        }),
+        protocols: offered.concerns_us().then(|| Protocols {
+            upstream: offered.forwarded(),
+            answer_marker: offered.marker && offered.others.is_empty(),
+        }),
+    }
+}
+
+fn answer(rejection: Rejection) -> Decision {
+    Decision::Answer(rejection.into())
+}
+
+/// `route::decide` only sends here when tickets are configured; without, never forward.
+async fn issue_ticket(policy: &Policy, req: &RequestHeader) -> (Reply, Option<Arc<Caller>>) {
+    match &policy.tickets {
+        Some(endpoint) => {
+            issue::answer(
+                req,
+                &endpoint.tickets,
+                &policy.authenticators(),
+                &policy.cors_allowed_origins,
+            )
+            .await
+        }
+        None => (Rejection::NoRoute.into(), None),
+    }
+}
+
+async fn authenticated(
+    policy: &Policy,
+    req: &RequestHeader,
+    target: &Target<'_>,
+    offered: &Offered<'_>,
+    auth: AuthMode,
+) -> Result<Option<Authenticated>, Rejection> {
+    let request = authenticate::Request {
+        header: req,
+        query: target.query,
+        offered,
+    };
+    authenticate::authenticate(auth, &request, &policy.authenticators()).await
+}
