@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 
 use crate::metrics::Metrics;
 use crate::proxy::Policy;
+use crate::refusal::{Allowed, Rejection};
 use crate::revocations::Revocations;
 
 /// A revocation request's body is one subject; anything larger is not one.
@@ -106,11 +107,16 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
     reply(status, "application/json", body.to_string().into_bytes())
 }
 
-fn refusal(status: StatusCode, error: &str, description: &str) -> Response<Vec<u8>> {
-    json(
-        status,
-        serde_json::json!({"error": error, "error_description": description}),
-    )
+/// A refusal in the data plane's shape: the same codes and JSON (`crate::refusal`).
+fn refused(rejection: Rejection) -> Response<Vec<u8>> {
+    let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = json(status, rejection.body());
+    for (name, value) in rejection.headers() {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
 }
 
 impl Admin {
@@ -122,32 +128,16 @@ impl Admin {
             return not_found();
         };
         if session.req_header().method != http::Method::POST {
-            let mut response = refusal(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use POST",
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-            return response;
+            return refused(Rejection::MethodNotAllowed(Allowed::Post));
         }
         let presented = crate::auth::bearer_token(session.req_header())
             .ok()
             .flatten();
         if !presented.is_some_and(|p| token.matches(p.as_bytes())) {
-            return refusal(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "admin token required",
-            );
+            return refused(Rejection::AdminTokenRequired);
         }
         let Some(request) = read_revoke_request(session).await else {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "body must be {\"subject\": \"...\"}",
-            );
+            return refused(Rejection::BadRevocation);
         };
         let now_ms = crate::clock::unix_now_ms();
         let revoked = self
@@ -169,11 +159,7 @@ impl Admin {
             }
             Err(e) => {
                 log::error!("{e}");
-                refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "revoked on this replica only: the ticket store is unreachable",
-                )
+                refused(Rejection::RevokedHereOnly)
             }
         }
     }

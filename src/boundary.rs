@@ -32,6 +32,15 @@ pub enum Refused {
 }
 
 impl Refused {
+    pub const ALL: [Refused; 6] = [
+        Refused::TargetForm,
+        Refused::DotSegment,
+        Refused::EncodedSeparator,
+        Refused::Backslash,
+        Refused::BadCharacter,
+        Refused::BadEscape,
+    ];
+
     /// The `reason` of the access log and of `ticketgate_auth_failures_total`'s neighbours.
     pub fn reason(self) -> &'static str {
         match self {

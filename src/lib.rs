@@ -33,8 +33,9 @@
 //!   `revocations`: revoked logins, shared through Redis between replicas.
 //! - `shared_redis`: the Redis replicas share (node, Cluster or Sentinel; TLS, ACL users,
 //!   `WAIT`), which used tickets and revocations both go through.
-//! - `access_log`, `metrics`, `admin`: what operators see; `log_filter`: what the error
-//!   log may never print.
+//! - `access_log`, `metrics`, `admin`: what operators see; `refusal`: every refusal's
+//!   status, code and label, on both listeners; `log_filter`: what the error log may never
+//!   print.
 //! - `fuzzing`: the attacker-facing parsers with their invariants, for `fuzz/` and its
 //!   corpus replay.
 //! - `demo`: `ticketgate demo`, the whole flow with a built-in upstream, development
@@ -66,6 +67,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod query;
 pub mod redact;
+pub mod refusal;
 pub mod reload;
 pub mod revocations;
 pub mod server;
@@ -73,3 +75,6 @@ pub mod shared_redis;
 pub mod subprotocol;
 pub mod tickets;
 pub mod tls;
+
+#[cfg(test)]
+mod vocabulary;

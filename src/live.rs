@@ -29,6 +29,13 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    pub const ALL: [CloseReason; 4] = [
+        CloseReason::LoginExpired,
+        CloseReason::Revoked,
+        CloseReason::Shutdown,
+        CloseReason::Idle,
+    ];
+
     /// The close code (RFC 6455 §7.4.2: 4000-4999 are for applications) and reason text.
     pub fn code_and_text(self) -> (u16, &'static str) {
         match self {

@@ -4,11 +4,15 @@
 
 use std::time::Duration;
 
-use crate::live::SocketEnd;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+
+use crate::auth::AuthError;
+use crate::auth::error::TicketRejection;
+use crate::live::SocketEnd;
+use crate::tls::refusal::Refusal;
 
 pub struct Metrics {
     registry: Registry,
@@ -33,28 +37,10 @@ pub struct Metrics {
     tls_certificate_exported: std::sync::Once,
 }
 
-/// The `reason`s of `ticketgate_tickets_rejected_total`.
-const TICKET_REJECTIONS: [&str; 7] = [
-    "invalid",
-    "expired",
-    "replayed",
-    "not_upgrade",
-    "earlier_run",
-    "revoked",
-    "store_unavailable",
-];
-
-/// The `reason`s of `ticketgate_tls_handshake_failures_total` (`tls::handshake::Refusal`).
-pub const TLS_REFUSALS: [&str; 8] = [
-    "plain_http",
-    "timeout",
-    "protocol_version",
-    "no_shared_cipher",
-    "certificate_rejected",
-    "closed",
-    "malformed",
-    "other",
-];
+/// The `result`s of `ticketgate_config_reloads_total`: success first.
+const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+/// The `result`s of `ticketgate_jwks_refreshes_total`: success first.
+const JWKS_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// Building a fixed set of well-formed metrics cannot fail; if it did, it would be a bug in
 /// this file, found by every test on its first line.
@@ -184,23 +170,25 @@ impl Metrics {
     /// Every label value a family can take, at 0 from the start: `rate()` and `increase()`
     /// then see the first event, and a dashboard or alert finds the series before it happens.
     fn start_at_zero(&self) {
-        for result in ["success", "failure"] {
+        for result in RELOAD_RESULTS {
             self.reloads.with_label_values(&[result]);
         }
         for end in SocketEnd::ALL {
             self.websockets_closed.with_label_values(&[end.label()]);
         }
-        for reason in TICKET_REJECTIONS {
-            self.tickets_rejected.with_label_values(&[reason]);
+        for rejection in TicketRejection::ALL {
+            self.tickets_rejected
+                .with_label_values(&[rejection.label()]);
         }
-        for reason in TLS_REFUSALS {
-            self.tls_handshake_failures.with_label_values(&[reason]);
+        for refusal in Refusal::ALL {
+            self.tls_handshake_failures
+                .with_label_values(&[refusal.label()]);
         }
     }
 
     /// An issuer whose keys are fetched: its refresh results start at 0.
     pub fn jwks_issuer(&self, issuer: &str) {
-        for result in ["ok", "error"] {
+        for result in JWKS_RESULTS {
             self.jwks_refreshes.with_label_values(&[issuer, result]);
         }
     }
@@ -251,8 +239,10 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    pub fn auth_failure(&self, reason: &str) {
-        self.auth_failures.with_label_values(&[reason]).inc();
+    pub fn auth_failure(&self, refusal: AuthError) {
+        self.auth_failures
+            .with_label_values(&[refusal.reason()])
+            .inc();
     }
 
     pub fn upstream_error(&self) {
@@ -260,7 +250,7 @@ impl Metrics {
     }
 
     pub fn jwks_refresh(&self, issuer: &str, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
+        let result = JWKS_RESULTS[usize::from(!ok)];
         self.jwks_refreshes
             .with_label_values(&[issuer, result])
             .inc();
@@ -274,8 +264,10 @@ impl Metrics {
         self.tickets_redeemed.inc();
     }
 
-    pub fn ticket_rejected(&self, reason: &str) {
-        self.tickets_rejected.with_label_values(&[reason]).inc();
+    pub fn ticket_rejected(&self, rejection: TicketRejection) {
+        self.tickets_rejected
+            .with_label_values(&[rejection.label()])
+            .inc();
     }
 
     pub fn websocket_opened(&self) {
@@ -294,14 +286,14 @@ impl Metrics {
     }
 
     pub fn reloaded(&self, ok: bool) {
-        let result = if ok { "success" } else { "failure" };
+        let result = RELOAD_RESULTS[usize::from(!ok)];
         self.reloads.with_label_values(&[result]).inc();
         self.last_reload_successful.set(i64::from(ok));
     }
 
-    pub fn tls_handshake_failed(&self, reason: &str) {
+    pub fn tls_handshake_failed(&self, refusal: Refusal) {
         self.tls_handshake_failures
-            .with_label_values(&[reason])
+            .with_label_values(&[refusal.label()])
             .inc();
     }
 

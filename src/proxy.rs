@@ -250,7 +250,7 @@ impl ProxyHttp for TicketGate {
             self.metrics.websocket_closed(end);
         }
         if let Some(Rejection::Auth(refusal)) = ctx.rejection {
-            self.metrics.auth_failure(refusal.reason());
+            self.metrics.auth_failure(refusal);
         }
         let outcome = log::Outcome {
             started: ctx.started,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Identity;
-use crate::auth::error::TicketProblem;
+use crate::auth::error::{TicketProblem, TicketRejection};
 use crate::clock::{unix_now, unix_now_ms};
 use crate::metrics::Metrics;
 use crate::shared_redis::{SharedRedis, SharedRedisConfig};
@@ -196,8 +196,14 @@ impl Tickets {
         };
         match &result {
             Ok(_) => self.metrics.ticket_redeemed(),
-            Err(RedeemError::Ticket(problem)) => self.metrics.ticket_rejected(problem.reason()),
-            Err(RedeemError::Store(_)) => self.metrics.ticket_rejected("store_unavailable"),
+            Err(RedeemError::Ticket(problem)) => {
+                self.metrics
+                    .ticket_rejected(TicketRejection::Ticket(*problem));
+            }
+            Err(RedeemError::Store(_)) => {
+                self.metrics
+                    .ticket_rejected(TicketRejection::StoreUnavailable);
+            }
         }
         result
     }

@@ -13,6 +13,7 @@
 //! the running one stays; connections already open keep the settings they shook hands with.
 
 pub mod handshake;
+pub mod refusal;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -21,6 +21,18 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every refusal, each token and ticket problem among them.
+    pub fn all() -> impl Iterator<Item = AuthError> {
+        [
+            AuthError::Missing,
+            AuthError::TwoCredentials,
+            AuthError::UnreadableProtocols,
+        ]
+        .into_iter()
+        .chain(TokenProblem::ALL.map(AuthError::Token))
+        .chain(TicketProblem::ALL.map(AuthError::Ticket))
+    }
+
     /// The `reason` label of `ticketgate_auth_failures_total` and of the access log.
     pub fn reason(self) -> &'static str {
         match self {
@@ -72,6 +84,23 @@ pub enum TokenProblem {
 }
 
 impl TokenProblem {
+    pub const ALL: [TokenProblem; 14] = [
+        TokenProblem::Expired,
+        TokenProblem::NotYetValid,
+        TokenProblem::IssuedInFuture,
+        TokenProblem::WrongIssuer,
+        TokenProblem::WrongAudience,
+        TokenProblem::AlgorithmNotAllowed,
+        TokenProblem::BadSignature,
+        TokenProblem::UnknownKey,
+        TokenProblem::MissingClaim,
+        TokenProblem::TooLarge,
+        TokenProblem::CriticalHeader,
+        TokenProblem::UnusableIdentity,
+        TokenProblem::Revoked,
+        TokenProblem::Malformed,
+    ];
+
     pub fn reason(self) -> &'static str {
         match self {
             TokenProblem::Expired => "expired",
@@ -114,6 +143,15 @@ pub enum TicketProblem {
 }
 
 impl TicketProblem {
+    pub const ALL: [TicketProblem; 6] = [
+        TicketProblem::Invalid,
+        TicketProblem::Expired,
+        TicketProblem::Replayed,
+        TicketProblem::NotUpgrade,
+        TicketProblem::EarlierRun,
+        TicketProblem::Revoked,
+    ];
+
     /// The `reason` label of `ticketgate_tickets_rejected_total`.
     pub fn reason(self) -> &'static str {
         match self {
@@ -135,6 +173,33 @@ impl TicketProblem {
             TicketProblem::EarlierRun => "ticket_earlier_run",
             TicketProblem::NotUpgrade => "ticket_not_upgrade",
             TicketProblem::Revoked => "ticket_revoked",
+        }
+    }
+}
+
+/// Why a ticket was not redeemed: the `reason` of `ticketgate_tickets_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketRejection {
+    Ticket(TicketProblem),
+    /// The store could not say whether the ticket was used.
+    StoreUnavailable,
+}
+
+impl TicketRejection {
+    pub const ALL: [TicketRejection; 7] = [
+        TicketRejection::Ticket(TicketProblem::ALL[0]),
+        TicketRejection::Ticket(TicketProblem::ALL[1]),
+        TicketRejection::Ticket(TicketProblem::ALL[2]),
+        TicketRejection::Ticket(TicketProblem::ALL[3]),
+        TicketRejection::Ticket(TicketProblem::ALL[4]),
+        TicketRejection::Ticket(TicketProblem::ALL[5]),
+        TicketRejection::StoreUnavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TicketRejection::Ticket(problem) => problem.reason(),
+            TicketRejection::StoreUnavailable => "store_unavailable",
         }
     }
 }

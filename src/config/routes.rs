@@ -40,17 +40,17 @@ pub(super) fn routes(
                     "duplicate prefix: this route would never match",
                 );
             }
-            let auth = match route.auth.as_str() {
-                "none" => AuthMode::None,
-                "jwt" => AuthMode::Jwt,
-                "ticket" => AuthMode::Ticket,
-                other => {
-                    problems.add(
-                        format!("{key}.auth"),
-                        format!("unknown auth {other:?} (expected none, jwt or ticket)"),
-                    );
-                    return None;
-                }
+            let Some(auth) = AuthMode::ALL.into_iter().find(|m| m.as_str() == route.auth) else {
+                let expected: Vec<&str> = AuthMode::ALL.map(AuthMode::as_str).into();
+                problems.add(
+                    format!("{key}.auth"),
+                    format!(
+                        "unknown auth {:?} (expected {})",
+                        route.auth,
+                        expected.join(", ")
+                    ),
+                );
+                return None;
             };
             if auth != AuthMode::None && jwt.issuers.is_empty() {
                 problems.add(

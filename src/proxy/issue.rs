@@ -15,6 +15,7 @@ use pingora::http::RequestHeader;
 use super::authenticate::{Authenticators, require_bearer};
 use super::respond::{Rejection, Reply};
 use crate::identity::Caller;
+use crate::refusal::Allowed;
 use crate::tickets::{IssueError, Tickets};
 
 /// The reply, and the caller when the bearer JWT verified.
@@ -32,7 +33,10 @@ pub async fn answer(
     let (mut reply, identity) = match req.method {
         Method::POST => issue(req, tickets, with).await,
         Method::OPTIONS => (preflight(allowed_origin.is_some()), None),
-        _ => (Rejection::MethodNotAllowed.into(), None),
+        _ => (
+            Rejection::MethodNotAllowed(Allowed::PostAndOptions).into(),
+            None,
+        ),
     };
     reply.headers.push((VARY, "Origin".into()));
     if let Some(origin) = allowed_origin {

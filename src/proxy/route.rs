@@ -10,6 +10,8 @@ pub enum AuthMode {
 }
 
 impl AuthMode {
+    pub const ALL: [AuthMode; 3] = [AuthMode::None, AuthMode::Jwt, AuthMode::Ticket];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMode::None => "none",

@@ -1,0 +1,167 @@
+//! Every refusal ticketgate answers itself, on the data plane and the admin listener alike:
+//! the one place that maps each to its status, JSON `error` code, description, headers and
+//! access-log `reason`. No text here is ever built from the request's credentials.
+
+use http::HeaderName;
+use http::header::{ALLOW, WWW_AUTHENTICATE};
+
+use crate::auth::AuthError;
+use crate::boundary::Refused;
+
+/// Why ticketgate answered instead of the upstream (or refused an admin request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Auth(AuthError),
+    OriginNotAllowed,
+    NoRoute,
+    /// A request target without one canonical reading (`boundary`).
+    BadTarget(Refused),
+    /// The path takes only the methods in `Allow`.
+    MethodNotAllowed(Allowed),
+    StoreUnavailable,
+    TicketUnavailable,
+    UpstreamUnreachable,
+    /// The upstream answered a ticket-authenticated upgrade with something else than 101:
+    /// a ticket never buys a plain HTTP response.
+    UpgradeRefused,
+    /// `POST /revoke` without the admin token.
+    AdminTokenRequired,
+    /// `POST /revoke` with a body that is not `{"subject": "..."}`.
+    BadRevocation,
+    /// The revocation holds on this replica, but the store that carries it to the others
+    /// could not be reached.
+    RevokedHereOnly,
+}
+
+/// What a path with a fixed set of methods takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    /// The ticket endpoint (CORS preflights included).
+    PostAndOptions,
+    /// `POST /revoke`.
+    Post,
+}
+
+impl Rejection {
+    /// Every refusal, each auth problem and target refusal among them.
+    pub fn all() -> impl Iterator<Item = Rejection> {
+        [
+            Rejection::OriginNotAllowed,
+            Rejection::NoRoute,
+            Rejection::MethodNotAllowed(Allowed::PostAndOptions),
+            Rejection::MethodNotAllowed(Allowed::Post),
+            Rejection::StoreUnavailable,
+            Rejection::TicketUnavailable,
+            Rejection::UpstreamUnreachable,
+            Rejection::UpgradeRefused,
+            Rejection::AdminTokenRequired,
+            Rejection::BadRevocation,
+            Rejection::RevokedHereOnly,
+        ]
+        .into_iter()
+        .chain(AuthError::all().map(Rejection::Auth))
+        .chain(Refused::ALL.map(Rejection::BadTarget))
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::Auth(_) | Rejection::AdminTokenRequired => 401,
+            Rejection::OriginNotAllowed => 403,
+            Rejection::NoRoute => 404,
+            Rejection::BadTarget(_) | Rejection::BadRevocation => 400,
+            Rejection::MethodNotAllowed(_) => 405,
+            Rejection::StoreUnavailable | Rejection::RevokedHereOnly => 503,
+            Rejection::TicketUnavailable => 500,
+            Rejection::UpstreamUnreachable | Rejection::UpgradeRefused => 502,
+        }
+    }
+
+    /// The `reason` field of the access log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Auth(e) => e.reason(),
+            Rejection::OriginNotAllowed => "origin_not_allowed",
+            Rejection::NoRoute => "no_route",
+            Rejection::BadTarget(why) => why.reason(),
+            Rejection::MethodNotAllowed(_) => "method_not_allowed",
+            Rejection::StoreUnavailable | Rejection::RevokedHereOnly => "store_unavailable",
+            Rejection::TicketUnavailable => "ticket_unavailable",
+            Rejection::UpstreamUnreachable => "upstream_unreachable",
+            Rejection::UpgradeRefused => "upgrade_refused",
+            Rejection::AdminTokenRequired => "admin_token_required",
+            Rejection::BadRevocation => "bad_revocation",
+        }
+    }
+
+    /// The JSON body's `error`.
+    pub fn error_code(self) -> &'static str {
+        match self {
+            Rejection::Auth(AuthError::Missing) => "missing_token",
+            Rejection::Auth(AuthError::Token(_)) | Rejection::AdminTokenRequired => "invalid_token",
+            Rejection::Auth(AuthError::Ticket(_)) => "invalid_ticket",
+            Rejection::Auth(AuthError::TwoCredentials | AuthError::UnreadableProtocols)
+            | Rejection::BadTarget(_)
+            | Rejection::BadRevocation => "invalid_request",
+            Rejection::OriginNotAllowed => "origin_not_allowed",
+            Rejection::NoRoute => "not_found",
+            Rejection::MethodNotAllowed(_) => "method_not_allowed",
+            Rejection::StoreUnavailable | Rejection::RevokedHereOnly => "ticket_store_unavailable",
+            Rejection::TicketUnavailable => "ticket_unavailable",
+            Rejection::UpstreamUnreachable | Rejection::UpgradeRefused => "bad_gateway",
+        }
+    }
+
+    pub fn description(self) -> String {
+        match self {
+            Rejection::Auth(e) => e.to_string(),
+            Rejection::OriginNotAllowed => "origin not allowed".into(),
+            Rejection::NoRoute => "no route for this path".into(),
+            Rejection::BadTarget(why) => why.to_string(),
+            Rejection::MethodNotAllowed(_) => "use POST".into(),
+            Rejection::StoreUnavailable => "ticket store unavailable, retry shortly".into(),
+            Rejection::TicketUnavailable => "cannot issue a ticket for this caller".into(),
+            Rejection::UpstreamUnreachable => "upstream unreachable".into(),
+            Rejection::UpgradeRefused => "upstream did not accept the WebSocket upgrade".into(),
+            Rejection::AdminTokenRequired => "admin token required".into(),
+            Rejection::BadRevocation => "body must be {\"subject\": \"...\"}".into(),
+            Rejection::RevokedHereOnly => {
+                "revoked on this replica only: the ticket store is unreachable".into()
+            }
+        }
+    }
+
+    /// `{"error": ..., "error_description": ...}`.
+    pub fn body(self) -> serde_json::Value {
+        serde_json::json!({
+            "error": self.error_code(),
+            "error_description": self.description(),
+        })
+    }
+
+    /// RFC 6750 §3: a bare challenge when no credentials came, an `error` when bad ones did.
+    pub fn headers(self) -> Vec<(HeaderName, String)> {
+        match self {
+            Rejection::Auth(AuthError::Missing) => {
+                vec![(WWW_AUTHENTICATE, r#"Bearer realm="ticketgate""#.into())]
+            }
+            Rejection::Auth(problem) => {
+                // RFC 6750 §3.1 has two codes for this: the request's shape, or the token.
+                let error = match problem {
+                    AuthError::TwoCredentials | AuthError::UnreadableProtocols => "invalid_request",
+                    _ => "invalid_token",
+                };
+                vec![(
+                    WWW_AUTHENTICATE,
+                    format!(
+                        r#"Bearer realm="ticketgate", error="{error}", error_description="{problem}""#
+                    ),
+                )]
+            }
+            Rejection::MethodNotAllowed(Allowed::PostAndOptions) => {
+                vec![(ALLOW, "POST, OPTIONS".into())]
+            }
+            Rejection::MethodNotAllowed(Allowed::Post) => vec![(ALLOW, "POST".into())],
+            _ => Vec::new(),
+        }
+    }
+}
