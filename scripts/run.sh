@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh build
-cargo build --profile demo --bin ticketgate
+cargo build --profile demo --features demo --bin ticketgate
 exec "${CARGO_TARGET_DIR:-target}/demo/ticketgate" demo "$@"

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo test --all-targets "$@"
+# The demo (the browser tests run it; the end-to-end tests use its echo upstream) and the
+# fuzzing entry points (their corpus replay) are features, off in production builds.
+cargo test --all-targets --features demo,fuzzing "$@"
 (cd clients/js && npm ci --no-audit --no-fund --silent && npm test)
 (cd tests/browser && npm ci --no-audit --no-fund --silent && npm test)

@@ -36,10 +36,11 @@
 //! - `access_log`, `metrics`, `admin`: what operators see; `refusal`: every refusal's
 //!   status, code and label, on both listeners; `log_filter`: what the error log may never
 //!   print.
-//! - `fuzzing`: the attacker-facing parsers with their invariants, for `fuzz/` and its
-//!   corpus replay.
-//! - `demo`: `ticketgate demo`, the whole flow with a built-in upstream, development
-//!   identity provider and page.
+//! - `fuzzing` (feature `fuzzing`): the attacker-facing parsers with their invariants, for
+//!   `fuzz/` and its corpus replay.
+//! - `demo` (feature `demo`): `ticketgate demo`, the whole flow with a built-in upstream,
+//!   development identity provider and page. Off by default, so a production build cannot
+//!   serve an identity provider that logs anyone in.
 //!
 //! # Life of a request
 //! boundary (the target read as the upstream will read it, or 400) -> route (the ticket
@@ -56,7 +57,9 @@ pub mod boundary;
 pub mod clock;
 pub mod config;
 pub mod connection;
+#[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod identity;
 pub mod lifecycle;

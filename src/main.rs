@@ -1,6 +1,5 @@
 //! The `ticketgate` command: `run` and `check`, both on one config file.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,12 +24,21 @@ const LONG_VERSION: &str = concat!(
     ")"
 );
 
+/// What `--help` of a build without the demo says about it.
+#[cfg(not(feature = "demo"))]
+const AFTER_HELP: &str = "This build has no `demo` command: it is the production binary. To try \
+ticketgate in a browser, run scripts/run.sh from the repository (a build with --features demo).";
+#[cfg(feature = "demo")]
+const AFTER_HELP: &str = "This build has the `demo` command (--features demo): never deploy it, \
+its identity provider logs anyone in.";
+
 #[derive(Parser)]
 #[command(
     name = "ticketgate",
     version,
     long_version = LONG_VERSION,
-    about = "WebSocket-auth sidecar on Pingora"
+    about = "WebSocket-auth sidecar on Pingora",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -58,11 +66,12 @@ enum Command {
     },
     /// Show the whole flow in a browser: ticketgate, an echo upstream and a development
     /// identity provider (for trying out only), no files needed.
+    #[cfg(feature = "demo")]
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        listen: std::net::SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9090")]
-        admin_listen: SocketAddr,
+        admin_listen: std::net::SocketAddr,
         /// Serve https:// and wss:// (and h2) with a self-signed certificate made for this
         /// run; browsers warn about it.
         #[arg(long)]
@@ -96,6 +105,7 @@ fn main() -> ExitCode {
             print!("{}", ticketgate::config::file::schema());
             ExitCode::SUCCESS
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             listen,
             admin_listen,
