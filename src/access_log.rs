@@ -134,11 +134,6 @@ impl serde_json::ser::Formatter for LineSafe {
     }
 }
 
-/// The current time as RFC 3339 UTC with milliseconds.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +142,7 @@ mod tests {
     fn line_separators_are_escaped_and_the_line_reads_back() {
         let subject = "mallory\u{2028}{\"forged\":1}\u{2029}x\u{85}";
         let entry = Entry {
-            ts: now(),
+            ts: crate::clock::timestamp(),
             method: "GET",
             protocol: "HTTP/1.1",
             path: "/ws",

@@ -165,7 +165,7 @@ struct Idle {
 
 impl Idle {
     fn new(limit: Duration) -> Self {
-        let now = Instant::now();
+        let now = clock::now();
         Idle {
             limit,
             read_at: now,
@@ -183,7 +183,7 @@ impl Idle {
     /// that could next be true.
     fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let due = self.due();
-        if due <= Instant::now() {
+        if due <= clock::now() {
             return Poll::Ready(());
         }
         self.timer.poll_at(due, cx)
@@ -210,7 +210,7 @@ impl Watched {
         Watched {
             inner,
             phase: Phase::new(limits),
-            deadline: Timer::at(Instant::now()),
+            deadline: Timer::at(clock::now()),
             h2,
             write_timeout: limits.write_timeout,
             write_stall: None,
@@ -297,7 +297,7 @@ impl Watched {
     /// once), from the first call.
     fn poll_close_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.close_wait
-            .get_or_insert_with(|| Timer::at(Instant::now() + CLOSE_WAIT))
+            .get_or_insert_with(|| Timer::at(clock::now() + CLOSE_WAIT))
             .poll(cx)
     }
 
@@ -349,7 +349,7 @@ impl Watched {
         let limit = self.write_timeout;
         let stall = self
             .write_stall
-            .get_or_insert_with(|| Timer::at(Instant::now() + limit));
+            .get_or_insert_with(|| Timer::at(clock::now() + limit));
         match stall.poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(write_timed_out())),
             Poll::Pending => Poll::Pending,
@@ -378,7 +378,7 @@ impl Watched {
         if let Some(idle) = &mut self.idle
             && written > 0
         {
-            idle.written_at = Instant::now();
+            idle.written_at = clock::now();
         }
         if self.ending.closing().is_some() && self.outgoing.at_message_boundary() {
             // The pending read places the close frame, if no write comes first.
@@ -390,7 +390,7 @@ impl Watched {
 
 /// The tokio instant of a Unix time in milliseconds (now, if it has passed).
 fn instant_of_unix_ms(at_ms: u64) -> Instant {
-    Instant::now() + Duration::from_millis(at_ms.saturating_sub(clock::unix_now_ms()))
+    clock::now() + Duration::from_millis(at_ms.saturating_sub(clock::unix_now_ms()))
 }
 
 impl fmt::Debug for Watched {
@@ -426,7 +426,7 @@ impl AsyncRead for Watched {
                 h2.advance(arrived, &this.phase);
             }
             if let Some(idle) = &mut this.idle {
-                idle.read_at = Instant::now();
+                idle.read_at = clock::now();
             }
         }
         read
@@ -604,7 +604,7 @@ mod tests {
         let big = frame(1000, true, true);
         loop {
             if let Err(e) = watched.write_all(&big).await {
-                return (e, Instant::now());
+                return (e, clock::now());
             }
         }
     }
@@ -612,7 +612,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_stops_reading_is_closed_at_its_login_expiry() {
         let (mut watched, _client) = connection(4096, LIMIT);
-        let start = Instant::now();
+        let start = clock::now();
         upgraded(&mut watched, Some(Duration::from_secs(5))).await;
         let (error, at) = write_until_failed(&mut watched).await;
         assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
@@ -629,7 +629,7 @@ mod tests {
         let (mut watched, _client) = connection(4096, LIMIT);
         upgraded(&mut watched, None).await;
         let ending = watched.ending.clone();
-        let revoked_at = Instant::now() + Duration::from_secs(3);
+        let revoked_at = clock::now() + Duration::from_secs(3);
         tokio::spawn(async move {
             tokio::time::sleep_until(revoked_at).await;
             ending.close(CloseReason::Revoked);
@@ -642,7 +642,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_stops_reading_is_closed_when_idle() {
         let (mut watched, _client) = connection(4096, LIMIT);
-        let start = Instant::now();
+        let start = clock::now();
         watched.ending.idle_after(Duration::from_secs(10));
         upgraded(&mut watched, None).await;
         let (_, at) = write_until_failed(&mut watched).await;
@@ -657,13 +657,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_the_client_does_not_take_fails_at_the_write_timeout() {
         let (mut watched, _client) = connection(64, Duration::from_secs(7));
-        let start = Instant::now();
+        let start = clock::now();
         let error = watched
             .write_all(&[b'x'; 1000])
             .await
             .expect_err("the client reads nothing");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(Instant::now() - start, Duration::from_secs(7));
+        assert_eq!(clock::now() - start, Duration::from_secs(7));
     }
 
     #[tokio::test(start_paused = true)]
@@ -722,7 +722,7 @@ mod tests {
             .write_all(&frame(10, true, false))
             .await
             .expect("first fragment");
-        let closed = Instant::now();
+        let closed = clock::now();
         watched.ending.close(CloseReason::Revoked);
         let mut byte = [0u8; 1];
         let read = watched.read(&mut byte).await;
@@ -730,7 +730,7 @@ mod tests {
             read.map_err(|e| e.kind()),
             Err(io::ErrorKind::ConnectionAborted)
         );
-        assert_eq!(Instant::now() - closed, CLOSE_WAIT);
+        assert_eq!(clock::now() - closed, CLOSE_WAIT);
         drop(watched);
         let mut wire = Vec::new();
         client.read_to_end(&mut wire).await.expect("reads");
@@ -776,7 +776,7 @@ mod tests {
                 .build()?;
             runtime.block_on(async {
                 let (mut watched, mut client) = connection(8192, LIMIT);
-                let start = Instant::now();
+                let start = clock::now();
                 upgraded(&mut watched, Some(Duration::from_millis(expires_in_ms))).await;
                 let expiry = start + Duration::from_millis(expires_in_ms);
                 // A revocation wakes the stream at once in Pingora; here, the next write sees it.
@@ -798,7 +798,7 @@ mod tests {
                                 pending = frame(payload, first, fin);
                                 pending_fin = fin;
                             }
-                            let began = Instant::now();
+                            let began = clock::now();
                             if revoked {
                                 revocation_seen.get_or_insert(began);
                             }
@@ -809,7 +809,7 @@ mod tests {
                                     Ok(Ok(n)) => {
                                         prop_assert!(n > 0);
                                         prop_assert!(
-                                            Instant::now() <= must_end + CLOSE_WAIT,
+                                            clock::now() <= must_end + CLOSE_WAIT,
                                             "a write succeeded after the session ended"
                                         );
                                         sent.extend(pending.drain(..n));
@@ -820,7 +820,7 @@ mod tests {
                                     }
                                     Err(_) => {
                                         prop_assert!(
-                                            began.max(must_end) + CLOSE_WAIT > Instant::now(),
+                                            began.max(must_end) + CLOSE_WAIT > clock::now(),
                                             "a write still pending past the close's bound"
                                         );
                                         break;

@@ -150,10 +150,10 @@ impl Drain {
 impl BackgroundService for Drain {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         stopped(&mut shutdown).await;
-        let close_sockets_at = tokio::time::Instant::now() + self.close_sockets_after();
+        let close_sockets_at = crate::clock::now() + self.close_sockets_after();
         let mut sockets_closed = false;
         while !self.in_flight.is_idle() {
-            if !sockets_closed && tokio::time::Instant::now() >= close_sockets_at {
+            if !sockets_closed && crate::clock::now() >= close_sockets_at {
                 let closed = self.sessions.close_all(CloseReason::Shutdown);
                 log::info!("grace period ending: closing {closed} open WebSocket(s)");
                 sockets_closed = true;

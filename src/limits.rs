@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock;
+
 /// The `limits:` settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -50,7 +52,7 @@ impl Phase {
         let phase = Phase {
             state: AtomicU8::new(WAITING_FOR_HEADER),
             deadline: AtomicU64::new(0),
-            start: Instant::now(),
+            start: clock::now(),
             limits,
         };
         phase.set(WAITING_FOR_HEADER, limits.header_timeout);
@@ -76,7 +78,7 @@ impl Phase {
     }
 
     fn set(&self, state: u8, within: Duration) {
-        let deadline = (Instant::now() + within).duration_since(self.start);
+        let deadline = (clock::now() + within).duration_since(self.start);
         self.deadline
             .store(deadline.as_nanos() as u64, Ordering::Relaxed);
         self.state.store(state, Ordering::Relaxed);

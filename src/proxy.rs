@@ -30,7 +30,9 @@ pub mod route;
 pub mod upgrade;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -39,6 +41,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::AccessLog;
+use crate::clock;
 use crate::connection;
 use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::limits::Limits;
@@ -90,7 +93,7 @@ impl ProxyHttp for TicketGate {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             policy: self.policy.load_full(),
-            started: Instant::now(),
+            started: clock::now(),
             seen: Seen::default(),
             passage: None,
             upgraded: false,

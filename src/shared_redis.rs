@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::{Pipeline, RedisError, Value};
 
@@ -135,7 +135,7 @@ impl SharedRedis {
                 .arg(self.wait_replicas)
                 .arg(WAIT_TIMEOUT_MS);
         }
-        let started = Instant::now();
+        let started = crate::clock::now();
         let answer = tokio::time::timeout(deadline, self.send(&pipeline))
             .await
             .unwrap_or_else(|_| Err(no_answer()));

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
@@ -36,7 +36,7 @@ pub struct IssuerKeys {
     /// When the last unknown-kid fetch started; held across the fetch so concurrent
     /// unknown-kid requests wait for one fetch instead of each starting their own. The
     /// periodic refresh does not count: a key rotated just after it must still be found.
-    last_early_fetch: tokio::sync::Mutex<Option<Instant>>,
+    last_early_fetch: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
 }
@@ -134,7 +134,7 @@ impl IssuerKeys {
         if last.is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL) {
             return;
         }
-        *last = Some(Instant::now());
+        *last = Some(crate::clock::now());
         self.fetch_and_store().await;
     }
 

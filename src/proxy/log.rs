@@ -1,12 +1,12 @@
 //! The last step of a request's life: one access-log line and its metrics.
 
 use std::borrow::Cow;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use pingora::proxy::Session;
 
 use super::route::AuthMode;
-use crate::access_log::{self, AccessLog, Entry};
+use crate::access_log::{AccessLog, Entry};
 use crate::metrics::Metrics;
 use crate::redact::{self, Shapes};
 
@@ -36,7 +36,7 @@ pub fn record(session: &Session, outcome: Outcome, access_log: &AccessLog, metri
         .map_or(0, |response| response.status.as_u16());
     metrics.request_done(outcome.route, status, duration);
     access_log.write(&Entry {
-        ts: access_log::now(),
+        ts: crate::clock::timestamp(),
         method: session.req_header().method.as_str(),
         protocol: protocol(session.req_header().version),
         path: &logged_target(session, &outcome.shapes),

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::Value;
 use redis::aio::ConnectionManager;
@@ -16,7 +16,7 @@ impl SharedRedis {
     /// One check, as a `lifecycle::repeat` round: through Sentinel, which master it names;
     /// then whether every master answers (and has its replicas, with `wait_replicas`).
     pub async fn check(&self) -> Duration {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let found = tokio::time::timeout(CHECK_DEADLINE, self.probe())
             .await
             .unwrap_or_else(|_| Err(no_answer()));
