@@ -737,6 +737,64 @@ mod tests {
         assert!(!wire.ends_with(&live::close_frame(CloseReason::Revoked)));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn traffic_both_ways_keeps_a_socket_past_its_idle_timeout() {
+        let (mut watched, mut client) = connection(1 << 16, LIMIT);
+        watched.ending.idle_after(Duration::from_secs(2));
+        upgraded(&mut watched, None).await;
+        let mut byte = [0u8; 1];
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            client.write_all(b"x").await.expect("the client sends");
+            watched.read_exact(&mut byte).await.expect("read on");
+            watched
+                .write_all(&frame(1, true, true))
+                .await
+                .expect("written on");
+        }
+        assert_eq!(watched.ending.closing(), None, "3.2 s of traffic, no close");
+        // Then quiet: closed one idle timeout after the last byte, not counted from the start.
+        let quiet_since = clock::now();
+        let read = watched.read(&mut byte).await;
+        assert_eq!(
+            read.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionAborted)
+        );
+        assert_eq!(clock::now() - quiet_since, Duration::from_secs(2));
+        assert_eq!(watched.ending.closing(), Some(CloseReason::Idle));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_quiet_one_way_is_closed_however_busy_the_other_way() {
+        let (mut watched, mut client) = connection(1 << 16, LIMIT);
+        watched.ending.idle_after(Duration::from_secs(2));
+        upgraded(&mut watched, None).await;
+        let opened = clock::now();
+        // The client keeps talking; the upstream never answers.
+        let talking = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if client.write_all(b"hello").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut chunk = [0u8; 64];
+        let error = loop {
+            match watched.read(&mut chunk).await {
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(clock::now() - opened, Duration::from_secs(2));
+        assert_eq!(watched.ending.closing(), Some(CloseReason::Idle));
+        drop(watched);
+        talking
+            .await
+            .expect("the client's writes end with the connection");
+    }
+
     /// One step of a connection's life, in the proptest below.
     #[derive(Debug, Clone)]
     enum Step {

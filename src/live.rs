@@ -493,6 +493,22 @@ mod tests {
         assert!(outgoing.at_boundary());
     }
 
+    #[test]
+    fn a_message_boundary_is_after_the_fin_fragment_and_not_between_fragments() {
+        let mut outgoing = Outgoing::default();
+        outgoing.advance(HEADER);
+        assert!(outgoing.at_message_boundary());
+        outgoing.advance(&[0x02, 0x01, b'a']); // binary, no FIN
+        assert!(outgoing.at_boundary() && !outgoing.at_message_boundary());
+        outgoing.advance(&[0x89, 0x00]); // a ping between the fragments
+        assert!(
+            !outgoing.at_message_boundary(),
+            "a control frame ends no message"
+        );
+        outgoing.advance(&[0x80, 0x01, b'b']); // continuation with FIN
+        assert!(outgoing.at_message_boundary());
+    }
+
     proptest! {
         /// However the frames are cut into writes, a boundary is reported exactly where a
         /// frame ends, and nowhere else; `boundary_within` finds the next one.

@@ -192,17 +192,6 @@ where
         .expect("101")
 }
 
-/// An upstream that accepts every WebSocket upgrade, then reads what the client sends and
-/// never sends anything back: the upstream-to-client way stays quiet.
-pub async fn silent_websocket() -> Server {
-    Server::start(Arc::new(|req: Request<Incoming>| {
-        accept_websocket(req, |mut client| async move {
-            let _ = tokio::io::copy(&mut client, &mut tokio::io::sink()).await;
-        })
-    }))
-    .await
-}
-
 /// An upstream that accepts every WebSocket upgrade and then sends 16 KiB binary frames as
 /// fast as they are taken, until its connection is closed: a client that stops reading
 /// soon has every buffer between them full. Also how many frames it has sent so far.
