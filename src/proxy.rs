@@ -253,7 +253,7 @@ impl ProxyHttp for TicketGate {
             self.metrics.websocket_closed(end);
         }
         if let Some(Rejection::Auth(refusal)) = ctx.rejection {
-            self.metrics.auth_failure(refusal);
+            self.metrics.auth_failure(refusal.reason());
         }
         let outcome = log::Outcome {
             started: ctx.started,

@@ -16,6 +16,7 @@ use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
+use crate::auth::error::TicketRejection;
 use crate::config::Config;
 use crate::connection::Watch;
 use crate::lifecycle::{AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep};
@@ -29,6 +30,7 @@ use crate::shared_redis::SharedRedis;
 use crate::tickets::StoreConfig;
 use crate::tickets::store::StoreError;
 use crate::tls::handshake::Terminate;
+use crate::tls::refusal::Refusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,6 +48,10 @@ pub enum StartError {
 pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(), StartError> {
     ignore_hangups_until_reloading();
     let metrics = Arc::new(Metrics::new());
+    metrics.start_at_zero_for(
+        &TicketRejection::ALL.map(TicketRejection::label),
+        &Refusal::ALL.map(Refusal::label),
+    );
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
     let revocations = Arc::new(Revocations::new(shared_revocations(&config, &metrics)?));
     let policy = Policy::build(&config.policy, None, revocations.clone(), &metrics)?;

@@ -198,11 +198,11 @@ impl Tickets {
             Ok(_) => self.metrics.ticket_redeemed(),
             Err(RedeemError::Ticket(problem)) => {
                 self.metrics
-                    .ticket_rejected(TicketRejection::Ticket(*problem));
+                    .ticket_rejected(TicketRejection::Ticket(*problem).label());
             }
             Err(RedeemError::Store(_)) => {
                 self.metrics
-                    .ticket_rejected(TicketRejection::StoreUnavailable);
+                    .ticket_rejected(TicketRejection::StoreUnavailable.label());
             }
         }
         result

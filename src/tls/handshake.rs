@@ -62,7 +62,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Terminate<A> {
         match Box::pin(accept(&tls, stream, self.limits.load().header_timeout)).await {
             Ok(stream) => self.inner.process_new(stream, shutdown).await,
             Err(refusal) => {
-                self.metrics.tls_handshake_failed(refusal);
+                self.metrics.tls_handshake_failed(refusal.label());
                 None
             }
         }
