@@ -20,9 +20,26 @@ pub use error::{AuthError, TokenProblem};
 /// because a ticket carries it too and must stay short.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// Which issuer vouched for it (`iss`), as a short digest: a session refresh must come
+    /// from the same issuer, and a ticket carries these 8 bytes, not the issuer's URL.
+    pub issuer: IssuerTag,
     pub subject: String,
     /// Configured claim name -> its value as a header-ready string.
     pub claims: BTreeMap<String, String>,
+}
+
+/// The first 8 bytes of the SHA-256 of an issuer's `iss`: enough to tell apart the handful of
+/// issuers one config accepts, small enough for a ticket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct IssuerTag(pub [u8; 8]);
+
+impl IssuerTag {
+    pub fn of(issuer: &str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, issuer.as_bytes());
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&digest.as_ref()[..8]);
+        IssuerTag(tag)
+    }
 }
 
 /// The login a credential stands for: until when it is valid (`exp`, Unix seconds) and when

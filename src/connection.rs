@@ -101,8 +101,9 @@ pub struct Watched {
     write_stall: Option<Timer>,
     ending: Arc<Ending>,
     outgoing: Outgoing,
-    /// Set at the login's expiry once the socket is upgraded.
-    login_expiry: Option<Timer>,
+    /// Set at the login's expiry once the socket is upgraded: the expiry (Unix
+    /// milliseconds) it was set for, and the timer.
+    login_expiry: Option<(u64, Timer)>,
     /// Set once a WebSocket request is admitted.
     idle: Option<Idle>,
     /// The waker `ending` and the timers were last given.
@@ -266,10 +267,19 @@ impl Watched {
     fn watch_ending(&mut self, cx: &mut Context<'_>) {
         let same_waker = self.ending.register(cx.waker(), &mut self.registration);
         if let Some(at_ms) = self.ending.login_expires_at_ms() {
-            // The instant is worked out once: the wall clock read again would move it.
-            let timer = self
+            // The instant is worked out once per expiry: the wall clock read again would move
+            // it. A refresh moves the expiry (`Ending::extend_login`); the timer follows when
+            // it next fires, or now.
+            let (basis, timer) = self
                 .login_expiry
-                .get_or_insert_with(|| Timer::at(instant_of_unix_ms(at_ms)));
+                .get_or_insert_with(|| (at_ms, Timer::at(instant_of_unix_ms(at_ms))));
+            if *basis != at_ms {
+                *basis = at_ms;
+                let moved = instant_of_unix_ms(at_ms);
+                timer.sleep.as_mut().reset(moved);
+                timer.at = moved;
+                timer.polled = false;
+            }
             if timer.wants_poll(same_waker) && timer.poll_at(timer.at, cx).is_ready() {
                 let due = timer.at;
                 self.decide(CloseReason::LoginExpired, due);
@@ -622,6 +632,36 @@ mod tests {
             "{took:?}"
         );
         assert_eq!(watched.ending.closing(), Some(CloseReason::LoginExpired));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refreshed_login_moves_the_close_and_the_last_expiry_closes_it() {
+        let (mut watched, mut client) = connection(1 << 16, LIMIT);
+        let start = clock::now();
+        upgraded(&mut watched, Some(Duration::from_secs(2))).await;
+        let ending = watched.ending.clone();
+        let extended_to = clock::unix_now_ms() + 5_000;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ending.extend_login(extended_to);
+        });
+        let mut byte = [0u8; 1];
+        let read = watched.read(&mut byte).await;
+        assert_eq!(
+            read.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionAborted)
+        );
+        // The wall clock stands still under paused time, so the new expiry, 5 s ahead of it,
+        // is converted when the timer moves: at the old expiry, 2 s in.
+        assert_eq!(
+            clock::now() - start,
+            Duration::from_secs(7),
+            "closed at the new expiry"
+        );
+        drop(watched);
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.expect("reads");
+        assert!(wire.ends_with(&live::close_frame(CloseReason::LoginExpired)));
     }
 
     #[tokio::test(start_paused = true)]

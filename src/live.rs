@@ -10,6 +10,7 @@
 //! server-to-client bytes frame by frame (RFC 6455 §5.2 headers only, never payloads) so the
 //! close frame is never spliced into the middle of the upstream's frame.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
@@ -166,6 +167,18 @@ impl Ending {
         self.wake();
     }
 
+    /// A refresh moved the login's expiry to `at_ms` (Unix milliseconds): the socket now
+    /// closes then, never earlier than it would have, and never at all when it was not to
+    /// close at login expiry. Returns when it closes now, if it does.
+    pub fn extend_login(&self, at_ms: u64) -> Option<u64> {
+        let moved =
+            self.login_expires_at_ms
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                    (current > 0).then_some(current.max(at_ms))
+                });
+        moved.ok().map(|before| before.max(at_ms))
+    }
+
     /// Close the session for `reason` as soon as a frame boundary allows.
     pub fn close(&self, reason: CloseReason) {
         let _ =
@@ -214,10 +227,53 @@ impl Ending {
 }
 
 /// Every WebSocket open in this process, so a shutdown can close them properly before its
-/// grace period ends.
+/// grace period ends, and those a refresh may extend, by session handle.
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<Vec<Weak<Ending>>>,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+/// A socket that can be refreshed: who opened it, what the upstream was told about them, and
+/// its recent refreshes. `who` and `told` are digests the caller makes (`Identity`'s); this
+/// module only compares them.
+pub struct Held {
+    pub ending: Weak<Ending>,
+    pub who: [u8; 32],
+    pub told: [u8; 32],
+    /// When the last refreshes of this session came (Unix milliseconds), oldest first.
+    refreshes: VecDeque<u64>,
+}
+
+impl Held {
+    pub fn new(ending: &Arc<Ending>, who: [u8; 32], told: [u8; 32]) -> Self {
+        Held {
+            ending: Arc::downgrade(ending),
+            who,
+            told,
+            refreshes: VecDeque::new(),
+        }
+    }
+}
+
+/// A refresh may come this often per session, per `REFRESH_WINDOW_MS`.
+const REFRESHES_PER_WINDOW: usize = 6;
+const REFRESH_WINDOW_MS: u64 = 60_000;
+
+/// What a refresh of a held socket came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The socket now closes at this Unix millisecond (`None`: not at login expiry at all).
+    Extended(Option<u64>),
+    /// No open socket has this handle.
+    Unknown,
+    /// Another issuer or subject than the socket's.
+    Mismatch,
+    /// A forwarded claim differs: the upstream cannot learn a new identity without a new
+    /// upgrade, so the socket keeps its old expiry.
+    IdentityChanged,
+    /// Past `REFRESHES_PER_WINDOW` in a window; retry after this many seconds.
+    TooMany(u64),
 }
 
 impl Sessions {
@@ -229,6 +285,58 @@ impl Sessions {
                 open.retain(|s| s.strong_count() > 0);
             }
             open.push(Arc::downgrade(ending));
+        }
+    }
+
+    /// Makes a socket refreshable under `handle`.
+    pub fn hold(&self, handle: String, held: Held) {
+        if let Ok(mut all) = self.held.lock() {
+            if all.len() >= 64 && all.len().is_power_of_two() {
+                all.retain(|_, h| h.ending.strong_count() > 0);
+            }
+            all.insert(handle, held);
+        }
+    }
+
+    /// Extends the socket held under `handle` to `at_ms` (Unix milliseconds) for a caller
+    /// who is `who` and would be told `told`, at `now_ms`.
+    pub fn refresh(
+        &self,
+        handle: &str,
+        who: &[u8; 32],
+        told: &[u8; 32],
+        at_ms: u64,
+        now_ms: u64,
+    ) -> Refreshed {
+        let Ok(mut all) = self.held.lock() else {
+            return Refreshed::Unknown;
+        };
+        let Some(held) = all.get_mut(handle) else {
+            return Refreshed::Unknown;
+        };
+        let Some(ending) = held.ending.upgrade().filter(|e| e.closing().is_none()) else {
+            all.remove(handle);
+            return Refreshed::Unknown;
+        };
+        while held
+            .refreshes
+            .front()
+            .is_some_and(|at| *at + REFRESH_WINDOW_MS <= now_ms)
+        {
+            held.refreshes.pop_front();
+        }
+        if let Some(oldest) = held.refreshes.front()
+            && held.refreshes.len() >= REFRESHES_PER_WINDOW
+        {
+            return Refreshed::TooMany((oldest + REFRESH_WINDOW_MS - now_ms).div_ceil(1000));
+        }
+        held.refreshes.push_back(now_ms);
+        if held.who != *who {
+            Refreshed::Mismatch
+        } else if held.told != *told {
+            Refreshed::IdentityChanged
+        } else {
+            Refreshed::Extended(ending.extend_login(at_ms))
         }
     }
 
@@ -459,6 +567,61 @@ mod tests {
             woken.0.load(Ordering::SeqCst),
             2,
             "the close reached the stream"
+        );
+    }
+
+    #[test]
+    fn a_refresh_extends_a_held_socket_of_the_same_caller_only() {
+        let sessions = Sessions::default();
+        let ending = Arc::new(Ending::default());
+        ending.upgrading(Some(10_000));
+        let (who, told) = ([1; 32], [2; 32]);
+        sessions.hold("h".into(), Held::new(&ending, who, told));
+        let refresh = |who, told, at| sessions.refresh("h", who, told, at, 1_000);
+        assert_eq!(refresh(&[9; 32], &told, 20_000), Refreshed::Mismatch);
+        assert_eq!(refresh(&who, &[9; 32], 20_000), Refreshed::IdentityChanged);
+        assert_eq!(
+            ending.login_expires_at_ms(),
+            Some(10_000),
+            "refusals change nothing"
+        );
+        assert_eq!(
+            refresh(&who, &told, 20_000),
+            Refreshed::Extended(Some(20_000))
+        );
+        assert_eq!(
+            refresh(&who, &told, 15_000),
+            Refreshed::Extended(Some(20_000)),
+            "never shortened"
+        );
+        assert_eq!(
+            sessions.refresh("other", &who, &told, 1, 1_000),
+            Refreshed::Unknown
+        );
+        drop(ending);
+        assert_eq!(refresh(&who, &told, 30_000), Refreshed::Unknown, "closed");
+    }
+
+    #[test]
+    fn six_refreshes_a_minute_then_429_until_the_oldest_leaves_the_window() {
+        let sessions = Sessions::default();
+        let ending = Arc::new(Ending::default());
+        ending.upgrading(None);
+        sessions.hold("h".into(), Held::new(&ending, [1; 32], [2; 32]));
+        for i in 0..6 {
+            assert_eq!(
+                sessions.refresh("h", &[1; 32], &[2; 32], 5, 1_000 + i),
+                Refreshed::Extended(None),
+                "not closing at login expiry: nothing to extend"
+            );
+        }
+        assert_eq!(
+            sessions.refresh("h", &[1; 32], &[2; 32], 5, 31_000),
+            Refreshed::TooMany(30)
+        );
+        assert_eq!(
+            sessions.refresh("h", &[1; 32], &[2; 32], 5, 61_000),
+            Refreshed::Extended(None)
         );
     }
 

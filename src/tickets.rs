@@ -78,10 +78,14 @@ pub struct Redeemed {
     /// When the ticket was minted (Unix milliseconds): a revocation after it voids the
     /// socket the ticket opens, however long the upgrade took.
     pub minted_at_ms: u64,
+    /// The handle of the socket it opens.
+    pub session: String,
 }
 
 pub struct Issued {
     pub ticket: String,
+    /// The handle of the socket the ticket opens, for `websocket.refresh_path`.
+    pub session: String,
     pub expires_in: u64,
 }
 
@@ -175,9 +179,13 @@ impl Tickets {
             expires_at: now_ms / 1000 + expires_in,
             login_expires_at,
         };
-        let ticket = self.codec.seal(identity, lifetime, &self.run)?;
+        let sealed = self.codec.seal(identity, lifetime, &self.run)?;
         self.metrics.ticket_issued();
-        Ok(Issued { ticket, expires_in })
+        Ok(Issued {
+            ticket: sealed.ticket,
+            session: sealed.session,
+            expires_in,
+        })
     }
 
     /// Verifies the ticket and consumes it atomically; the identity it carries is the caller.
@@ -230,6 +238,7 @@ impl Tickets {
                 identity: opened.identity,
                 login_expires_at: opened.lifetime.login_expires_at,
                 minted_at_ms: opened.lifetime.minted_at_ms,
+                session: opened.session,
             })
         } else {
             Err(RedeemError::Ticket(TicketProblem::Replayed))

@@ -12,7 +12,7 @@ use super::compact::Compact;
 use super::error::TokenProblem;
 use super::jwks::IssuerKeys;
 use super::keys::VerifyKey;
-use super::{Identity, Login, MAX_TOKEN_BYTES};
+use super::{Identity, IssuerTag, Login, MAX_TOKEN_BYTES};
 use crate::metrics::Metrics;
 
 /// The `jwt:` settings.
@@ -64,6 +64,7 @@ impl KeySetVersion {
 
 struct Issuer {
     keys: Arc<IssuerKeys>,
+    tag: IssuerTag,
     algorithms: Vec<Algorithm>,
     rules: ClaimRules,
 }
@@ -74,6 +75,7 @@ impl JwtVerifier {
             .issuers
             .iter()
             .map(|issuer| Issuer {
+                tag: IssuerTag::of(&issuer.issuer),
                 keys: Arc::new(IssuerKeys::new(
                     &issuer.issuer,
                     issuer.static_keys.clone(),
@@ -161,7 +163,7 @@ impl JwtVerifier {
             }
         };
         issuer.rules.check(&claims, now)?;
-        Ok(verified(claims, keys_version))
+        Ok(verified(claims, issuer.tag, keys_version))
     }
 
     /// With one issuer configured, that one (its rules then check `iss`); with several, the
@@ -181,13 +183,14 @@ impl JwtVerifier {
     }
 }
 
-fn verified(claims: Claims, keys: KeySetVersion) -> Verified {
+fn verified(claims: Claims, issuer: IssuerTag, keys: KeySetVersion) -> Verified {
     let login = Login {
         expires_at: claims.expires_at(),
         issued_at: claims.issued_at(),
     };
     Verified {
         identity: Identity {
+            issuer,
             subject: claims.sub.unwrap_or_default().into_owned(),
             claims: claims.kept.into_iter().collect(),
         },

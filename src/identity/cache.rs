@@ -103,6 +103,7 @@ mod tests {
     fn alice() -> Arc<Caller> {
         Arc::new(Caller {
             identity: Identity {
+                issuer: Default::default(),
                 subject: "alice".into(),
                 claims: Default::default(),
             },

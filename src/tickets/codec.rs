@@ -19,20 +19,23 @@
 //! parses as a JWT and a JWT never carries the prefix.
 
 use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use aws_lc_rs::hkdf;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::{hkdf, hmac};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use std::collections::BTreeMap;
 
-use crate::auth::Identity;
 use crate::auth::error::TicketProblem;
+use crate::auth::{Identity, IssuerTag};
 
 /// The caller as a ticket carries it: this codec's own wire format, with one-letter field
 /// names because a ticket must stay under 256 characters.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Carried {
+    /// `IssuerTag`, base64url; absent in tickets of earlier versions (no refresh then).
+    #[serde(rename = "i", default, skip_serializing_if = "String::is_empty")]
+    issuer: String,
     #[serde(rename = "s")]
     subject: String,
     #[serde(rename = "c", default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -48,6 +51,9 @@ const TIME_BYTES: usize = 8;
 const TAG_BYTES: usize = 16;
 const KEY_SALT: &[u8] = b"ticketgate tickets";
 const KEY_INFO: &[u8] = b"tg2 aes-256-gcm-siv";
+const SESSION_INFO: &[u8] = b"tg2 session handle";
+/// A session handle's bytes: 128 bits, 22 base64url characters.
+const SESSION_BYTES: usize = 16;
 
 pub type TicketId = [u8; ID_BYTES];
 /// Which run of a process minted a ticket: a store that forgets on restart refuses the rest.
@@ -66,6 +72,8 @@ pub struct Lifetime {
 /// A ticket whose seal opened and which has not expired.
 pub struct Ticket {
     pub id: TicketId,
+    /// The handle of the socket it opens (`Codec::session_of`).
+    pub session: String,
     pub lifetime: Lifetime,
     pub run: RunId,
     pub identity: Identity,
@@ -83,7 +91,15 @@ pub enum SealError {
 
 pub struct Codec {
     key: LessSafeKey,
+    /// Derives a ticket's session handle from its id (`session_of`).
+    session_key: hmac::Key,
     random: SystemRandom,
+}
+
+/// A ticket and the handle of the socket it will open.
+pub struct Sealed {
+    pub ticket: String,
+    pub session: String,
 }
 
 impl Codec {
@@ -92,8 +108,12 @@ impl Codec {
         let okm = prk
             .expand(&[KEY_INFO], &AES_256_GCM_SIV)
             .expect("HKDF-SHA256 yields a 32-byte key");
+        let session_key = prk
+            .expand(&[SESSION_INFO], hmac::HMAC_SHA256)
+            .expect("HKDF-SHA256 yields an HMAC-SHA256 key");
         Codec {
             key: LessSafeKey::new(UnboundKey::from(okm)),
+            session_key: hmac::Key::from(session_key),
             random: SystemRandom::new(),
         }
     }
@@ -107,12 +127,22 @@ impl Codec {
         Ok(bytes)
     }
 
+    /// The session handle of the socket a ticket with this `id` opens: HMAC-SHA256 under a
+    /// key of its own derived from the ticket secret, cut to 128 bits. Derived, not carried,
+    /// so a ticket grows by nothing; any replica sharing the secret derives the same handle,
+    /// and the handle tells nothing of the ticket (nor the ticket of the handle, without the
+    /// secret).
+    pub fn session_of(&self, id: &TicketId) -> String {
+        let tag = hmac::sign(&self.session_key, id);
+        URL_SAFE_NO_PAD.encode(&tag.as_ref()[..SESSION_BYTES])
+    }
+
     pub fn seal(
         &self,
         identity: &Identity,
         lifetime: Lifetime,
         run: &RunId,
-    ) -> Result<String, SealError> {
+    ) -> Result<Sealed, SealError> {
         let nonce: [u8; NONCE_LEN] = self.random()?;
         let id: TicketId = self.random()?;
         let mut sealed = Vec::with_capacity(MAX_TICKET_CHARS);
@@ -127,6 +157,7 @@ impl Codec {
         }
         sealed.extend_from_slice(run);
         let carried = Carried {
+            issuer: URL_SAFE_NO_PAD.encode(identity.issuer.0),
             subject: identity.subject.clone(),
             claims: identity.claims.clone(),
         };
@@ -147,7 +178,10 @@ impl Codec {
         if ticket.len() > MAX_TICKET_CHARS {
             return Err(SealError::TooLarge);
         }
-        Ok(ticket)
+        Ok(Sealed {
+            ticket,
+            session: self.session_of(&id),
+        })
     }
 
     /// Opens the seal first (nothing in an unauthenticated ticket is looked at), then checks
@@ -193,11 +227,19 @@ impl Codec {
         }
         let carried: Carried =
             serde_json::from_slice(identity).map_err(|_| TicketProblem::Invalid)?;
+        let mut issuer = IssuerTag::default();
+        if let Ok(tag) = URL_SAFE_NO_PAD.decode(&carried.issuer)
+            && let Ok(tag) = <[u8; 8]>::try_from(tag.as_slice())
+        {
+            issuer = IssuerTag(tag);
+        }
         let identity = Identity {
+            issuer,
             subject: carried.subject,
             claims: carried.claims,
         };
         Ok(Ticket {
+            session: self.session_of(id),
             id: *id,
             lifetime,
             run: *run,
@@ -222,6 +264,7 @@ mod tests {
 
     fn alice() -> Identity {
         Identity {
+            issuer: IssuerTag::of("https://auth.example.com/"),
             subject: "alice".into(),
             claims: [("email".to_string(), "alice@example.com".to_string())].into(),
         }
@@ -230,7 +273,10 @@ mod tests {
     #[test]
     fn a_sealed_ticket_opens_with_its_identity() {
         let codec = Codec::new(&[7; 32]);
-        let ticket = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
+        let ticket = codec
+            .seal(&alice(), until(1_000), &RUN)
+            .expect("seal")
+            .ticket;
         assert!(ticket.starts_with(PREFIX) && ticket.len() <= MAX_TICKET_CHARS);
         assert!(
             ticket
@@ -245,7 +291,10 @@ mod tests {
     #[test]
     fn a_ticket_reveals_nothing_about_its_caller() {
         let codec = Codec::new(&[7; 32]);
-        let ticket = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
+        let ticket = codec
+            .seal(&alice(), until(1_000), &RUN)
+            .expect("seal")
+            .ticket;
         let bytes = URL_SAFE_NO_PAD
             .decode(&ticket[PREFIX.len()..])
             .expect("base64url");
@@ -256,17 +305,44 @@ mod tests {
     }
 
     #[test]
+    fn a_tickets_session_handle_is_derived_alike_at_both_ends_and_nowhere_else() {
+        let codec = Codec::new(&[7; 32]);
+        let sealed = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
+        let opened = codec.open(&sealed.ticket, 999).expect("open");
+        assert_eq!(opened.session, sealed.session, "issuer and holder agree");
+        assert_eq!(sealed.session.len(), 22, "128 bits, base64url");
+        assert!(!sealed.ticket.contains(&sealed.session));
+        let other = Codec::new(&[8; 32]);
+        assert_ne!(
+            other.session_of(&opened.id),
+            sealed.session,
+            "keyed by the secret"
+        );
+        let again = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
+        assert_ne!(again.session, sealed.session);
+    }
+
+    #[test]
     fn every_ticket_is_unique() {
         let codec = Codec::new(&[7; 32]);
-        let a = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
-        let b = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
+        let a = codec
+            .seal(&alice(), until(1_000), &RUN)
+            .expect("seal")
+            .ticket;
+        let b = codec
+            .seal(&alice(), until(1_000), &RUN)
+            .expect("seal")
+            .ticket;
         assert_ne!(a, b);
     }
 
     #[test]
     fn expiry_tampering_and_other_secrets_are_refused() {
         let codec = Codec::new(&[7; 32]);
-        let ticket = codec.seal(&alice(), until(1_000), &RUN).expect("seal");
+        let ticket = codec
+            .seal(&alice(), until(1_000), &RUN)
+            .expect("seal")
+            .ticket;
         assert!(matches!(
             codec.open(&ticket, 1_000),
             Err(TicketProblem::Expired)
@@ -294,6 +370,7 @@ mod tests {
     fn an_oversized_identity_is_refused_at_issuance() {
         let codec = Codec::new(&[7; 32]);
         let huge = Identity {
+            issuer: IssuerTag::default(),
             subject: "x".repeat(300),
             claims: Default::default(),
         };

@@ -155,6 +155,7 @@ async fn every_bad_ticket_is_refused_with_401() {
 /// A ticket for alice sealed under `secret`, expiring at `expires_at`.
 fn sealed(secret: &[u8], expires_at: u64) -> String {
     let identity = ticketgate::auth::Identity {
+        issuer: Default::default(),
         subject: "alice".into(),
         claims: Default::default(),
     };
@@ -166,6 +167,7 @@ fn sealed(secret: &[u8], expires_at: u64) -> String {
     ticketgate::tickets::codec::Codec::new(secret)
         .seal(&identity, lifetime, &[0; 8])
         .expect("seal")
+        .ticket
 }
 
 /// A ticket sealed under the gate's own secret with an expiry already past: what an issued
