@@ -28,6 +28,37 @@ pub struct Identity {
     pub claims: BTreeMap<String, String>,
 }
 
+impl Identity {
+    /// Who this is, as a digest: the issuer and the subject. A session refresh must come from
+    /// the same caller.
+    pub fn who(&self) -> [u8; 32] {
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        context.update(&self.issuer.0);
+        context.update(self.subject.as_bytes());
+        digest_bytes(context)
+    }
+
+    /// What the upstream was told besides the subject, as a digest: every kept claim, name
+    /// and value, in one unambiguous encoding (JSON of the sorted map). A refresh whose
+    /// claims differ cannot be accepted: the upstream learnt them once, at the upgrade.
+    pub fn told(&self) -> [u8; 32] {
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        // A map of strings always serialises.
+        context.update(
+            serde_json::to_string(&self.claims)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        digest_bytes(context)
+    }
+}
+
+fn digest_bytes(context: aws_lc_rs::digest::Context) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(context.finish().as_ref());
+    bytes
+}
+
 /// The first 8 bytes of the SHA-256 of an issuer's `iss`: enough to tell apart the handful of
 /// issuers one config accepts, small enough for a ticket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -126,6 +157,38 @@ mod tests {
                 ),
                 "{malformed:?}"
             );
+        }
+    }
+
+    fn identity(issuer: &str, subject: &str, claims: &[(String, String)]) -> Identity {
+        Identity {
+            issuer: IssuerTag::of(issuer),
+            subject: subject.to_string(),
+            claims: claims.iter().cloned().collect(),
+        }
+    }
+
+    proptest::proptest! {
+        /// The refresh rule's digests: `told` is equal exactly when the forwarded claims are
+        /// (names and values, in any order, with no two maps sharing an encoding), and `who`
+        /// exactly when issuer and subject are; neither depends on the other.
+        #[test]
+        fn the_digests_are_equal_exactly_when_the_identities_are(
+            a in proptest::collection::btree_map("[a-c,:\"]{0,3}", "[a-c,:\"]{0,3}", 0..4),
+            b in proptest::collection::btree_map("[a-c,:\"]{0,3}", "[a-c,:\"]{0,3}", 0..4),
+            subjects in ("[ab]{1,2}", "[ab]{1,2}"),
+            issuers in ("[xy]", "[xy]"),
+        ) {
+            let (a, b): (Vec<_>, Vec<_>) = (a.into_iter().collect(), b.into_iter().collect());
+            let (first, second) = (identity(&issuers.0, &subjects.0, &a), identity(&issuers.1, &subjects.1, &b));
+            proptest::prop_assert_eq!(first.told() == second.told(), first.claims == second.claims);
+            proptest::prop_assert_eq!(
+                first.who() == second.who(),
+                issuers.0 == issuers.1 && subjects.0 == subjects.1
+            );
+            let mut reversed = a.clone();
+            reversed.reverse();
+            proptest::prop_assert_eq!(identity("x", "a", &reversed).told(), identity("x", "a", &a).told());
         }
     }
 }

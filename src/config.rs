@@ -279,7 +279,22 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
                 .unwrap_or(DEFAULT_WEBSOCKET_IDLE_SECONDS),
         ),
         close_at_login_expiry: raw.websocket.close_at_login_expiry.unwrap_or(true),
+        refresh_path: raw.websocket.refresh_path,
     };
+    if let Some(path) = &websocket.refresh_path {
+        if !path.starts_with('/') || path.contains(['?', '#']) {
+            problems.add(
+                "websocket.refresh_path",
+                format!("{path:?} must be a path starting with '/'"),
+            );
+        }
+        if tickets.as_ref().is_some_and(|t| t.issue_path == *path) {
+            problems.add(
+                "websocket.refresh_path",
+                "must differ from `tickets.issue_path`",
+            );
+        }
+    }
     if websocket.idle_timeout.is_zero() {
         problems.add("websocket.idle_timeout_seconds", "must be at least 1");
     }

@@ -184,11 +184,24 @@ pub fn subprotocol_offered(data: &[u8]) {
     }
 }
 
+/// A refresh's body: a session handle read from it is never empty, at most 64 characters,
+/// and URL-safe (it is looked up, never echoed unchecked), and reading never panics.
+pub fn refresh_body(data: &[u8]) {
+    if let Some(handle) = crate::proxy::refresh::handle_of(data) {
+        assert!(!handle.is_empty() && handle.len() <= 64);
+        assert!(
+            handle
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+    }
+}
+
 /// One fuzz target: attacker bytes in, a panic when an invariant breaks.
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
-pub const TARGETS: [(&str, Target); 9] = [
+pub const TARGETS: [(&str, Target); 10] = [
     ("boundary_read", boundary_read),
     ("query_without", query_without),
     ("redact_target", redact_target),
@@ -198,6 +211,7 @@ pub const TARGETS: [(&str, Target); 9] = [
     ("outgoing_frames", outgoing_frames),
     ("subprotocol_offered", subprotocol_offered),
     ("h2_headers", h2_headers),
+    ("refresh_body", refresh_body),
 ];
 
 #[cfg(test)]

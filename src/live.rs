@@ -595,11 +595,15 @@ mod tests {
             "never shortened"
         );
         assert_eq!(
-            sessions.refresh("other", &who, &told, 1, 1_000),
+            sessions.refresh("another handle", &who, &told, 1, 1_000),
             Refreshed::Unknown
         );
         drop(ending);
-        assert_eq!(refresh(&who, &told, 30_000), Refreshed::Unknown, "closed");
+        assert_eq!(
+            refresh(&who, &told, 30_000),
+            Refreshed::Unknown,
+            "its socket is gone"
+        );
     }
 
     #[test]

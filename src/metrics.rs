@@ -24,6 +24,7 @@ pub struct Metrics {
     tickets_rejected: IntCounterVec,
     websocket_connections: IntGauge,
     websockets_closed: IntCounterVec,
+    session_refreshes: IntCounterVec,
     revocations: IntCounter,
     ready: IntGauge,
     reloads: IntCounterVec,
@@ -32,6 +33,17 @@ pub struct Metrics {
     /// Registered once a certificate is served: a 0 would read as "expired in 1970".
     tls_certificate_expiry: IntGauge,
     tls_certificate_exported: std::sync::Once,
+}
+
+/// The families whose label values a domain's enum declares.
+#[derive(Debug, Clone, Copy)]
+pub enum Family {
+    /// `ticketgate_tickets_rejected_total`: `auth::error::TicketRejection`.
+    TicketRejections,
+    /// `ticketgate_tls_handshake_failures_total`: `tls::refusal::Refusal`.
+    TlsRefusals,
+    /// `ticketgate_session_refreshes_total`: `refusal::RefreshResult`.
+    SessionRefreshes,
 }
 
 /// The `result`s of `ticketgate_config_reloads_total`: success first.
@@ -125,6 +137,13 @@ impl Metrics {
                 ),
                 &["reason"],
             )),
+            session_refreshes: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_session_refreshes_total",
+                    "POSTs to websocket.refresh_path by result; extended ones are reconnects saved, identity_changed ones are sockets that will close at their old expiry.",
+                ),
+                &["result"],
+            )),
             revocations: must(IntCounter::new(
                 "ticketgate_revocations_total",
                 "POST /revoke calls that revoked a subject's logins; a burst may mean an incident.",
@@ -175,16 +194,22 @@ impl Metrics {
         }
     }
 
-    /// The `reason`s of `ticketgate_tickets_rejected_total` (`TicketRejection`'s labels) and
-    /// of `ticketgate_tls_handshake_failures_total` (`tls::refusal::Refusal`'s), at 0 from the
-    /// start. Their enums live with the domains, which sit above this module.
-    pub fn start_at_zero_for(&self, ticket_rejections: &[&str], tls_refusals: &[&str]) {
-        for reason in ticket_rejections {
-            self.tickets_rejected.with_label_values(&[reason]);
+    /// The labels of the families whose values the domains declare (their enums live above
+    /// this module), at 0 from the start.
+    pub fn start_at_zero_for(&self, family: Family, labels: &[&str]) {
+        let family = match family {
+            Family::TicketRejections => &self.tickets_rejected,
+            Family::TlsRefusals => &self.tls_handshake_failures,
+            Family::SessionRefreshes => &self.session_refreshes,
+        };
+        for label in labels {
+            family.with_label_values(&[label]);
         }
-        for reason in tls_refusals {
-            self.tls_handshake_failures.with_label_values(&[reason]);
-        }
+    }
+
+    /// `result`: `refusal::RefreshResult::label`.
+    pub fn session_refreshed(&self, result: &str) {
+        self.session_refreshes.with_label_values(&[result]).inc();
     }
 
     /// An issuer whose keys are fetched: its refresh results start at 0.
@@ -195,7 +220,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload_successful.clone()),
             Box::new(self.ready.clone()),
@@ -210,6 +235,7 @@ impl Metrics {
             Box::new(self.tickets_rejected.clone()),
             Box::new(self.websocket_connections.clone()),
             Box::new(self.websockets_closed.clone()),
+            Box::new(self.session_refreshes.clone()),
             Box::new(self.revocations.clone()),
             Box::new(self.tls_handshake_failures.clone()),
         ];

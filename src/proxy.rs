@@ -21,10 +21,12 @@
 
 mod admit;
 mod authenticate;
+mod cors;
 mod forward;
 mod issue;
 mod log;
 pub mod policy;
+pub(crate) mod refresh;
 mod respond;
 pub mod route;
 pub mod upgrade;
@@ -47,6 +49,7 @@ use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::limits::Limits;
 use crate::live::{CloseReason, Sessions, SocketEnd};
 use crate::metrics::Metrics;
+use crate::refusal::RefreshResult;
 use admit::{Decision, Passage, Seen};
 pub use policy::Policy;
 use respond::Rejection;
@@ -126,6 +129,21 @@ impl ProxyHttp for TicketGate {
             Decision::Answer(reply) => {
                 ctx.rejection = reply.rejection;
                 respond::send(session, reply).await?;
+                Ok(true)
+            }
+            Decision::Refresh => {
+                let answer = refresh::answer(session, &policy, &self.sessions).await;
+                if answer.reply.status != 204 && answer.reply.status != 405 {
+                    let result = answer
+                        .refused
+                        .map_or(Some(RefreshResult::Extended), RefreshResult::of);
+                    if let Some(result) = result {
+                        self.metrics.session_refreshed(result.label());
+                    }
+                }
+                ctx.seen.caller = answer.caller;
+                ctx.rejection = answer.reply.rejection;
+                respond::send(session, answer.reply).await?;
                 Ok(true)
             }
             Decision::Forward(passage) => {

@@ -3,7 +3,7 @@
 //! access-log `reason`. No text here is ever built from the request's credentials.
 
 use http::HeaderName;
-use http::header::{ALLOW, WWW_AUTHENTICATE};
+use http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 
 use crate::auth::AuthError;
 use crate::boundary::Refused;
@@ -31,6 +31,63 @@ pub enum Rejection {
     /// The revocation holds on this replica, but the store that carries it to the others
     /// could not be reached.
     RevokedHereOnly,
+    /// A refresh whose body names no session.
+    NoSession,
+    /// A refresh of a session no open socket has.
+    UnknownSession,
+    /// A refresh by another issuer or subject than the socket's.
+    SessionMismatch,
+    /// A refresh whose forwarded claims differ from what the upstream was told.
+    IdentityChanged,
+    /// Past 6 refreshes a minute of one session; retry after this many seconds.
+    TooManyRefreshes(u64),
+}
+
+/// How a refresh ended: the `result` of `ticketgate_session_refreshes_total`, and the JSON
+/// `error` of the refusals among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshResult {
+    Extended,
+    InvalidToken,
+    SessionMismatch,
+    IdentityChanged,
+    UnknownSession,
+    TooManyRefreshes,
+}
+
+impl RefreshResult {
+    pub const ALL: [RefreshResult; 6] = [
+        RefreshResult::Extended,
+        RefreshResult::InvalidToken,
+        RefreshResult::SessionMismatch,
+        RefreshResult::IdentityChanged,
+        RefreshResult::UnknownSession,
+        RefreshResult::TooManyRefreshes,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefreshResult::Extended => "extended",
+            RefreshResult::InvalidToken => "invalid_token",
+            RefreshResult::SessionMismatch => "session_mismatch",
+            RefreshResult::IdentityChanged => "identity_changed",
+            RefreshResult::UnknownSession => "unknown_session",
+            RefreshResult::TooManyRefreshes => "too_many_refreshes",
+        }
+    }
+
+    /// The result of a refresh answered with `refused` (`None`: a malformed request, which
+    /// the metric does not count).
+    pub fn of(refused: Rejection) -> Option<RefreshResult> {
+        Some(match refused {
+            Rejection::Auth(_) => RefreshResult::InvalidToken,
+            Rejection::SessionMismatch => RefreshResult::SessionMismatch,
+            Rejection::IdentityChanged => RefreshResult::IdentityChanged,
+            Rejection::UnknownSession => RefreshResult::UnknownSession,
+            Rejection::TooManyRefreshes(_) => RefreshResult::TooManyRefreshes,
+            _ => return None,
+        })
+    }
 }
 
 /// What a path with a fixed set of methods takes.
@@ -57,6 +114,11 @@ impl Rejection {
             Rejection::AdminTokenRequired,
             Rejection::BadRevocation,
             Rejection::RevokedHereOnly,
+            Rejection::NoSession,
+            Rejection::UnknownSession,
+            Rejection::SessionMismatch,
+            Rejection::IdentityChanged,
+            Rejection::TooManyRefreshes(1),
         ]
         .into_iter()
         .chain(AuthError::all().map(Rejection::Auth))
@@ -66,9 +128,11 @@ impl Rejection {
     pub fn status(self) -> u16 {
         match self {
             Rejection::Auth(_) | Rejection::AdminTokenRequired => 401,
-            Rejection::OriginNotAllowed => 403,
-            Rejection::NoRoute => 404,
-            Rejection::BadTarget(_) | Rejection::BadRevocation => 400,
+            Rejection::OriginNotAllowed | Rejection::SessionMismatch => 403,
+            Rejection::NoRoute | Rejection::UnknownSession => 404,
+            Rejection::BadTarget(_) | Rejection::BadRevocation | Rejection::NoSession => 400,
+            Rejection::IdentityChanged => 409,
+            Rejection::TooManyRefreshes(_) => 429,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::StoreUnavailable | Rejection::RevokedHereOnly => 503,
             Rejection::TicketUnavailable => 500,
@@ -90,6 +154,11 @@ impl Rejection {
             Rejection::UpgradeRefused => "upgrade_refused",
             Rejection::AdminTokenRequired => "admin_token_required",
             Rejection::BadRevocation => "bad_revocation",
+            Rejection::NoSession => "no_session",
+            Rejection::SessionMismatch => RefreshResult::SessionMismatch.label(),
+            Rejection::IdentityChanged => RefreshResult::IdentityChanged.label(),
+            Rejection::UnknownSession => RefreshResult::UnknownSession.label(),
+            Rejection::TooManyRefreshes(_) => RefreshResult::TooManyRefreshes.label(),
         }
     }
 
@@ -101,7 +170,12 @@ impl Rejection {
             Rejection::Auth(AuthError::Ticket(_)) => "invalid_ticket",
             Rejection::Auth(AuthError::TwoCredentials | AuthError::UnreadableProtocols)
             | Rejection::BadTarget(_)
-            | Rejection::BadRevocation => "invalid_request",
+            | Rejection::BadRevocation
+            | Rejection::NoSession => "invalid_request",
+            Rejection::SessionMismatch
+            | Rejection::IdentityChanged
+            | Rejection::UnknownSession
+            | Rejection::TooManyRefreshes(_) => self.reason(),
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::NoRoute => "not_found",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
@@ -127,6 +201,13 @@ impl Rejection {
             Rejection::RevokedHereOnly => {
                 "revoked on this replica only: the ticket store is unreachable".into()
             }
+            Rejection::NoSession => "body must be {\"session\": \"...\"}".into(),
+            Rejection::UnknownSession => "no open socket has this session".into(),
+            Rejection::SessionMismatch => "the socket belongs to another caller".into(),
+            Rejection::IdentityChanged => {
+                "a forwarded claim changed: reconnect to tell the upstream".into()
+            }
+            Rejection::TooManyRefreshes(_) => "too many refreshes of this session".into(),
         }
     }
 
@@ -161,6 +242,7 @@ impl Rejection {
                 vec![(ALLOW, "POST, OPTIONS".into())]
             }
             Rejection::MethodNotAllowed(Allowed::Post) => vec![(ALLOW, "POST".into())],
+            Rejection::TooManyRefreshes(seconds) => vec![(RETRY_AFTER, seconds.to_string())],
             _ => Vec::new(),
         }
     }

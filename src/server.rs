@@ -21,9 +21,10 @@ use crate::config::Config;
 use crate::connection::Watch;
 use crate::lifecycle::{AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep};
 use crate::live::Sessions;
-use crate::metrics::Metrics;
+use crate::metrics::{Family, Metrics};
 use crate::proxy::policy::BuildError;
 use crate::proxy::{Policy, TicketGate};
+use crate::refusal::RefreshResult;
 use crate::reload::{Reloader, RestartOnly};
 use crate::revocations::{Revocations, Shared};
 use crate::shared_redis::SharedRedis;
@@ -49,8 +50,13 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
     ignore_hangups_until_reloading();
     let metrics = Arc::new(Metrics::new());
     metrics.start_at_zero_for(
+        Family::TicketRejections,
         &TicketRejection::ALL.map(TicketRejection::label),
-        &Refusal::ALL.map(Refusal::label),
+    );
+    metrics.start_at_zero_for(Family::TlsRefusals, &Refusal::ALL.map(Refusal::label));
+    metrics.start_at_zero_for(
+        Family::SessionRefreshes,
+        &RefreshResult::ALL.map(RefreshResult::label),
     );
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
     let revocations = Arc::new(Revocations::new(shared_revocations(&config, &metrics)?));

@@ -220,6 +220,8 @@ pub struct Websocket {
     pub idle_timeout_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub close_at_login_expiry: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

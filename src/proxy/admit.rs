@@ -47,6 +47,8 @@ pub struct Passage {
 pub enum Decision {
     /// ticketgate answers: the ticket endpoint, or a refusal.
     Answer(Reply),
+    /// ticketgate answers the refresh endpoint, which reads the request's body (`refresh`).
+    Refresh,
     Forward(Passage),
 }
 
@@ -65,6 +67,10 @@ pub async fn decide(policy: &Policy, req: &RequestHeader) -> (Seen, Decision) {
             seen.auth = AuthMode::Jwt;
             seen.caller = caller;
             return (seen, Decision::Answer(reply));
+        }
+        Destination::RefreshSession => {
+            seen.auth = AuthMode::Jwt;
+            return (seen, Decision::Refresh);
         }
         Destination::NotFound => return (seen, answer(Rejection::NoRoute)),
     };
@@ -85,14 +91,30 @@ pub async fn decide(policy: &Policy, req: &RequestHeader) -> (Seen, Decision) {
     seen.caller = authenticated.as_ref().map(|a| a.caller.clone());
     let passage = Passage {
         upstream_target: forward::upstream_target(&target, route.auth, policy.ticket_param()),
-        handshake: websocket.then(|| handshake(&offered, authenticated.as_ref())),
+        handshake: websocket.then(|| {
+            let refreshable = policy.websocket.refresh_path.is_some();
+            handshake(&offered, authenticated.as_ref(), refreshable)
+        }),
     };
     (seen, Decision::Forward(passage))
 }
 
-/// A WebSocket request's terms once authentication is done (`None`: `auth: none`).
-fn handshake(offered: &Offered, authenticated: Option<&Authenticated>) -> Handshake {
+/// A WebSocket request's terms once authentication is done (`None`: `auth: none`). With
+/// refresh on, an authenticated socket gets its session handle: the ticket's, or a fresh
+/// one for a bearer upgrade (its 101 tells the client).
+fn handshake(
+    offered: &Offered,
+    authenticated: Option<&Authenticated>,
+    refreshable: bool,
+) -> Handshake {
+    let session = authenticated
+        .filter(|_| refreshable)
+        .and_then(|a| match &a.session {
+            Some(ticket_session) => Some(ticket_session.clone()),
+            None => upgrade::new_session_handle(),
+        });
     Handshake {
+        session,
         by_ticket: authenticated.is_some_and(|a| a.credential == Credential::Ticket),
         login: authenticated.map(|a| LoginTerms {
             expires_at: a.login_expires_at,
@@ -118,6 +140,7 @@ async fn issue_ticket(policy: &Policy, req: &RequestHeader) -> (Reply, Option<Ar
                 &endpoint.tickets,
                 &policy.authenticators(),
                 &policy.cors_allowed_origins,
+                policy.websocket.refresh_path.is_some(),
             )
             .await
         }

@@ -55,6 +55,8 @@ pub struct Authenticated {
     /// When the login began, for revocations (Unix milliseconds): the ticket's minting,
     /// or the JWT's `iat` (`None`: it has none, and any revocation voids it).
     pub issued_at_ms: Option<u64>,
+    /// A ticket's session handle (the one its answer named); `None` for a bearer JWT.
+    pub session: Option<String>,
 }
 
 /// The one credential a request presents.
@@ -160,6 +162,7 @@ async fn verify_bearer(token: &str, with: &Authenticators<'_>) -> Result<Authent
         credential: Credential::Bearer,
         login_expires_at: login.expires_at,
         issued_at_ms,
+        session: None,
     })
 }
 
@@ -192,5 +195,6 @@ async fn redeem(
         credential: Credential::Ticket,
         login_expires_at: redeemed.login_expires_at,
         issued_at_ms: Some(redeemed.minted_at_ms),
+        session: Some(redeemed.session),
     })
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::authenticate::Authenticators;
-use super::route::{self, Destination, Route};
+use super::route::{self, Destination, OwnPaths, Route};
 use super::upgrade::{Liveness, WebsocketConfig};
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::identity::ForwardConfig;
@@ -122,16 +122,19 @@ impl Policy {
 
     /// Where a request for the route path `path` goes.
     pub fn destination(&self, path: &str) -> Destination {
-        route::decide(&self.routes, self.issue_path(), path)
+        route::decide(&self.routes, self.own_paths(), path)
     }
 
     /// The `route` label of metrics and the access log for `destination`.
     pub fn route_label(&self, destination: Destination) -> &str {
-        route::label(&self.routes, self.issue_path(), destination)
+        route::label(&self.routes, self.own_paths(), destination)
     }
 
-    fn issue_path(&self) -> Option<&str> {
-        self.tickets.as_ref().map(|t| t.issue_path.as_str())
+    fn own_paths(&self) -> OwnPaths<'_> {
+        OwnPaths {
+            issue: self.tickets.as_ref().map(|t| t.issue_path.as_str()),
+            refresh: self.websocket.refresh_path.as_deref(),
+        }
     }
 
     /// What a socket opening under this policy is held to.

@@ -33,6 +33,8 @@ pub struct Route {
 pub enum Destination {
     /// `POST tickets.issue_path` (and its preflight): answered by ticketgate itself.
     IssueTicket,
+    /// `POST websocket.refresh_path` (and its preflight): answered by ticketgate itself.
+    RefreshSession,
     /// The index of the first configured route whose prefix matches.
     Route(usize),
     NotFound,
@@ -41,24 +43,31 @@ pub enum Destination {
 /// The `route` label of requests that matched no route.
 const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// The `route` label of metrics and the access log: the matched route's prefix, never the
-/// request's own path. `issue_path` is the ticket endpoint's, when tickets are on.
-pub fn label<'a>(
-    routes: &'a [Route],
-    issue_path: Option<&'a str>,
-    destination: Destination,
-) -> &'a str {
+/// The paths ticketgate answers itself, when configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OwnPaths<'a> {
+    pub issue: Option<&'a str>,
+    pub refresh: Option<&'a str>,
+}
+
+/// The `route` label of metrics and the access log: the matched route's prefix, or the path
+/// ticketgate answered, never the request's own path.
+pub fn label<'a>(routes: &'a [Route], own: OwnPaths<'a>, destination: Destination) -> &'a str {
     match destination {
         Destination::Route(i) => &routes[i].prefix,
-        Destination::IssueTicket => issue_path.unwrap_or(UNMATCHED_ROUTE),
+        Destination::IssueTicket => own.issue.unwrap_or(UNMATCHED_ROUTE),
+        Destination::RefreshSession => own.refresh.unwrap_or(UNMATCHED_ROUTE),
         Destination::NotFound => UNMATCHED_ROUTE,
     }
 }
 
 /// `path` is a route path (`boundary::Target::route_path`).
-pub fn decide(routes: &[Route], issue_path: Option<&str>, path: &str) -> Destination {
-    if issue_path == Some(path) {
+pub fn decide(routes: &[Route], own: OwnPaths, path: &str) -> Destination {
+    if own.issue == Some(path) {
         return Destination::IssueTicket;
+    }
+    if own.refresh == Some(path) {
+        return Destination::RefreshSession;
     }
     routes
         .iter()

@@ -19,7 +19,7 @@ use super::route::{AuthMode, Route};
 use crate::clock;
 use crate::connection;
 use crate::identity::Caller;
-use crate::live::{CloseReason, Sessions, SocketEnd};
+use crate::live::{CloseReason, Held, Sessions, SocketEnd};
 use crate::revocations::Revocations;
 use crate::subprotocol::{self, Offered};
 
@@ -30,11 +30,15 @@ pub struct WebsocketConfig {
     pub idle_timeout: Duration,
     /// Close a WebSocket when the login that opened it expires (`websocket.close_at_login_expiry`).
     pub close_at_login_expiry: bool,
+    /// `POST` here extends an open socket's login (`websocket.refresh_path`); `None`: off.
+    pub refresh_path: Option<String>,
 }
 
 /// What a WebSocket request was admitted with, kept until its socket closes.
 #[derive(Default)]
 pub struct Handshake {
+    /// The socket's session handle, with `websocket.refresh_path` on.
+    pub session: Option<String>,
     /// It came with a ticket: the upstream must answer 101.
     pub by_ticket: bool,
     /// The login behind it, when it authenticated: the socket lives no longer.
@@ -58,6 +62,19 @@ pub struct Protocols {
     pub upstream: Option<String>,
     /// The client offered the marker and nothing else of its own: the 101 names it.
     pub answer_marker: bool,
+}
+
+/// The answer header that gives a bearer upgrade's client its session handle.
+pub const SESSION_HEADER: &str = "Ticketgate-Session";
+
+/// A fresh session handle for a bearer upgrade: 128 random bits, base64url (`None` when the
+/// system's generator fails: the socket opens, without refresh).
+pub fn new_session_handle() -> Option<String> {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    use base64::Engine;
+    let mut bytes = [0u8; 16];
+    SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Whether the request asks for a WebSocket at all (`Upgrade: websocket`): such a request
@@ -143,6 +160,9 @@ pub fn answered(response: &mut ResponseHeader, handshake: &Handshake) -> pingora
     {
         response.insert_header(SEC_WEBSOCKET_PROTOCOL, subprotocol::MARKER)?;
     }
+    if let Some(session) = handshake.session.as_ref().filter(|_| !handshake.by_ticket) {
+        response.insert_header(SESSION_HEADER, session.as_str())?;
+    }
     Ok(true)
 }
 
@@ -178,6 +198,11 @@ pub fn opened(
     ending.upgrading(close_at_ms);
     held_to.sessions.add(ending);
     if let Some(caller) = caller {
+        if let Some(session) = &handshake.session {
+            let identity = &caller.identity;
+            let held = Held::new(ending, identity.who(), identity.told());
+            held_to.sessions.hold(session.clone(), held);
+        }
         let subject = &caller.identity.subject;
         held_to.revocations.watch(subject, ending);
         let issued_at_ms = handshake.login.and_then(|login| login.issued_at_ms);

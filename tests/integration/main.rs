@@ -14,6 +14,7 @@ mod limits;
 mod live;
 mod logs;
 mod redis_store;
+mod refresh;
 mod reload;
 mod routing;
 mod stalled;

@@ -115,6 +115,8 @@ pub struct TicketOptions {
     pub wait_replicas: Option<u32>,
     pub websocket_origins: Vec<String>,
     pub idle_timeout_seconds: u64,
+    /// `websocket.refresh_path`.
+    pub refresh_path: Option<String>,
 }
 
 impl Default for TicketOptions {
@@ -125,6 +127,7 @@ impl Default for TicketOptions {
             wait_replicas: None,
             websocket_origins: Vec::new(),
             idle_timeout_seconds: 3600,
+            refresh_path: None,
         }
     }
 }
@@ -154,6 +157,7 @@ pub fn tickets(upstream: SocketAddr, options: &TicketOptions) -> File {
             allowed_origins: options.websocket_origins.clone(),
             idle_timeout_seconds: Some(options.idle_timeout_seconds),
             close_at_login_expiry: None,
+            refresh_path: options.refresh_path.clone(),
         },
         ..base(upstream, issuer(Keys::HsAndRs))
     }

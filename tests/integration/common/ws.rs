@@ -88,6 +88,9 @@ pub async fn request_ticket(
     if let Some(ticket) = body["ticket"].as_str() {
         super::secrets::remember(ticket);
     }
+    if let Some(session) = body["session"].as_str() {
+        super::secrets::remember(session);
+    }
     (status, headers, body)
 }
 
