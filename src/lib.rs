@@ -70,6 +70,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod query;
 pub mod redact;
+pub mod refreshes;
 pub mod refusal;
 pub mod reload;
 pub mod revocations;

@@ -22,6 +22,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::access_log::{self, AccessLog};
 use crate::live::{CloseReason, Sessions};
+use crate::refreshes::SharedSessions;
 use crate::revocations::Revocations;
 
 /// How often the drain looks at the count of requests in flight.
@@ -90,6 +91,22 @@ impl BackgroundService for RevocationUpkeep {
             }
             None => purge.await,
         }
+    }
+}
+
+/// Follows the session refreshes other replicas publish, extending the sockets held here.
+pub struct SessionRefreshes {
+    pub shared: Arc<SharedSessions>,
+    pub sessions: Arc<Sessions>,
+}
+
+#[async_trait]
+impl BackgroundService for SessionRefreshes {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        repeat(shutdown, Duration::ZERO, || {
+            self.shared.follow(&self.sessions)
+        })
+        .await;
     }
 }
 

@@ -340,6 +340,20 @@ impl Sessions {
         }
     }
 
+    /// Extends the socket held here under `handle` to `at_ms`, as a refresh at another
+    /// replica decided (it checked the caller against the shared record); true when one is.
+    pub fn extend_held(&self, handle: &str, at_ms: u64) -> bool {
+        let ending = self
+            .held
+            .lock()
+            .ok()
+            .and_then(|all| all.get(handle).and_then(|held| held.ending.upgrade()));
+        ending.is_some_and(|ending| {
+            ending.extend_login(at_ms);
+            true
+        })
+    }
+
     /// Closes every open session for `reason`; returns how many were open.
     pub fn close_all(&self, reason: CloseReason) -> usize {
         let open: Vec<Arc<Ending>> = self

@@ -49,6 +49,7 @@ use crate::lifecycle::{InFlight, InFlightGuard};
 use crate::limits::Limits;
 use crate::live::{CloseReason, Sessions, SocketEnd};
 use crate::metrics::Metrics;
+use crate::refreshes::SharedSessions;
 use crate::refusal::RefreshResult;
 use admit::{Decision, Passage, Seen};
 pub use policy::Policy;
@@ -67,6 +68,8 @@ pub struct TicketGate {
     pub sessions: Arc<Sessions>,
     /// The connection limits; the upstream's writes are held to `write_timeout` too.
     pub limits: Arc<ArcSwap<Limits>>,
+    /// With a Redis store: session refreshes across replicas.
+    pub shared_sessions: Option<Arc<SharedSessions>>,
 }
 
 /// Per-request state: the policy snapshot, then what `request_filter` decided.
@@ -132,7 +135,8 @@ impl ProxyHttp for TicketGate {
                 Ok(true)
             }
             Decision::Refresh => {
-                let answer = refresh::answer(session, &policy, &self.sessions).await;
+                let shared = self.shared_sessions.as_deref();
+                let answer = refresh::answer(session, &policy, &self.sessions, shared).await;
                 if answer.reply.status != 204 && answer.reply.status != 405 {
                     let result = answer
                         .refused
@@ -214,7 +218,9 @@ impl ProxyHttp for TicketGate {
                 ctx.upgraded = true;
                 self.metrics.websocket_opened();
                 let caller = ctx.seen.caller.as_ref();
-                let held_to = ctx.policy.liveness(&self.sessions);
+                let held_to = ctx
+                    .policy
+                    .liveness(&self.sessions, self.shared_sessions.as_ref());
                 upgrade::opened(session, handshake, caller, &held_to);
                 Ok(())
             }
@@ -269,6 +275,9 @@ impl ProxyHttp for TicketGate {
         let end = ctx.upgraded.then(|| upgrade::socket_end(by_us, e));
         if let Some(end) = end {
             self.metrics.websocket_closed(end);
+            if let Some(handshake) = ctx.passage.as_ref().and_then(|p| p.handshake.as_ref()) {
+                upgrade::closed(handshake, self.shared_sessions.as_ref());
+            }
         }
         if let Some(Rejection::Auth(refusal)) = ctx.rejection {
             self.metrics.auth_failure(refusal.reason());

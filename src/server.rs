@@ -19,11 +19,14 @@ use crate::admin::Admin;
 use crate::auth::error::TicketRejection;
 use crate::config::Config;
 use crate::connection::Watch;
-use crate::lifecycle::{AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep};
+use crate::lifecycle::{
+    AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep, SessionRefreshes,
+};
 use crate::live::Sessions;
 use crate::metrics::{Family, Metrics};
 use crate::proxy::policy::BuildError;
 use crate::proxy::{Policy, TicketGate};
+use crate::refreshes::SharedSessions;
 use crate::refusal::RefreshResult;
 use crate::reload::{Reloader, RestartOnly};
 use crate::revocations::{Revocations, Shared};
@@ -60,6 +63,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
     );
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
     let revocations = Arc::new(Revocations::new(shared_revocations(&config, &metrics)?));
+    let shared_sessions = shared_sessions(&config, &metrics)?;
     let policy = Policy::build(&config.policy, None, revocations.clone(), &metrics)?;
     let upstream = policy.upstream;
     let policy = Arc::new(ArcSwap::from_pointee(policy));
@@ -86,6 +90,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
         in_flight: in_flight.clone(),
         sessions: sessions.clone(),
         limits: limits.clone(),
+        shared_sessions: shared_sessions.clone(),
     };
     let mut http = pingora::proxy::http_proxy(&server.configuration, gate);
     http.server_options = Some(http_options(&config));
@@ -128,6 +133,15 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
         "revocations",
         RevocationUpkeep(revocations),
     ));
+    if let Some(shared) = shared_sessions {
+        server.add_service(background_service(
+            "session refreshes",
+            SessionRefreshes {
+                shared,
+                sessions: sessions.clone(),
+            },
+        ));
+    }
     server.add_service(background_service(
         "access log flush",
         AccessLogFlush(access_log.clone()),
@@ -164,6 +178,22 @@ fn shared_revocations(
         Some(StoreConfig::Redis(redis)) => {
             Ok(Some(Shared::new(SharedRedis::new(redis, metrics.clone())?)))
         }
+        _ => Ok(None),
+    }
+}
+
+/// With a Redis store and `websocket.refresh_path`, a refresh at any replica extends the
+/// socket wherever it is held (`refreshes`); the store of the file the process started with.
+fn shared_sessions(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<SharedSessions>>, StoreError> {
+    let store = config.policy.tickets.as_ref().map(|t| &t.store);
+    match (store, &config.policy.websocket.refresh_path) {
+        (Some(StoreConfig::Redis(redis)), Some(_)) => Ok(Some(Arc::new(SharedSessions::new(
+            SharedRedis::new(redis, metrics.clone())?,
+            crate::clock::unix_now_ms(),
+        )))),
         _ => Ok(None),
     }
 }

@@ -21,6 +21,7 @@
 mod connection;
 mod health;
 mod reach;
+pub mod stream;
 pub mod topology;
 
 use std::collections::HashMap;
@@ -47,7 +48,7 @@ const WAIT_TIMEOUT_MS: u64 = 500;
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 const CHECK_DEADLINE: Duration = Duration::from_secs(2);
 /// The operations `ticketgate_ticket_store_duration_seconds` is labelled with.
-pub const OPERATIONS: [&str; 3] = ["redeem", "revoke", "check"];
+pub const OPERATIONS: [&str; 4] = ["redeem", "revoke", "check", "refresh"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {

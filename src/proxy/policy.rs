@@ -16,6 +16,7 @@ use crate::identity::cache::TokenCache;
 use crate::live::Sessions;
 use crate::metrics::Metrics;
 use crate::redact::Shapes;
+use crate::refreshes::SharedSessions;
 use crate::revocations::{AdminToken, Revocations, RevocationsConfig};
 use crate::tickets::store::StoreError;
 use crate::tickets::{Tickets, TicketsConfig, codec};
@@ -138,12 +139,17 @@ impl Policy {
     }
 
     /// What a socket opening under this policy is held to.
-    pub fn liveness<'a>(&'a self, sessions: &'a Sessions) -> Liveness<'a> {
+    pub fn liveness<'a>(
+        &'a self,
+        sessions: &'a Sessions,
+        shared: Option<&'a Arc<SharedSessions>>,
+    ) -> Liveness<'a> {
         Liveness {
             close_at_login_expiry: self.websocket.close_at_login_expiry,
             leeway_seconds: self.leeway_seconds,
             revocations: &self.revocations,
             sessions,
+            shared,
         }
     }
 

@@ -18,6 +18,7 @@ use super::respond::{Rejection, Reply};
 use crate::clock;
 use crate::identity::Caller;
 use crate::live::{Refreshed, Sessions};
+use crate::refreshes::SharedSessions;
 
 /// The most a refresh's body may hold: `{"session": "<22 characters>"}` and some room.
 const MAX_BODY: usize = 1024;
@@ -38,7 +39,12 @@ pub struct Answer {
 }
 
 /// Reads the body and answers the refresh.
-pub async fn answer(session: &mut Session, policy: &Policy, sessions: &Sessions) -> Answer {
+pub async fn answer(
+    session: &mut Session,
+    policy: &Policy,
+    sessions: &Sessions,
+    shared: Option<&SharedSessions>,
+) -> Answer {
     let origins = &policy.cors_allowed_origins;
     if let Some(reply) = cors::not_a_post(session.req_header(), origins) {
         let reply = cors::with_cors(reply, session.req_header(), origins);
@@ -51,7 +57,7 @@ pub async fn answer(session: &mut Session, policy: &Policy, sessions: &Sessions)
     }
     let body = read_body(session).await;
     let req = session.req_header();
-    let (outcome, caller) = refresh(req, body.as_deref(), policy, sessions).await;
+    let (outcome, caller) = refresh(req, body.as_deref(), policy, sessions, shared).await;
     let (reply, refused) = match outcome {
         Ok(reply) => (reply, None),
         Err(rejection) => (rejection.into(), Some(rejection)),
@@ -68,6 +74,7 @@ async fn refresh(
     body: Option<&[u8]>,
     policy: &Policy,
     sessions: &Sessions,
+    shared: Option<&SharedSessions>,
 ) -> (Result<Reply, Rejection>, Option<Arc<Caller>>) {
     let Some(handle) = body.and_then(handle_of) else {
         return (Err(Rejection::NoSession), None);
@@ -77,10 +84,8 @@ async fn refresh(
         Err(rejection) => return (Err(rejection), None),
     };
     let caller = authenticated.caller.clone();
-    (
-        extend(&handle, &authenticated, policy, sessions),
-        Some(caller),
-    )
+    let extended = extend(&handle, &authenticated, policy, sessions, shared).await;
+    (extended, Some(caller))
 }
 
 /// The session handle of a refresh's body, if it names one.
@@ -95,22 +100,34 @@ pub fn handle_of(body: &[u8]) -> Option<String> {
     valid.then_some(request.session)
 }
 
-fn extend(
+/// Extends the socket: here when this replica holds it, else through the shared store.
+async fn extend(
     handle: &str,
     authenticated: &Authenticated,
     policy: &Policy,
     sessions: &Sessions,
+    shared: Option<&SharedSessions>,
 ) -> Result<Reply, Rejection> {
     let identity = &authenticated.caller.identity;
+    let (who, told) = (identity.who(), identity.told());
     let login_ends = authenticated.login_expires_at + policy.leeway_seconds;
     let now_ms = clock::unix_now_ms();
-    let refreshed = sessions.refresh(
-        handle,
-        &identity.who(),
-        &identity.told(),
-        login_ends * 1000,
-        now_ms,
-    );
+    let at_ms = login_ends * 1000;
+    let mut refreshed = sessions.refresh(handle, &who, &told, at_ms, now_ms);
+    match (refreshed, shared) {
+        (Refreshed::Unknown, Some(shared)) => {
+            refreshed = shared
+                .refresh(handle, &who, &told, at_ms, now_ms)
+                .await
+                .map_err(|_| Rejection::StoreUnavailable)?;
+        }
+        (Refreshed::Extended(_), Some(shared)) => {
+            if let Err(e) = shared.extended_here(handle, at_ms, now_ms).await {
+                log::warn!("a refreshed session's record keeps its old expiry: {e}");
+            }
+        }
+        _ => {}
+    }
     let closes_at = match refreshed {
         Refreshed::Extended(at_ms) => at_ms.map_or(login_ends, |ms| ms / 1000),
         Refreshed::Unknown => return Err(Rejection::UnknownSession),

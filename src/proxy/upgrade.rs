@@ -20,6 +20,7 @@ use crate::clock;
 use crate::connection;
 use crate::identity::Caller;
 use crate::live::{CloseReason, Held, Sessions, SocketEnd};
+use crate::refreshes::SharedSessions;
 use crate::revocations::Revocations;
 use crate::subprotocol::{self, Offered};
 
@@ -173,9 +174,16 @@ pub struct Liveness<'a> {
     /// `jwt.leeway_seconds`, added to a login's `exp` as for the token itself.
     pub leeway_seconds: u64,
     pub revocations: &'a Revocations,
-    /// Every open socket of the process, for the shutdown to close.
+    /// Every open socket of the process, for the shutdown to close and refreshes to find.
     pub sessions: &'a Sessions,
+    /// With a Redis store: where refreshes at other replicas find this one's sockets.
+    pub shared: Option<&'a Arc<SharedSessions>>,
 }
+
+/// With a shared store a refresh acknowledged at another replica reaches the holder through
+/// Redis, within moments: its socket closes this much after its login's end (well within
+/// the contract's 2 s), so a refresh made just before is never beaten by the close.
+const PROPAGATION_MS: u64 = 500;
 
 /// The socket is open: a shutdown closes it properly, and an authenticated one also closes
 /// when its login expires (`exp` plus leeway, when `websocket.close_at_login_expiry` is on)
@@ -191,17 +199,34 @@ pub fn opened(
     let Some(ending) = connection::ending(session) else {
         return;
     };
+    let slack = if held_to.shared.is_some() && handshake.session.is_some() {
+        PROPAGATION_MS
+    } else {
+        0
+    };
     let close_at_ms = handshake
         .login
         .filter(|_| held_to.close_at_login_expiry)
-        .map(|login| (login.expires_at + held_to.leeway_seconds) * 1000);
+        .map(|login| (login.expires_at + held_to.leeway_seconds) * 1000 + slack);
     ending.upgrading(close_at_ms);
     held_to.sessions.add(ending);
     if let Some(caller) = caller {
         if let Some(session) = &handshake.session {
             let identity = &caller.identity;
-            let held = Held::new(ending, identity.who(), identity.told());
-            held_to.sessions.hold(session.clone(), held);
+            let (who, told) = (identity.who(), identity.told());
+            held_to
+                .sessions
+                .hold(session.clone(), Held::new(ending, who, told));
+            if let (Some(shared), Some(login)) = (held_to.shared, handshake.login) {
+                let (shared, session) = (shared.clone(), session.clone());
+                let until_ms = (login.expires_at + held_to.leeway_seconds) * 1000;
+                tokio::spawn(async move {
+                    let now_ms = clock::unix_now_ms();
+                    if let Err(e) = shared.opened(&session, &who, &told, until_ms, now_ms).await {
+                        log::warn!("a socket's session record was not written: {e}");
+                    }
+                });
+            }
         }
         let subject = &caller.identity.subject;
         held_to.revocations.watch(subject, ending);
@@ -212,6 +237,18 @@ pub fn opened(
         {
             ending.close(CloseReason::Revoked);
         }
+    }
+}
+
+/// A socket with a session handle closed: its record at the shared store goes.
+pub fn closed(handshake: &Handshake, shared: Option<&Arc<SharedSessions>>) {
+    if let (Some(session), Some(shared)) = (&handshake.session, shared) {
+        let (session, shared) = (session.clone(), shared.clone());
+        tokio::spawn(async move {
+            if let Err(e) = shared.closed(&session).await {
+                log::debug!("a closed socket's session record stays until it expires: {e}");
+            }
+        });
     }
 }
 

@@ -12,19 +12,14 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::streams::StreamReadReply;
-
 use super::{Revocations, Revoked};
-use crate::shared_redis::{Connection, SharedError, SharedRedis, no_answer, unreachable};
+use crate::shared_redis::stream::{self, BATCH};
+use crate::shared_redis::{Connection, SharedError, SharedRedis};
 
 const STREAM: &str = "ticketgate:revocations";
 const FIELD: &str = "r";
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(1);
-/// Entries per read: catching up on a long stream takes several reads of bounded size.
-const BATCH: usize = 1000;
 const BLOCK_MS: u64 = 1000;
-/// A read's whole wait: its blocking time and a round trip.
-const READ_DEADLINE: Duration = Duration::from_millis(BLOCK_MS + 2000);
 /// After following failed: wait this long before reading again.
 const FOLLOW_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
@@ -115,38 +110,19 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut read = redis::cmd("XREAD");
-        read.arg("COUNT").arg(BATCH);
-        if let Some(ms) = block_ms {
-            read.arg("BLOCK").arg(ms);
-        }
-        read.arg("STREAMS").arg(STREAM).arg(after);
-        let reply = tokio::time::timeout(
-            READ_DEADLINE,
-            read.query_async::<Option<StreamReadReply>>(connection),
-        )
-        .await
-        .map_err(|_| no_answer())?
-        .map_err(unreachable)?;
-        let entries: Vec<_> = reply
-            .into_iter()
-            .flat_map(|reply| reply.keys)
-            .flat_map(|key| key.ids)
-            .collect();
-        for entry in &entries {
-            if let Some(redis::Value::BulkString(bytes)) = entry.map.get(FIELD)
-                && let Some((subject, revoked)) = std::str::from_utf8(bytes).ok().and_then(decode)
-            {
+        let (read, last) = stream::read(connection, STREAM, FIELD, &after, block_ms, |text| {
+            if let Some((subject, revoked)) = decode(text) {
                 revocations.record(subject, revoked);
             }
-        }
-        if let Some(last) = entries.last() {
+        })
+        .await?;
+        if let Some(last) = last {
             *self
                 .last_read
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = last.id.clone();
+                .unwrap_or_else(PoisonError::into_inner) = last;
         }
-        Ok(entries.len())
+        Ok(read)
     }
 }
 

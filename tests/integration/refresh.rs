@@ -13,13 +13,19 @@ use crate::common::tokens::{self, mint, valid_claims};
 use crate::common::ws::{self, Socket, close_of, connect, upstream_report};
 use crate::common::{Gate, secrets, upstream};
 use crate::live::revoke;
+use ticketgate::config::file::Store;
 
 const REFRESH: &str = "/ws-refresh";
 
 /// A gate with refresh on, no leeway (a login's `exp` is its socket's end) and `/revoke`.
 async fn refreshing_gate(upstream: &upstream::Server) -> (Gate, String) {
+    refreshing_gate_on(upstream, Store::Url("memory".into())).await
+}
+
+async fn refreshing_gate_on(upstream: &upstream::Server, store: Store) -> (Gate, String) {
     let options = TicketOptions {
         refresh_path: Some(REFRESH.into()),
+        store,
         ..Default::default()
     };
     let mut file = config::tickets(upstream.addr, &options);
@@ -367,4 +373,58 @@ async fn without_refresh_path_there_is_no_session() {
         crate::common::raw::header(&head, "ticketgate-session"),
         None
     );
+}
+
+#[tokio::test]
+async fn a_refresh_at_another_replica_sharing_redis_extends_the_socket_where_it_is_held() {
+    let redis = crate::common::redis::Redis::start().await;
+    let upstream = upstream::echo().await;
+    let (a, _) = refreshing_gate_on(&upstream, redis.store()).await;
+    let (b, _) = refreshing_gate_on(&upstream, redis.store()).await;
+    b.wait_for_readyz(200).await;
+    let (mut socket, session) = open(&a, &login("alice", 2, |_| {})).await;
+    let body = session_body(&session);
+    let (status, _, answer) = refresh(&b, Some(&login("bob", 600, |_| {})), &body).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (403, Some("session_mismatch"))
+    );
+    let changed = login("alice", 600, |c| c["email"] = json!("mallory@example.com"));
+    let (status, _, _) = refresh(&b, Some(&changed), &body).await;
+    assert_eq!(status, 409);
+    let renewed = login("alice", 5, |_| {});
+    let new_exp = tokens::now() + 5;
+    let (status, _, answer) = refresh(&b, Some(&renewed), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // Past the old expiry (2 s) the socket at A is open; it closes at the new one.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    ws::assert_echoes(
+        &mut socket,
+        &[Message::text("extended at the other replica")],
+    )
+    .await;
+    let close = close_of(&mut socket, Duration::from_secs(6)).await;
+    assert_eq!(close, Some((4401, "login expired".to_string())));
+    let closed = tokens::now();
+    assert!(
+        closed >= new_exp - 1 && closed <= new_exp + 2,
+        "closed at {closed}, exp {new_exp}"
+    );
+    b.assert_metrics(&[
+        r#"ticketgate_session_refreshes_total{result="extended"} 1"#,
+        r#"ticketgate_session_refreshes_total{result="session_mismatch"} 1"#,
+        r#"ticketgate_session_refreshes_total{result="identity_changed"} 1"#,
+    ])
+    .await;
+    // Once closed, its record is gone: another replica no longer knows it.
+    crate::common::wait_for("the record to go", Duration::from_secs(3), || async {
+        refresh(&b, Some(&login("alice", 600, |_| {})), &body)
+            .await
+            .0
+            == 404
+    })
+    .await;
+    for gate in [&a, &b] {
+        gate.assert_never_printed(&[&session, &renewed]);
+    }
 }
