@@ -16,13 +16,12 @@
 //! itself moves its record's expiry (one `PEXPIRE`). The stream is trimmed to its last
 //! minute.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::Value;
 
 use crate::live::{Refreshed, Sessions};
-use crate::shared_redis::stream;
+use crate::shared_redis::stream::Cursor;
 use crate::shared_redis::{SharedError, SharedRedis};
 
 const STREAM: &str = "ticketgate:sessions";
@@ -53,8 +52,8 @@ fn hex(bytes: &[u8; 32]) -> String {
 
 pub struct SharedSessions {
     redis: SharedRedis,
-    /// The id of the last stream entry read; reading resumes after it.
-    last_read: Mutex<String>,
+    /// Where this replica is in the stream.
+    last_read: Cursor,
 }
 
 impl SharedSessions {
@@ -63,7 +62,7 @@ impl SharedSessions {
     pub fn new(redis: SharedRedis, now_ms: u64) -> Self {
         SharedSessions {
             redis,
-            last_read: Mutex::new(format!("{}-0", now_ms.saturating_sub(1000))),
+            last_read: Cursor::at(format!("{}-0", now_ms.saturating_sub(1000))),
         }
     }
 
@@ -195,30 +194,13 @@ impl SharedSessions {
     async fn follow_until_failed(&self, sessions: &Sessions) -> Result<(), SharedError> {
         let mut connection = self.redis.dedicated().await?;
         loop {
-            let after = self
-                .last_read
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let (_, last) = stream::read(
-                &mut connection,
-                STREAM,
-                FIELD,
-                &after,
-                Some(BLOCK_MS),
-                |text| {
+            self.last_read
+                .read(&mut connection, STREAM, FIELD, Some(BLOCK_MS), |text| {
                     if let Some((at_ms, handle)) = decode(text) {
                         sessions.extend_held(handle, at_ms);
                     }
-                },
-            )
-            .await?;
-            if let Some(last) = last {
-                *self
-                    .last_read
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = last;
-            }
+                })
+                .await?;
         }
     }
 }

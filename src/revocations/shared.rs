@@ -9,11 +9,10 @@
 //! acknowledged only once replicas hold it, as a redemption is. Each write trims the entries
 //! older than its revocation's lifetime.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{Revocations, Revoked};
-use crate::shared_redis::stream::{self, BATCH};
+use crate::shared_redis::stream::{BATCH, Cursor};
 use crate::shared_redis::{Connection, SharedError, SharedRedis};
 
 const STREAM: &str = "ticketgate:revocations";
@@ -44,15 +43,15 @@ fn decode(message: &str) -> Option<(&str, Revoked)> {
 
 pub struct Shared {
     redis: SharedRedis,
-    /// The id of the last entry read; reading resumes after it.
-    last_read: Mutex<String>,
+    /// Where this replica is in the stream.
+    last_read: Cursor,
 }
 
 impl Shared {
     pub fn new(redis: SharedRedis) -> Self {
         Shared {
             redis,
-            last_read: Mutex::new("0-0".to_string()),
+            last_read: Cursor::at("0-0".to_string()),
         }
     }
 
@@ -105,24 +104,13 @@ impl Shared {
         revocations: &Revocations,
         block_ms: Option<u64>,
     ) -> Result<usize, SharedError> {
-        let after = self
-            .last_read
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let (read, last) = stream::read(connection, STREAM, FIELD, &after, block_ms, |text| {
-            if let Some((subject, revoked)) = decode(text) {
-                revocations.record(subject, revoked);
-            }
-        })
-        .await?;
-        if let Some(last) = last {
-            *self
-                .last_read
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = last;
-        }
-        Ok(read)
+        self.last_read
+            .read(connection, STREAM, FIELD, block_ms, |text| {
+                if let Some((subject, revoked)) = decode(text) {
+                    revocations.record(subject, revoked);
+                }
+            })
+            .await
     }
 }
 
