@@ -12,17 +12,22 @@
 //   client.activate();
 //
 // stompjs calls `beforeConnect` before every connection attempt, reconnections included: that
-// is where the ticket is fetched (a ticket works once). A socket ticketgate closed because the
-// login expired (4401) simply reconnects: the ticket request finds the login stale, refreshes
-// it and goes on. A revoked login (4403), or a login the ticket endpoint refuses, deactivates
+// is where the ticket is fetched (a ticket works once). With `websocket.refresh_path` on at
+// ticketgate, the adapter extends the socket's login before it ends (`keepSession`), so the
+// STOMP session, its subscriptions included, outlives any number of login expiries. A socket
+// ticketgate closed because the login expired anyway (4401) simply reconnects: the ticket
+// request finds the login stale, refreshes it and goes on. A revoked login (4403), or a login the ticket endpoint refuses, deactivates
 // the client instead of retrying forever.
 
-import { REVOKED, TicketError, fetchTicket, ticketProtocols, ticketUrlFor, withTicket } from "./ticketgate.js";
+import {
+  REVOKED, TicketError, fetchTicketDetails, keepSession, loginExpiry, ticketProtocols, ticketUrlFor, withTicket,
+} from "./ticketgate.js";
 
 /**
  * Sets `client` (a @stomp/stompjs Client) up to connect to `url` through ticketgate.
- * Options: url (required), getAccessToken (required), refresh, ticketUrl, ticketIn ("url" or
- * "protocol"), ticketParam ("ticket"), onStep, onRevoked(reason), onTicketError(error).
+ * Options: url (required), getAccessToken (required), refresh, ticketUrl, refreshUrl,
+ * keepSessions (true), ticketIn ("url" or "protocol"), ticketParam ("ticket"), onStep,
+ * onRevoked(reason), onTicketError(error).
  * Returns the client.
  */
 export function withTicketgate(client, options) {
@@ -31,6 +36,8 @@ export function withTicketgate(client, options) {
   }
   const settings = {
     ticketUrl: ticketUrlFor(options.url),
+    refreshUrl: ticketUrlFor(options.url, "/ws-refresh"),
+    keepSessions: true,
     ticketParam: "ticket",
     ticketIn: "url",
     onStep: () => {},
@@ -40,15 +47,16 @@ export function withTicketgate(client, options) {
   };
   const ownBeforeConnect = client.beforeConnect;
   client.beforeConnect = async (...args) => {
-    let ticket;
+    let details;
     try {
-      ticket = await fetchTicket(settings);
+      details = await fetchTicketDetails(settings);
     } catch (error) {
       settings.onTicketError(error);
       // A refused login does not get better by retrying.
       if (error instanceof TicketError && error.status === 401) await client.deactivate();
       throw error;
     }
+    const { ticket, session, token } = details;
     const stompProtocols = client.stompVersions.protocolVersions();
     const inProtocol = settings.ticketIn === "protocol";
     // The adapter opens the socket itself (in both modes) so that it sees its close code
@@ -57,7 +65,14 @@ export function withTicketgate(client, options) {
       const socket = inProtocol
         ? new WebSocket(settings.url, ticketProtocols(ticket, stompProtocols))
         : new WebSocket(withTicket(settings.url, ticket, settings.ticketParam), stompProtocols);
+      let stopKeeping = () => {};
+      socket.addEventListener("open", () => {
+        if (session && settings.keepSessions) {
+          stopKeeping = keepSession({ ...settings, session, expiresAt: loginExpiry(token) });
+        }
+      });
       socket.addEventListener("close", (event) => {
+        stopKeeping();
         if (event.code === REVOKED) {
           client.deactivate();
           settings.onRevoked(event.reason);

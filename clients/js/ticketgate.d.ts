@@ -13,6 +13,9 @@ export type Step =
   | "ticket:request"
   | "ticket:received"
   | "login:refresh"
+  | "session:refresh"
+  | "session:extended"
+  | "session:refused"
   | "socket:connecting"
   | "socket:open"
   | "socket:closed";
@@ -24,6 +27,10 @@ export interface TicketOptions {
   refresh?: () => unknown | Promise<unknown>;
   /** The ticket endpoint; default `/ws-ticket` on the socket's host. */
   ticketUrl?: string;
+  /** The refresh endpoint; default `/ws-refresh` on the socket's host. */
+  refreshUrl?: string;
+  /** Extend the socket's login before it ends when ticketgate offers it (default true). */
+  keepSessions?: boolean;
   onStep?: (step: Step, detail: Record<string, unknown>) => void;
 }
 
@@ -49,6 +56,21 @@ export interface TicketgateSocket extends EventTarget {
 
 export function connect(url: string, options: ConnectOptions): TicketgateSocket;
 export function fetchTicket(options: TicketOptions & { ticketUrl: string }): Promise<string>;
+export function fetchTicketDetails(
+  options: TicketOptions & { ticketUrl: string },
+): Promise<{ ticket: string; session?: string; token: string }>;
+/** The `exp` of a login JWT (Unix seconds), read without verifying; null without one. */
+export function loginExpiry(token: string): number | null;
+/** Extends `session` before `expiresAt` (Unix seconds), again and again; returns stop(). */
+export function keepSession(options: {
+  session: string;
+  expiresAt: number | null;
+  refreshUrl: string;
+  getAccessToken: () => string | Promise<string>;
+  refresh?: () => unknown | Promise<unknown>;
+  onStep?: (step: Step, detail: Record<string, unknown>) => void;
+  marginMs?: number;
+}): () => void;
 export function ticketUrlFor(socketUrl: string, ticketPath?: string): string;
 export function withTicket(url: string, ticket: string, param?: string): string;
 export function ticketProtocols(ticket: string, appProtocols?: string | string[]): string[];

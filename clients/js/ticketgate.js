@@ -16,10 +16,13 @@
 // login is stale: the helper calls `refresh` once and asks again. A ticket works once, so
 // every reconnection fetches a new one.
 //
-// ticketgate closes a socket whose login expired with code 4401: the helper refreshes the
-// login and reconnects with a fresh ticket, and the application sees one "reconnect" event
-// (no "close"). A revoked login closes with 4403: the helper stops and dispatches "revoked"
-// after "close".
+// With `websocket.refresh_path` on at ticketgate, the ticket's answer names the socket's
+// session: shortly before the socket's login ends the helper refreshes the login (through
+// `refresh`) and extends the socket with it (POST /ws-refresh), so the socket never closes
+// for an expired login while the user stays logged in. Should a refresh be refused, the socket
+// closes with code 4401 at its old expiry: the helper then refreshes the login and reconnects
+// with a fresh ticket, and the application sees one "reconnect" event (no "close"). A revoked
+// login closes with 4403: the helper stops and dispatches "revoked" after "close".
 
 /** Close codes ticketgate uses. */
 export const LOGIN_EXPIRED = 4401;
@@ -56,7 +59,15 @@ export function ticketUrlFor(socketUrl, ticketPath = "/ws-ticket") {
  * Fetches one ticket. On a "token expired" 401 it calls `refresh()` once and retries.
  * Resolves to the ticket string; rejects with a TicketError.
  */
-export async function fetchTicket({ ticketUrl, getAccessToken, refresh, onStep = () => {} }) {
+export async function fetchTicket(options) {
+  return (await fetchTicketDetails(options)).ticket;
+}
+
+/**
+ * As `fetchTicket`, resolving to `{ ticket, session, token }`: the socket's session handle
+ * when ticketgate has refresh on (else undefined), and the login the ticket was bought with.
+ */
+export async function fetchTicketDetails({ ticketUrl, getAccessToken, refresh, onStep = () => {} }) {
   for (let attempt = 0; ; attempt++) {
     const token = await getAccessToken();
     onStep("ticket:request", { attempt });
@@ -68,7 +79,7 @@ export async function fetchTicket({ ticketUrl, getAccessToken, refresh, onStep =
     const body = await response.json().catch(() => ({}));
     if (response.ok && typeof body.ticket === "string") {
       onStep("ticket:received", { expiresIn: body.expires_in });
-      return body.ticket;
+      return { ticket: body.ticket, session: body.session, token };
     }
     const expired = response.status === 401 && body.error_description === "token expired";
     if (expired && attempt === 0 && refresh) {
@@ -78,6 +89,68 @@ export async function fetchTicket({ ticketUrl, getAccessToken, refresh, onStep =
     }
     throw new TicketError(response.status, body.error, body.error_description);
   }
+}
+
+/** When a login JWT expires (its `exp`, Unix seconds), read without verifying; null if none. */
+export function loginExpiry(token) {
+  try {
+    const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return typeof payload.exp === "number" ? payload.exp : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Keeps an open socket's login alive at ticketgate: shortly before `expiresAt` (Unix seconds)
+ * it calls `refresh()` for a new login, then extends the socket's `session` with it
+ * (`POST refreshUrl`), and again before each new expiry. A refusal stops it (the socket then
+ * closes with 4401 at its old expiry); a 429 waits its Retry-After. Returns `stop()`.
+ */
+export function keepSession({ session, expiresAt, refreshUrl, getAccessToken, refresh, onStep = () => {}, marginMs = 30000 }) {
+  let timer = null;
+  let stopped = false;
+  const schedule = (closesAtMs) => {
+    const remaining = closesAtMs - Date.now();
+    const margin = Math.max(500, Math.min(marginMs, remaining / 4));
+    timer = setTimeout(extend, Math.max(0, remaining - margin));
+  };
+  async function extend() {
+    if (stopped) return;
+    try {
+      if (refresh) {
+        onStep("login:refresh", {});
+        await refresh();
+      }
+      const token = await getAccessToken();
+      onStep("session:refresh", {});
+      const response = await fetch(refreshUrl, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ session }),
+        credentials: "omit",
+      });
+      const body = await response.json().catch(() => ({}));
+      if (stopped) return;
+      if (response.ok) {
+        onStep("session:extended", { expiresAt: body.expires_at });
+        return schedule(body.expires_at * 1000);
+      }
+      if (response.status === 429) {
+        const seconds = Number(response.headers.get("retry-after")) || 5;
+        timer = setTimeout(extend, seconds * 1000);
+        return;
+      }
+      onStep("session:refused", { status: response.status, error: body.error });
+    } catch (error) {
+      onStep("session:refused", { error: String(error) });
+    }
+  }
+  if (typeof expiresAt === "number") schedule(expiresAt * 1000);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
 }
 
 /** `url` with the ticket added as the `param` query parameter. */
@@ -91,10 +164,12 @@ export function withTicket(url, ticket, param = "ticket") {
  * A WebSocket that authenticates through ticketgate and reconnects with a fresh ticket.
  *
  * Options: getAccessToken (required), refresh, ticketUrl (default: /ws-ticket on the socket's
- * host), ticketIn ("url" or "protocol"), ticketParam ("ticket"), protocols (the application's),
- * reconnect (true), maxBackoffMs (10000), onStep(step, detail) to watch the flow
- * ("ticket:request", "ticket:received", "login:refresh", "socket:connecting", "socket:open",
- * "socket:closed").
+ * host), refreshUrl (default: /ws-refresh there), keepSessions (true: extend the socket's login
+ * before it ends when ticketgate offers it), ticketIn ("url" or "protocol"), ticketParam
+ * ("ticket"), protocols (the application's), reconnect (true), maxBackoffMs (10000),
+ * onStep(step, detail) to watch the flow ("ticket:request", "ticket:received",
+ * "login:refresh", "session:refresh", "session:extended", "session:refused",
+ * "socket:connecting", "socket:open", "socket:closed").
  *
  * The returned object is an EventTarget with "open", "message", "close", "reconnect",
  * "revoked" and "error" events, `send(data)`, `close()`, `reconnect()`, `readyState` and
@@ -106,6 +181,8 @@ export function connect(url, options) {
   }
   const settings = {
     ticketUrl: ticketUrlFor(url),
+    refreshUrl: ticketUrlFor(url, "/ws-refresh"),
+    keepSessions: true,
     ticketParam: "ticket",
     ticketIn: "url",
     reconnect: true,
@@ -124,13 +201,14 @@ export function connect(url, options) {
 
   async function open() {
     clearTimeout(timer);
-    let ticket;
+    let details;
     try {
-      ticket = await fetchTicket(settings);
+      details = await fetchTicketDetails(settings);
     } catch (error) {
       emit("error", { error });
       return scheduleReconnect(error);
     }
+    const { ticket, session, token } = details;
     if (closedByUser) return;
     const inProtocol = settings.ticketIn === "protocol";
     const socketUrl = inProtocol ? url : withTicket(url, ticket, settings.ticketParam);
@@ -139,13 +217,18 @@ export function connect(url, options) {
       ? new WebSocket(socketUrl, ticketProtocols(ticket, settings.protocols ?? []))
       : new WebSocket(socketUrl, settings.protocols);
     socket = current;
+    let stopKeeping = () => {};
     current.addEventListener("open", () => {
       failures = 0;
       settings.onStep("socket:open", {});
+      if (session && settings.keepSessions) {
+        stopKeeping = keepSession({ ...settings, session, expiresAt: loginExpiry(token) });
+      }
       emit("open");
     });
     current.addEventListener("message", (e) => emit("message", { data: e.data }));
     current.addEventListener("close", (e) => {
+      stopKeeping();
       if (socket !== current) return;
       settings.onStep("socket:closed", { code: e.code });
       if (e.code === LOGIN_EXPIRED && settings.refresh && !closedByUser) return renew();

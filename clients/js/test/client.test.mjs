@@ -123,6 +123,8 @@ tickets:
   secret_file: ticket.secret
 forward:
   subject_header: X-Auth-Subject
+websocket:
+  refresh_path: /ws-refresh
 `);
   gate = spawn(binary, ["run", "--config", path.join(dir, "ticketgate.yaml")]);
   gate.stdout.on("data", (d) => (output += d));
@@ -165,6 +167,26 @@ test("the ticket travels in Sec-WebSocket-Protocol, never to the upstream", asyn
   withApp.socket.close();
 });
 
+test("a socket whose login keeps being refreshed outlives every expiry: no close, no reconnect", async () => {
+  let token = login("alice", 2);
+  const steps = [];
+  const { socket, events } = open("/ws/echo", {
+    getAccessToken: () => token,
+    refresh: async () => { token = login("alice", 2); },
+    onStep: (step) => steps.push(step),
+  });
+  await until("the socket", () => events.open === 1);
+  // Three logins of 2 s each: the socket's first expiry and two more pass.
+  await until("three extensions", () => steps.filter((s) => s === "session:extended").length === 3);
+  socket.send("still the first socket");
+  await until("the echo", () => events.messages.includes("still the first socket"));
+  assert.equal(events.open, 1);
+  assert.equal(events.reconnect, 0);
+  assert.deepEqual(events.close, []);
+  assert.ok(!steps.includes("session:refused"));
+  socket.close();
+});
+
 test("a login that expires under an open socket is refreshed: one reconnect event, no close", async () => {
   let token = login("alice", 2);
   let refreshes = 0;
@@ -172,6 +194,7 @@ test("a login that expires under an open socket is refreshed: one reconnect even
     getAccessToken: () => token,
     refresh: async () => { refreshes += 1; token = login("alice", 600); },
     ticketIn: "protocol",
+    keepSessions: false,
   });
   await until("the first socket", () => events.open === 1);
   await until("the reconnection after 4401", () => events.open === 2);
@@ -237,3 +260,32 @@ for (const ticketIn of ["url", "protocol"]) {
     }
   });
 }
+
+test("the STOMP adapter keeps its session through login expiries: one CONNECT, nothing lost", async () => {
+  let token = login("alice", 2);
+  let extended = 0;
+  const client = withTicketgate(new Client({ reconnectDelay: 50, heartbeatIncoming: 0, heartbeatOutgoing: 0 }), {
+    url: `ws://${base}/ws/stomp`,
+    getAccessToken: () => token,
+    refresh: async () => { token = login("alice", 2); },
+    onStep: (step) => { if (step === "session:extended") extended += 1; },
+  });
+  const received = [];
+  let connects = 0;
+  client.onConnect = () => {
+    connects += 1;
+    client.subscribe("/topic/room", (message) => received.push(message.body));
+  };
+  client.activate();
+  await until("the connection", () => connects === 1);
+  let sent = 0;
+  while (extended < 3) {
+    client.publish({ destination: "/topic/room", body: `message ${sent}` });
+    sent += 1;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await until("every message", () => received.length === sent);
+  assert.deepEqual(received, Array.from({ length: sent }, (_, i) => `message ${i}`));
+  assert.equal(connects, 1, "no reconnect across three login expiries");
+  await client.deactivate();
+});
