@@ -214,7 +214,7 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> F
             ],
             idle_timeout_seconds: None,
             close_at_login_expiry: None,
-            refresh_path: None,
+            refresh_path: Some("/ws-refresh".into()),
         },
         access_log: file::AccessLog {
             path: Some("access.log".into()),

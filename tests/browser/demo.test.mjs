@@ -218,9 +218,24 @@ test("the helper can carry the ticket in Sec-WebSocket-Protocol, and Chromium ac
   await page.close();
 });
 
+test("with session refresh a short login's socket is extended, never closed", async () => {
+  const { page, sockets } = await openDemo();
+  await page.check("#short");
+  await logInAndConnect(page);
+  // Two 6 s logins pass under the one socket.
+  await page.waitForFunction(() => window.demo.extensions >= 2, null, { timeout: 3 * DEADLINE_MS });
+  assert.equal(await page.evaluate(() => window.demo.renewals || 0), 0);
+  assert.equal(await page.evaluate(() => window.demo.steps.filter((s) => s.startsWith("Socket open")).length), 1);
+  assert.match(await page.textContent("#steps"), /extended without reconnecting/);
+  secretsSeen.add(await page.evaluate(() => window.demo.login.access_token));
+  assert.equal(sockets.length, 1);
+  await page.close();
+});
+
 test("the page shows a login closing its socket, a revocation, the protocol header and live figures", async () => {
   const { page, sockets } = await openDemo();
   await page.check("#short");
+  await page.uncheck("#keep");
   await page.check("#in-protocol");
   await logInAndConnect(page);
   secretsSeen.add(await page.evaluate(() => window.demo.login.access_token));
