@@ -1,9 +1,10 @@
 // The STOMP adapter in headless Chromium against a real broker: RabbitMQ's rabbitmq_web_stomp
 // (Debian's rabbitmq-server, started here on loopback ports) behind `ticketgate run`. The
 // page is the application: @stomp/stompjs with ticketgate-client/stomp, the ticket carried
-// in Sec-WebSocket-Protocol, a login that expires while the socket is open (ticketgate
-// closes it with 4401; stompjs reconnects; the adapter refreshes the login and fetches a
-// fresh ticket).
+// in Sec-WebSocket-Protocol. With session refresh the STOMP session outlives three login
+// expiries on one socket, losing no message; without it a login that expires while the
+// socket is open is closed with 4401, stompjs reconnects, and the adapter refreshes the login
+// and fetches a fresh ticket.
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -123,6 +124,8 @@ routes:
     auth: ticket
 tickets:
   secret_file: ticket.secret
+websocket:
+  refresh_path: /ws-refresh
 `);
   gate = spawn(binary, ["run", "--config", path.join(work, "ticketgate.yaml")]);
   gate.stdout.on("data", (d) => (output += d));
@@ -177,6 +180,7 @@ test("STOMP over ticketgate to RabbitMQ: a fresh ticket for every connection, a 
       getAccessToken: () => app.token,
       refresh: async () => { app.refreshes += 1; app.token = await window.freshLogin(600); },
       ticketIn: "protocol",
+      keepSessions: false,
     });
     client.onWebSocketClose = (e) => app.closes.push(e.code);
     client.onConnect = () => {
@@ -195,5 +199,41 @@ test("STOMP over ticketgate to RabbitMQ: a fresh ticket for every connection, a 
   // Neither socket URL carried a ticket: it went in the protocol header.
   assert.equal(protocols.length, 2);
   for (const url of protocols) assert.ok(!url.includes("ticket"), url);
+  await page.close();
+});
+
+test("STOMP over ticketgate to RabbitMQ: one session through three login expiries, no message lost", async () => {
+  const page = await appPage();
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+  await page.evaluate(async () => {
+    const { withTicketgate } = await import("/client/stomp.js");
+    const app = (window.app = { token: await window.freshLogin(3), connects: 0, extended: 0, sent: 0, received: [], closes: [] });
+    const client = withTicketgate(new StompJs.Client({ reconnectDelay: 200, heartbeatIncoming: 0, heartbeatOutgoing: 0 }), {
+      url: `ws://${location.host}/ws`,
+      getAccessToken: () => app.token,
+      refresh: async () => { app.token = await window.freshLogin(3); },
+      ticketIn: "protocol",
+      onStep: (step) => { if (step === "session:extended") app.extended += 1; },
+    });
+    client.onWebSocketClose = (e) => app.closes.push(e.code);
+    client.onConnect = () => {
+      app.connects += 1;
+      client.subscribe("/topic/room", (message) => app.received.push(message.body));
+    };
+    client.activate();
+    window.publishing = setInterval(() => {
+      if (client.connected) client.publish({ destination: "/topic/room", body: `message ${app.sent++}` });
+    }, 100);
+  });
+  await page.waitForFunction(() => window.app.extended >= 3, null, { timeout: DEADLINE_MS });
+  await page.evaluate(() => clearInterval(window.publishing));
+  await page.waitForFunction(() => window.app.received.length === window.app.sent, null, { timeout: DEADLINE_MS });
+  const app = await page.evaluate(() => window.app);
+  assert.equal(app.connects, 1, "one CONNECT through three login expiries");
+  assert.deepEqual(app.closes, []);
+  assert.ok(app.sent > 20, `${app.sent} messages`);
+  assert.deepEqual(app.received, Array.from({ length: app.sent }, (_, i) => `message ${i}`));
+  assert.equal(sockets.length, 1);
   await page.close();
 });
