@@ -39,16 +39,17 @@ impl Identity {
     }
 
     /// What the upstream was told besides the subject, as a digest: every kept claim, name
-    /// and value, in one unambiguous encoding (JSON of the sorted map). A refresh whose
-    /// claims differ cannot be accepted: the upstream learnt them once, at the upgrade.
+    /// and value, each preceded by its length (so no two maps share an encoding), in the
+    /// map's sorted order. A refresh whose claims differ cannot be accepted: the upstream
+    /// learnt them once, at the upgrade.
     pub fn told(&self) -> [u8; 32] {
         let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        // A map of strings always serialises.
-        context.update(
-            serde_json::to_string(&self.claims)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        for (name, value) in &self.claims {
+            for part in [name, value] {
+                context.update(&(part.len() as u64).to_be_bytes());
+                context.update(part.as_bytes());
+            }
+        }
         digest_bytes(context)
     }
 }

@@ -17,8 +17,11 @@
 //! what two threads cost each other on the machine itself, so the cache's own share of the
 //! ratio can be read off.
 //!
-//! Prints two Markdown tables: µs per token with each layer's ratio to the bare check, and
-//! ns per hit.
+//! Then what a session refresh costs: the new token's verification, the identity digests the
+//! rule compares and the extension of the held socket, against the verification alone.
+//!
+//! Prints three Markdown tables: µs per token with each layer's ratio to the bare check, µs
+//! per refresh, and ns per hit.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -34,6 +37,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ticketgate::auth::jwt::JwtVerifier;
 use ticketgate::identity::cache::TokenCache;
+use ticketgate::live::{Ending, Held, Refreshed, Sessions};
 use ticketgate::metrics::Metrics;
 
 const TOKENS: usize = 2_000;
@@ -343,5 +347,53 @@ fn main() {
             miss / bare
         );
     }
+    refreshes(&verifier, &runtime, now);
     cache_hits(&config, &verifier, now);
+}
+
+/// What a session refresh costs beside the verification it needs: the new token verified
+/// (the miss path, as a refresh's token is new), the two identity digests the rule compares,
+/// and the extension of the held socket. One held socket per token, so no refresh meets the
+/// per-session budget.
+fn refreshes(verifier: &JwtVerifier, runtime: &tokio::runtime::Runtime, now: u64) {
+    println!();
+    println!("| algorithm | verification µs | refresh µs | refresh / verification |");
+    println!("|---|---:|---:|---:|");
+    for case in cases() {
+        let tokens = tokens(&case, now);
+        let sessions = Sessions::default();
+        let mut held = Vec::new();
+        for (i, token) in tokens.iter().enumerate() {
+            let verified = runtime
+                .block_on(verifier.verify(token, now))
+                .expect("valid");
+            let ending = Arc::new(Ending::default());
+            ending.upgrading(Some(now * 1000 + 60_000));
+            let (who, told) = (verified.identity.who(), verified.identity.told());
+            sessions.hold(format!("session-{i}"), Held::new(&ending, who, told));
+            held.push((token.as_str(), format!("session-{i}"), ending));
+        }
+        let verification = per_token(&tokens, |t| {
+            runtime.block_on(verifier.verify(t, now)).expect("valid");
+        });
+        let refresh = best_of_three(|| {
+            let started = Instant::now();
+            for (token, handle, _) in &held {
+                let verified = runtime
+                    .block_on(verifier.verify(black_box(token), now))
+                    .expect("valid");
+                let identity = &verified.identity;
+                let at_ms = now * 1000 + 120_000;
+                let refreshed =
+                    sessions.refresh(handle, &identity.who(), &identity.told(), at_ms, now * 1000);
+                assert!(matches!(refreshed, Refreshed::Extended(_)), "{refreshed:?}");
+            }
+            started.elapsed().as_secs_f64() * 1e6 / held.len() as f64
+        });
+        println!(
+            "| {:?} | {verification:.1} | {refresh:.1} | {:.2} |",
+            case.alg,
+            refresh / verification
+        );
+    }
 }
