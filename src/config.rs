@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::access_log::AccessLogTarget;
+use crate::admission::AdmissionConfig;
 use crate::limits::Limits;
 use crate::proxy::policy::PolicySettings;
 use crate::proxy::route::{AuthMode, Route};
@@ -32,6 +33,8 @@ const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 10;
 const DEFAULT_KEEPALIVE_TIMEOUT_SECONDS: u64 = 60;
 /// As nginx's `send_timeout`: a peer that takes nothing for a minute is not coming back.
 const DEFAULT_WRITE_TIMEOUT_SECONDS: u64 = 60;
+/// The contract's example: refused clients come back after 5 to 10 seconds.
+const DEFAULT_RETRY_AFTER_SECONDS: u64 = 5;
 /// A day: longer than most login tokens live.
 const DEFAULT_REVOCATION_TTL_SECONDS: u64 = 86_400;
 
@@ -303,6 +306,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
     let admin_token = admin::admin_token(raw.admin.token_file, base, &mut problems);
     let revocations = revocations(&raw.revocations, &mut problems);
     let tls = tls::tls(raw.tls, base, &mut problems);
+    let admission = raw.admission.map(|raw| admission(&raw, &mut problems));
 
     let (Some(listen), Some(admin_listen)) = (listen, admin_listen) else {
         return Err(problems.0);
@@ -328,6 +332,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
             websocket,
             admin_token,
             revocations,
+            admission,
         },
         access_log,
         limits,
@@ -369,6 +374,28 @@ fn limits(raw: &file::Limits, problems: &mut Problems) -> Limits {
             DEFAULT_WRITE_TIMEOUT_SECONDS,
             "limits.write_timeout_seconds",
         ),
+    }
+}
+
+fn admission(raw: &file::Admission, problems: &mut Problems) -> AdmissionConfig {
+    if raw.tickets_per_second == Some(0) {
+        problems.add("admission.tickets_per_second", "must be at least 1");
+    }
+    if raw.max_websockets == Some(0) {
+        problems.add("admission.max_websockets", "must be at least 1");
+    }
+    let retry_after = raw
+        .retry_after_seconds
+        .unwrap_or(DEFAULT_RETRY_AFTER_SECONDS);
+    if retry_after == 0 {
+        problems.add("admission.retry_after_seconds", "must be at least 1");
+    }
+    AdmissionConfig {
+        tickets_per_second: raw.tickets_per_second.map(f64::from),
+        max_websockets: raw
+            .max_websockets
+            .map(|max| usize::try_from(max).unwrap_or(usize::MAX)),
+        retry_after: Duration::from_secs(retry_after),
     }
 }
 

@@ -52,6 +52,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod boundary;
 pub mod clock;

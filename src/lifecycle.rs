@@ -12,6 +12,7 @@
 //! decides; that is also how its logic runs under a test's paused clock.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::access_log::{self, AccessLog};
+use crate::admission::{self, Admission};
 use crate::live::{CloseReason, Sessions};
 use crate::refreshes::SharedSessions;
 use crate::revocations::Revocations;
@@ -105,6 +107,23 @@ impl BackgroundService for SessionRefreshes {
     async fn start(&self, shutdown: ShutdownWatch) {
         repeat(shutdown, Duration::ZERO, || {
             self.shared.follow(&self.sessions)
+        })
+        .await;
+    }
+}
+
+/// While the upstream is known down, tries to reach it every second (`admission::probe`).
+pub struct UpstreamProbe {
+    pub admission: Arc<Admission>,
+    /// The current policy's upstream.
+    pub upstream: Box<dyn Fn() -> SocketAddr + Send + Sync>,
+}
+
+#[async_trait]
+impl BackgroundService for UpstreamProbe {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        repeat(shutdown, admission::PROBE_EVERY, || {
+            admission::probe(&self.admission, (self.upstream)())
         })
         .await;
     }

@@ -25,6 +25,7 @@ pub struct Metrics {
     websocket_connections: IntGauge,
     websockets_closed: IntCounterVec,
     session_refreshes: IntCounterVec,
+    admission_refusals: IntCounterVec,
     revocations: IntCounter,
     ready: IntGauge,
     reloads: IntCounterVec,
@@ -44,6 +45,8 @@ pub enum Family {
     TlsRefusals,
     /// `ticketgate_session_refreshes_total`: `refusal::RefreshResult`.
     SessionRefreshes,
+    /// `ticketgate_admission_refused_total`: `admission::Refusal`.
+    AdmissionRefusals,
 }
 
 /// The `result`s of `ticketgate_config_reloads_total`: success first.
@@ -144,6 +147,13 @@ impl Metrics {
                 ),
                 &["result"],
             )),
+            admission_refusals: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_admission_refused_total",
+                    "Tickets not issued now (429 busy, 503 upstream_unavailable), by reason; sustained, the replica is sized below its storms.",
+                ),
+                &["reason"],
+            )),
             revocations: must(IntCounter::new(
                 "ticketgate_revocations_total",
                 "POST /revoke calls that revoked a subject's logins; a burst may mean an incident.",
@@ -201,10 +211,16 @@ impl Metrics {
             Family::TicketRejections => &self.tickets_rejected,
             Family::TlsRefusals => &self.tls_handshake_failures,
             Family::SessionRefreshes => &self.session_refreshes,
+            Family::AdmissionRefusals => &self.admission_refusals,
         };
         for label in labels {
             family.with_label_values(&[label]);
         }
+    }
+
+    /// `reason`: `admission::Refusal::label`.
+    pub fn admission_refused(&self, reason: &str) {
+        self.admission_refusals.with_label_values(&[reason]).inc();
     }
 
     /// `result`: `refusal::RefreshResult::label`.
@@ -220,7 +236,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload_successful.clone()),
             Box::new(self.ready.clone()),
@@ -236,6 +252,7 @@ impl Metrics {
             Box::new(self.websocket_connections.clone()),
             Box::new(self.websockets_closed.clone()),
             Box::new(self.session_refreshes.clone()),
+            Box::new(self.admission_refusals.clone()),
             Box::new(self.revocations.clone()),
             Box::new(self.tls_handshake_failures.clone()),
         ];

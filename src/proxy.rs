@@ -43,6 +43,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::AccessLog;
+use crate::admission::Admission;
 use crate::clock;
 use crate::connection;
 use crate::lifecycle::{InFlight, InFlightGuard};
@@ -70,6 +71,8 @@ pub struct TicketGate {
     pub limits: Arc<ArcSwap<Limits>>,
     /// With a Redis store: session refreshes across replicas.
     pub shared_sessions: Option<Arc<SharedSessions>>,
+    /// This replica's admission state (the limits are the policy's).
+    pub admission: Arc<Admission>,
 }
 
 /// Per-request state: the policy snapshot, then what `request_filter` decided.
@@ -126,7 +129,7 @@ impl ProxyHttp for TicketGate {
     /// here when it may not pass or is addressed to ticketgate itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let policy = ctx.policy.clone();
-        let (seen, decision) = admit::decide(&policy, session.req_header()).await;
+        let (seen, decision) = admit::decide(&policy, &self.admission, session.req_header()).await;
         ctx.seen = seen;
         match decision {
             Decision::Answer(reply) => {
@@ -217,6 +220,7 @@ impl ProxyHttp for TicketGate {
             Ok(true) => {
                 ctx.upgraded = true;
                 self.metrics.websocket_opened();
+                self.admission.websocket_opened();
                 let caller = ctx.seen.caller.as_ref();
                 let held_to = ctx
                     .policy
@@ -230,6 +234,31 @@ impl ProxyHttp for TicketGate {
                 Err(refused)
             }
         }
+    }
+
+    /// A failed connect marks the upstream down for admission, until one succeeds.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        self.admission.upstream_failed();
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.admission.upstream_reached();
+        Ok(())
     }
 
     /// Upstream failures get the same JSON shape as every other refusal.
@@ -275,12 +304,15 @@ impl ProxyHttp for TicketGate {
         let end = ctx.upgraded.then(|| upgrade::socket_end(by_us, e));
         if let Some(end) = end {
             self.metrics.websocket_closed(end);
+            self.admission.websocket_closed();
             if let Some(handshake) = ctx.passage.as_ref().and_then(|p| p.handshake.as_ref()) {
                 upgrade::closed(handshake, self.shared_sessions.as_ref());
             }
         }
-        if let Some(Rejection::Auth(refusal)) = ctx.rejection {
-            self.metrics.auth_failure(refusal.reason());
+        match ctx.rejection {
+            Some(Rejection::Auth(refusal)) => self.metrics.auth_failure(refusal.reason()),
+            Some(Rejection::NotNow(refusal, _)) => self.metrics.admission_refused(refusal.label()),
+            _ => {}
         }
         let outcome = log::Outcome {
             started: ctx.started,

@@ -5,6 +5,7 @@
 use http::HeaderName;
 use http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 
+use crate::admission;
 use crate::auth::AuthError;
 use crate::boundary::Refused;
 
@@ -41,6 +42,9 @@ pub enum Rejection {
     IdentityChanged,
     /// Past 6 refreshes a minute of one session; retry after this many seconds.
     TooManyRefreshes(u64),
+    /// Admission: no ticket now (`admission::Refusal` says why); retry after this many
+    /// seconds.
+    NotNow(admission::Refusal, u64),
 }
 
 /// How a refresh ended: the `result` of `ticketgate_session_refreshes_total`, and the JSON
@@ -119,6 +123,9 @@ impl Rejection {
             Rejection::SessionMismatch,
             Rejection::IdentityChanged,
             Rejection::TooManyRefreshes(1),
+            Rejection::NotNow(admission::Refusal::TicketsRate, 5),
+            Rejection::NotNow(admission::Refusal::Websockets, 5),
+            Rejection::NotNow(admission::Refusal::UpstreamUnavailable, 5),
         ]
         .into_iter()
         .chain(AuthError::all().map(Rejection::Auth))
@@ -133,6 +140,8 @@ impl Rejection {
             Rejection::BadTarget(_) | Rejection::BadRevocation | Rejection::NoSession => 400,
             Rejection::IdentityChanged => 409,
             Rejection::TooManyRefreshes(_) => 429,
+            Rejection::NotNow(admission::Refusal::UpstreamUnavailable, _) => 503,
+            Rejection::NotNow(_, _) => 429,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::StoreUnavailable | Rejection::RevokedHereOnly => 503,
             Rejection::TicketUnavailable => 500,
@@ -159,6 +168,7 @@ impl Rejection {
             Rejection::IdentityChanged => RefreshResult::IdentityChanged.label(),
             Rejection::UnknownSession => RefreshResult::UnknownSession.label(),
             Rejection::TooManyRefreshes(_) => RefreshResult::TooManyRefreshes.label(),
+            Rejection::NotNow(refusal, _) => refusal.label(),
         }
     }
 
@@ -176,6 +186,8 @@ impl Rejection {
             | Rejection::IdentityChanged
             | Rejection::UnknownSession
             | Rejection::TooManyRefreshes(_) => self.reason(),
+            Rejection::NotNow(admission::Refusal::UpstreamUnavailable, _) => self.reason(),
+            Rejection::NotNow(_, _) => "busy",
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::NoRoute => "not_found",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
@@ -208,15 +220,32 @@ impl Rejection {
                 "a forwarded claim changed: reconnect to tell the upstream".into()
             }
             Rejection::TooManyRefreshes(_) => "too many refreshes of this session".into(),
+            Rejection::NotNow(admission::Refusal::UpstreamUnavailable, _) => {
+                "the upstream is unavailable, retry later".into()
+            }
+            Rejection::NotNow(_, _) => "busy, retry later".into(),
         }
     }
 
-    /// `{"error": ..., "error_description": ...}`.
+    /// `{"error": ..., "error_description": ...}`, and `retry_after` (seconds) when the
+    /// client is told when to come back.
     pub fn body(self) -> serde_json::Value {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.error_code(),
             "error_description": self.description(),
-        })
+        });
+        if let Some(seconds) = self.retry_after() {
+            body["retry_after"] = seconds.into();
+        }
+        body
+    }
+
+    /// When the client may try again, in seconds, for the refusals that say so.
+    pub fn retry_after(self) -> Option<u64> {
+        match self {
+            Rejection::TooManyRefreshes(seconds) | Rejection::NotNow(_, seconds) => Some(seconds),
+            _ => None,
+        }
     }
 
     /// RFC 6750 §3: a bare challenge when no credentials came, an `error` when bad ones did.
@@ -242,8 +271,10 @@ impl Rejection {
                 vec![(ALLOW, "POST, OPTIONS".into())]
             }
             Rejection::MethodNotAllowed(Allowed::Post) => vec![(ALLOW, "POST".into())],
-            Rejection::TooManyRefreshes(seconds) => vec![(RETRY_AFTER, seconds.to_string())],
-            _ => Vec::new(),
+            other => other
+                .retry_after()
+                .map(|seconds| vec![(RETRY_AFTER, seconds.to_string())])
+                .unwrap_or_default(),
         }
     }
 }

@@ -85,6 +85,7 @@ impl RestartOnly {
             websocket: _,
             admin_token: _,
             revocations: _,
+            admission: _,
         } = policy;
         RestartOnly {
             listen: *listen,

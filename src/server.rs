@@ -16,11 +16,12 @@ use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
+use crate::admission::{self, Admission};
 use crate::auth::error::TicketRejection;
 use crate::config::Config;
 use crate::connection::Watch;
 use crate::lifecycle::{
-    AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep, SessionRefreshes,
+    AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep, SessionRefreshes, UpstreamProbe,
 };
 use crate::live::Sessions;
 use crate::metrics::{Family, Metrics};
@@ -61,6 +62,10 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
         Family::SessionRefreshes,
         &RefreshResult::ALL.map(RefreshResult::label),
     );
+    metrics.start_at_zero_for(
+        Family::AdmissionRefusals,
+        &admission::Refusal::ALL.map(admission::Refusal::label),
+    );
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
     let revocations = Arc::new(Revocations::new(shared_revocations(&config, &metrics)?));
     let shared_sessions = shared_sessions(&config, &metrics)?;
@@ -79,6 +84,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
     }
 
     let in_flight = InFlight::default();
+    let admission = Arc::new(Admission::default());
     let sessions = Arc::new(Sessions::default());
     let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
     server.bootstrap();
@@ -91,6 +97,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
         sessions: sessions.clone(),
         limits: limits.clone(),
         shared_sessions: shared_sessions.clone(),
+        admission: admission.clone(),
     };
     let mut http = pingora::proxy::http_proxy(&server.configuration, gate);
     http.server_options = Some(http_options(&config));
@@ -117,6 +124,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
     admin.add_tcp(&config.admin_listen.to_string());
     admin.threads = Some(1);
 
+    let probed = policy.clone();
     let reloader = Reloader {
         path,
         running,
@@ -142,6 +150,13 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
             },
         ));
     }
+    server.add_service(background_service(
+        "upstream probe",
+        UpstreamProbe {
+            admission,
+            upstream: Box::new(move || probed.load().upstream),
+        },
+    ));
     server.add_service(background_service(
         "access log flush",
         AccessLogFlush(access_log.clone()),

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::admission;
 use crate::auth::AuthError;
 use crate::auth::error::TicketRejection;
 use crate::boundary::Refused;
@@ -31,6 +32,12 @@ fn vocabularies() -> Vec<(&'static str, BTreeSet<&'static str>)> {
                 .collect(),
         ),
         ("boundary.rs", Refused::ALL.map(Refused::reason).into()),
+        (
+            "admission.rs",
+            admission::Refusal::ALL
+                .map(admission::Refusal::label)
+                .into(),
+        ),
         ("tls/refusal.rs", Refusal::ALL.map(Refusal::label).into()),
         (
             "refusal.rs",

@@ -39,6 +39,8 @@ pub struct File {
     pub revocations: Revocations,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<Admission>,
 }
 
 /// With `tls:`, `listen` serves HTTPS and wss:// only (TLS 1.2 and 1.3); SIGHUP re-reads the files.
@@ -222,6 +224,17 @@ pub struct Websocket {
     pub close_at_login_expiry: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Admission {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tickets_per_second: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_websockets: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

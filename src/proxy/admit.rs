@@ -15,6 +15,7 @@ use super::policy::Policy;
 use super::respond::{Rejection, Reply};
 use super::route::{AuthMode, Destination};
 use super::upgrade::{self, Handshake, LoginTerms, Protocols};
+use crate::admission::Admission;
 use crate::boundary::{self, Target};
 use crate::identity::Caller;
 use crate::subprotocol::Offered;
@@ -52,8 +53,13 @@ pub enum Decision {
     Forward(Passage),
 }
 
-/// The decision on `req` under `policy`, with what was seen on the way.
-pub async fn decide(policy: &Policy, req: &RequestHeader) -> (Seen, Decision) {
+/// The decision on `req` under `policy` (and this replica's `admission` state), with what was
+/// seen on the way.
+pub async fn decide(
+    policy: &Policy,
+    admission: &Admission,
+    req: &RequestHeader,
+) -> (Seen, Decision) {
     let mut seen = Seen::default();
     let target = match boundary::read(req.raw_path(), req.method == Method::OPTIONS) {
         Ok(target) => target,
@@ -63,7 +69,7 @@ pub async fn decide(policy: &Policy, req: &RequestHeader) -> (Seen, Decision) {
     let route = match seen.destination {
         Destination::Route(i) => &policy.routes[i],
         Destination::IssueTicket => {
-            let (reply, caller) = issue_ticket(policy, req).await;
+            let (reply, caller) = issue_ticket(policy, req, admission).await;
             seen.auth = AuthMode::Jwt;
             seen.caller = caller;
             return (seen, Decision::Answer(reply));
@@ -132,18 +138,13 @@ fn answer(rejection: Rejection) -> Decision {
 }
 
 /// `route::decide` only sends here when tickets are configured; without, never forward.
-async fn issue_ticket(policy: &Policy, req: &RequestHeader) -> (Reply, Option<Arc<Caller>>) {
+async fn issue_ticket(
+    policy: &Policy,
+    req: &RequestHeader,
+    admission: &Admission,
+) -> (Reply, Option<Arc<Caller>>) {
     match &policy.tickets {
-        Some(endpoint) => {
-            issue::answer(
-                req,
-                &endpoint.tickets,
-                &policy.authenticators(),
-                &policy.cors_allowed_origins,
-                policy.websocket.refresh_path.is_some(),
-            )
-            .await
-        }
+        Some(endpoint) => issue::answer(req, &endpoint.tickets, policy, admission).await,
         None => (Rejection::NoRoute.into(), None),
     }
 }

@@ -5,38 +5,62 @@ use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
-use super::authenticate::{Authenticators, require_bearer};
+use super::authenticate::require_bearer;
 use super::cors;
+use super::policy::Policy;
 use super::respond::{Rejection, Reply};
+use crate::admission::{self, Admission, AdmissionConfig};
+use crate::clock;
 use crate::identity::Caller;
 use crate::tickets::{IssueError, Tickets};
 
-/// The reply, and the caller when the bearer JWT verified. With `with_session` (refresh is
-/// on) the ticket's answer names the session its socket will be.
+/// The reply, and the caller when the bearer JWT verified. With refresh on the ticket's answer
+/// names the session its socket will be; with `admission:` the replica's budget decides first.
 pub async fn answer(
     req: &RequestHeader,
     tickets: &Tickets,
-    with: &Authenticators<'_>,
-    allowed_origins: &[String],
-    with_session: bool,
+    policy: &Policy,
+    admission: &Admission,
 ) -> (Reply, Option<Arc<Caller>>) {
-    let (reply, caller) = match cors::not_a_post(req, allowed_origins) {
+    let origins = &policy.cors_allowed_origins;
+    let (reply, caller) = match cors::not_a_post(req, origins) {
         Some(reply) => (reply, None),
-        None => issue(req, tickets, with, with_session).await,
+        None => issue(req, tickets, policy, admission).await,
     };
-    (cors::with_cors(reply, req, allowed_origins), caller)
+    (cors::with_cors(reply, req, origins), caller)
+}
+
+/// An admission refusal, with its wait picked in `[base, 2 * base]`.
+fn not_now(refusal: admission::Refusal, config: &AdmissionConfig) -> Reply {
+    let mut random = [0u8; 4];
+    // A failed generator only makes the wait the base one.
+    let _ = aws_lc_rs::rand::fill(&mut random);
+    let wait = admission::retry_after(config.retry_after, u32::from_be_bytes(random));
+    Rejection::NotNow(refusal, wait).into()
 }
 
 async fn issue(
     req: &RequestHeader,
     tickets: &Tickets,
-    with: &Authenticators<'_>,
-    with_session: bool,
+    policy: &Policy,
+    admission: &Admission,
 ) -> (Reply, Option<Arc<Caller>>) {
-    let (caller, login_expires_at) = match require_bearer(req, with).await {
+    let budget = policy.admission.as_ref();
+    if let Some(config) = budget
+        && let Err(refusal) = admission.before_verification(config, clock::now())
+    {
+        return (not_now(refusal, config), None);
+    }
+    let (caller, login_expires_at) = match require_bearer(req, &policy.authenticators()).await {
         Ok(authenticated) => (authenticated.caller, authenticated.login_expires_at),
         Err(rejection) => return (rejection.into(), None),
     };
+    if let Some(config) = budget
+        && let Err(refusal) = admission.take_ticket(config, clock::now())
+    {
+        return (not_now(refusal, config), Some(caller));
+    }
+    let with_session = policy.websocket.refresh_path.is_some();
     let reply = match tickets.issue(&caller.identity, login_expires_at) {
         Ok(issued) => {
             let mut body = serde_json::json!({

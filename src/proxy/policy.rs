@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::authenticate::Authenticators;
 use super::route::{self, Destination, OwnPaths, Route};
 use super::upgrade::{Liveness, WebsocketConfig};
+use crate::admission::AdmissionConfig;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::identity::ForwardConfig;
 use crate::identity::cache::TokenCache;
@@ -38,6 +39,8 @@ pub struct PolicySettings {
     /// Enables `POST /revoke` on the admin listener.
     pub admin_token: Option<AdminToken>,
     pub revocations: RevocationsConfig,
+    /// `admission:`; `None`: no limits.
+    pub admission: Option<AdmissionConfig>,
 }
 
 pub struct Policy {
@@ -58,6 +61,8 @@ pub struct Policy {
     pub admin_token: Option<AdminToken>,
     /// How long a revocation made under this policy lasts (`revocations.ttl_seconds`).
     pub revocation_ttl: Duration,
+    /// The admission limits; `None`: no limits.
+    pub admission: Option<AdmissionConfig>,
     /// This process's record of revoked logins: one for the whole run, not per policy.
     pub revocations: Arc<Revocations>,
 }
@@ -117,6 +122,7 @@ impl Policy {
             leeway_seconds: settings.jwt.leeway_seconds,
             admin_token: settings.admin_token.clone(),
             revocation_ttl: settings.revocations.ttl,
+            admission: settings.admission,
             revocations,
         })
     }

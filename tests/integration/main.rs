@@ -6,6 +6,7 @@
 mod common;
 
 mod admin;
+mod admission;
 mod check;
 mod hardening;
 mod jwks;

@@ -6,7 +6,8 @@
 use std::net::SocketAddr;
 
 pub use ticketgate::config::file::{
-    Admin, Cors, File, Forward, Issuer, Jwt, Limits, Route, Store, Tickets, Tls, Websocket,
+    Admin, Admission, Cors, File, Forward, Issuer, Jwt, Limits, Route, Store, Tickets, Tls,
+    Websocket,
 };
 
 use super::{fixture, tokens};

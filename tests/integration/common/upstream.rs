@@ -75,7 +75,12 @@ impl tokio::io::AsyncWrite for Counted {
 
 impl Server {
     pub async fn start(handler: Handler) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Server::start_on("127.0.0.1:0".parse().expect("an address"), handler).await
+    }
+
+    /// On `addr`: an upstream that comes back where it was.
+    pub async fn start_on(addr: SocketAddr, handler: Handler) -> Server {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, mut stopped) = oneshot::channel();
         let open = Arc::new(AtomicUsize::new(0));
@@ -152,17 +157,25 @@ fn report(req: &Request<Incoming>) -> serde_json::Value {
 /// a 101; the server then sends the report as its first text message and echoes every
 /// message after it, frame for frame.
 pub async fn echo() -> Server {
-    Server::start(Arc::new(|req: Request<Incoming>| {
-        let seen = report(&req);
-        if req.headers().contains_key("upgrade") {
-            return ticketgate::demo::echo::accept(req, Some(seen.to_string()))
-                .expect("a WebSocket handshake");
-        }
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(seen.to_string())))
-            .expect("response")
-    }))
+    echo_on("127.0.0.1:0".parse().expect("an address")).await
+}
+
+/// `echo` on `addr`.
+pub async fn echo_on(addr: SocketAddr) -> Server {
+    Server::start_on(
+        addr,
+        Arc::new(|req: Request<Incoming>| {
+            let seen = report(&req);
+            if req.headers().contains_key("upgrade") {
+                return ticketgate::demo::echo::accept(req, Some(seen.to_string()))
+                    .expect("a WebSocket handshake");
+            }
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(seen.to_string())))
+                .expect("response")
+        }),
+    )
     .await
 }
 

@@ -1,0 +1,238 @@
+//! Admission: the ticket endpoint is the valve of a reconnect storm. A browser cannot read the
+//! status of a refused WebSocket handshake, but it reads the answer to its ticket request, so
+//! that is where ticketgate says "not now, come back in N seconds" — before any signature is
+//! checked, so a refusal costs a lock and some arithmetic, not a verification.
+//!
+//! This replica's state lives here (`Admission`: the ticket budget's bucket, the open sockets,
+//! whether the upstream is known down); the limits are the policy's (`AdmissionConfig`), so a
+//! reload changes them without forgetting the state.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The `admission:` settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmissionConfig {
+    /// Tickets this replica issues per second (a token bucket holding one second's worth).
+    pub tickets_per_second: Option<f64>,
+    /// Open WebSockets on this replica past which no ticket is issued.
+    pub max_websockets: Option<usize>,
+    /// The base of the advice: each refusal picks a wait in `[base, 2 * base]`.
+    pub retry_after: Duration,
+}
+
+/// Why a ticket was not issued now: the `reason` of `ticketgate_admission_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Past `tickets_per_second`.
+    TicketsRate,
+    /// `max_websockets` sockets are open.
+    Websockets,
+    /// The upstream's last connect failed and none succeeded since.
+    UpstreamUnavailable,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [
+        Refusal::TicketsRate,
+        Refusal::Websockets,
+        Refusal::UpstreamUnavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::TicketsRate => "tickets_rate",
+            Refusal::Websockets => "websockets",
+            Refusal::UpstreamUnavailable => "upstream_unavailable",
+        }
+    }
+}
+
+/// This replica's admission state.
+#[derive(Default)]
+pub struct Admission {
+    tickets: Mutex<Bucket>,
+    open_websockets: AtomicUsize,
+    upstream_down: AtomicBool,
+}
+
+/// A token bucket: `tokens` left at `at`, refilled at the configured rate up to one second's
+/// worth.
+#[derive(Default)]
+struct Bucket {
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    fn refill(&mut self, rate: f64, now: Instant) {
+        let elapsed = self.at.map_or(1.0, |at| (now - at).as_secs_f64());
+        self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
+        self.at = Some(now);
+    }
+}
+
+impl Admission {
+    /// Whether a ticket may be issued at all now, decided before the caller's credentials
+    /// are looked at: credentials that fail verification never use the budget.
+    pub fn before_verification(
+        &self,
+        config: &AdmissionConfig,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        if self.upstream_down.load(Ordering::Acquire) {
+            return Err(Refusal::UpstreamUnavailable);
+        }
+        if config
+            .max_websockets
+            .is_some_and(|max| self.open_websockets.load(Ordering::Acquire) >= max)
+        {
+            return Err(Refusal::Websockets);
+        }
+        if let Some(rate) = config.tickets_per_second {
+            let mut bucket = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+            bucket.refill(rate, now);
+            if bucket.tokens < 1.0 {
+                return Err(Refusal::TicketsRate);
+            }
+        }
+        Ok(())
+    }
+
+    /// A verified caller takes a ticket from the budget (another may have taken the last one
+    /// since `before_verification`).
+    pub fn take_ticket(&self, config: &AdmissionConfig, now: Instant) -> Result<(), Refusal> {
+        let Some(rate) = config.tickets_per_second else {
+            return Ok(());
+        };
+        let mut bucket = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.refill(rate, now);
+        if bucket.tokens < 1.0 {
+            return Err(Refusal::TicketsRate);
+        }
+        bucket.tokens -= 1.0;
+        Ok(())
+    }
+
+    pub fn websocket_opened(&self) {
+        self.open_websockets.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn websocket_closed(&self) {
+        let _ = self
+            .open_websockets
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// A connect to the upstream failed: until one succeeds, tickets are refused.
+    pub fn upstream_failed(&self) {
+        self.upstream_down.store(true, Ordering::Release);
+    }
+
+    pub fn upstream_reached(&self) {
+        self.upstream_down.store(false, Ordering::Release);
+    }
+
+    pub fn upstream_is_down(&self) -> bool {
+        self.upstream_down.load(Ordering::Acquire)
+    }
+}
+
+/// How often a replica that knows its upstream down tries to reach it: browsers only ask for
+/// tickets, which are refused meanwhile, so without this nothing would ever connect again.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// One probe round: while the upstream is known down, one TCP connect to `upstream`; a
+/// connect marks it reached. Returns the wait before the next round.
+pub async fn probe(admission: &Admission, upstream: std::net::SocketAddr) -> Duration {
+    if admission.upstream_is_down() {
+        let connect = tokio::net::TcpStream::connect(upstream);
+        if let Ok(Ok(_)) = tokio::time::timeout(PROBE_EVERY, connect).await {
+            admission.upstream_reached();
+        }
+    }
+    PROBE_EVERY
+}
+
+/// How long a refused client should wait: a whole number of seconds in `[base, 2 * base]`,
+/// picked per answer, so refused clients do not come back together. `random` is any value.
+pub fn retry_after(base: Duration, random: u32) -> u64 {
+    let base = base.as_secs().max(1);
+    base + u64::from(random) % (base + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(rate: Option<f64>, max: Option<usize>) -> AdmissionConfig {
+        AdmissionConfig {
+            tickets_per_second: rate,
+            max_websockets: max,
+            retry_after: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ticket_budget_holds_a_second_and_refills_at_its_rate() {
+        let admission = Admission::default();
+        let budget = config(Some(10.0), None);
+        let now = crate::clock::now();
+        for _ in 0..10 {
+            assert_eq!(admission.before_verification(&budget, now), Ok(()));
+            assert_eq!(admission.take_ticket(&budget, now), Ok(()));
+        }
+        assert_eq!(
+            admission.before_verification(&budget, now),
+            Err(Refusal::TicketsRate),
+            "refused before any verification"
+        );
+        let later = now + Duration::from_millis(300);
+        let taken = (0..10)
+            .filter(|_| admission.take_ticket(&budget, later).is_ok())
+            .count();
+        assert_eq!(taken, 3, "300 ms at 10 a second");
+        let much_later = later + Duration::from_secs(60);
+        let taken = (0..30)
+            .filter(|_| admission.take_ticket(&budget, much_later).is_ok())
+            .count();
+        assert_eq!(
+            taken, 10,
+            "the burst is one second's worth, however long it was quiet"
+        );
+    }
+
+    #[test]
+    fn open_sockets_and_the_upstream_gate_issuance() {
+        let admission = Admission::default();
+        let two = config(None, Some(2));
+        let now = crate::clock::now();
+        admission.websocket_opened();
+        assert_eq!(admission.before_verification(&two, now), Ok(()));
+        admission.websocket_opened();
+        assert_eq!(
+            admission.before_verification(&two, now),
+            Err(Refusal::Websockets)
+        );
+        admission.websocket_closed();
+        assert_eq!(admission.before_verification(&two, now), Ok(()));
+        admission.upstream_failed();
+        assert_eq!(
+            admission.before_verification(&two, now),
+            Err(Refusal::UpstreamUnavailable)
+        );
+        admission.upstream_reached();
+        assert_eq!(admission.before_verification(&two, now), Ok(()));
+    }
+
+    #[test]
+    fn the_advice_is_spread_over_base_to_twice_base() {
+        let base = Duration::from_secs(5);
+        let advised: std::collections::BTreeSet<u64> =
+            (0..1000).map(|r| retry_after(base, r)).collect();
+        assert_eq!(advised, (5..=10).collect());
+    }
+}
