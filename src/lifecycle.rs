@@ -164,7 +164,9 @@ pub enum OnceIdle {
 
 /// Waits for the shutdown signal, then for the last request in flight. WebSockets still open
 /// when the grace period is about to end get a close frame (1001, reason `shutdown` in the
-/// access log) rather than a cut connection, so clients reconnect elsewhere at once.
+/// access log) rather than a cut connection, so clients reconnect elsewhere at once. With
+/// `admission:` set (`paced`), the sockets open at the signal are closed one by one, spread
+/// evenly over the first `PACED_SHARE` of the grace period, so their reconnects spread too.
 pub struct Drain {
     pub in_flight: InFlight,
     pub sessions: Arc<Sessions>,
@@ -172,6 +174,24 @@ pub struct Drain {
     pub grace: Duration,
     pub access_log: Arc<AccessLog>,
     pub once_idle: OnceIdle,
+    /// Whether the current policy paces the drain (`admission:` is set).
+    pub paced: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// The share of the grace period a paced drain spreads its closes over.
+const PACED_SHARE: f64 = 0.8;
+
+/// Closes `open` one by one from `start`, evenly over `over`: the i-th of n at `i * over / n`.
+async fn close_paced(
+    open: Vec<Arc<crate::live::Ending>>,
+    start: tokio::time::Instant,
+    over: Duration,
+) {
+    let count = open.len().max(1) as u32;
+    for (i, ending) in open.into_iter().enumerate() {
+        tokio::time::sleep_until(start + over * i as u32 / count).await;
+        ending.close(CloseReason::Shutdown);
+    }
 }
 
 impl Drain {
@@ -186,7 +206,16 @@ impl Drain {
 impl BackgroundService for Drain {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         stopped(&mut shutdown).await;
-        let close_sockets_at = crate::clock::now() + self.close_sockets_after();
+        let start = crate::clock::now();
+        if (self.paced)() {
+            let open = self.sessions.open_now();
+            log::info!(
+                "shutting down: closing {} open WebSocket(s) over the grace period",
+                open.len()
+            );
+            tokio::spawn(close_paced(open, start, self.grace.mul_f64(PACED_SHARE)));
+        }
+        let close_sockets_at = start + self.close_sockets_after();
         let mut sockets_closed = false;
         while !self.in_flight.is_idle() {
             if !sockets_closed && crate::clock::now() >= close_sockets_at {
@@ -272,6 +301,7 @@ mod tests {
             grace: Duration::from_secs(3600),
             access_log: access_log.clone(),
             once_idle: OnceIdle::Stay,
+            paced: Box::new(|| false),
         };
         let (stop, watch) = shutdown();
         let task = tokio::spawn(async move { drain.start(watch).await });
@@ -299,5 +329,46 @@ mod tests {
             .expect("no panic");
         let written = std::fs::read_to_string(&path).expect("read access log");
         assert!(written.contains(r#""status":101"#), "{written}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_drain_spreads_its_closes_over_four_fifths_of_the_grace() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let access_log = Arc::new(
+            AccessLog::open(&AccessLogTarget::File(dir.path().join("a.log"))).expect("log"),
+        );
+        let sessions = Arc::new(Sessions::default());
+        let open: Vec<Arc<crate::live::Ending>> = (0..4).map(|_| Arc::default()).collect();
+        for ending in &open {
+            sessions.add(ending);
+        }
+        let in_flight = InFlight::default();
+        let _websockets = in_flight.enter();
+        let drain = Drain {
+            in_flight,
+            sessions,
+            grace: Duration::from_secs(10),
+            access_log,
+            once_idle: OnceIdle::Stay,
+            paced: Box::new(|| true),
+        };
+        let (stop, watch) = shutdown();
+        tokio::spawn(async move { drain.start(watch).await });
+        // The paused clock does not move until the test sleeps: the drain starts now.
+        let start = crate::clock::now();
+        stop.send(true).expect("send");
+        let closed = || open.iter().filter(|e| e.closing().is_some()).count();
+        // 8 s over 4 sockets: one at 0, 2, 4 and 6 s.
+        for (at_ms, expected) in [
+            (100, 1),
+            (1_900, 1),
+            (2_100, 2),
+            (4_100, 3),
+            (5_900, 3),
+            (6_100, 4),
+        ] {
+            tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
+            assert_eq!(closed(), expected, "at {at_ms} ms");
+        }
     }
 }

@@ -354,6 +354,14 @@ impl Sessions {
         })
     }
 
+    /// The sockets open now, for a shutdown that closes them one by one.
+    pub fn open_now(&self) -> Vec<Arc<Ending>> {
+        self.open
+            .lock()
+            .map(|open| open.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
+    }
+
     /// Closes every open session for `reason`; returns how many were open.
     pub fn close_all(&self, reason: CloseReason) -> usize {
         let open: Vec<Arc<Ending>> = self

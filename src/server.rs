@@ -124,7 +124,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
     admin.add_tcp(&config.admin_listen.to_string());
     admin.threads = Some(1);
 
-    let probed = policy.clone();
+    let (probed, paced) = (policy.clone(), policy.clone());
     let reloader = Reloader {
         path,
         running,
@@ -169,6 +169,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
             grace: config.shutdown_grace,
             access_log: access_log.clone(),
             once_idle,
+            paced: Box::new(move || paced.load().admission.is_some()),
         },
     ));
     log::info!(

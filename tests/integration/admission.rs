@@ -148,3 +148,50 @@ async fn assert_counted(gate: &Gate, reason: &str) {
         "{metrics}"
     );
 }
+
+/// With `admission:` set, the sockets open at SIGTERM close one by one over the first 80 % of
+/// the grace period, each with 1001: their reconnects spread too.
+#[tokio::test]
+async fn a_paced_drain_spreads_the_closes_measured_at_the_clients() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let upstream = upstream::echo().await;
+    let file = config::File {
+        shutdown_grace_seconds: Some(5),
+        admission: Some(Admission::default()),
+        ..config::tickets(upstream.addr, &TicketOptions::default())
+    };
+    let mut gate = Gate::start(&file).await;
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        sockets.push(ws::open_with_ticket(&gate).await.0);
+    }
+    let terminated = std::time::Instant::now();
+    gate.signal("TERM");
+    let mut closed_at = Vec::new();
+    for socket in &mut sockets {
+        let code = tokio::time::timeout(Duration::from_secs(6), async {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                    Some(Ok(_)) => {}
+                    other => panic!("ended without a close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("closed within the grace period");
+        assert_eq!(code, 1001);
+        closed_at.push(terminated.elapsed());
+    }
+    closed_at.sort();
+    let (first, last) = (closed_at[0], closed_at[3]);
+    // 4 s over 4 sockets: at about 0, 1, 2 and 3 s; all before the grace period's last second.
+    assert!(first < Duration::from_millis(1_500), "{closed_at:?}");
+    assert!(
+        last - first >= Duration::from_secs(2),
+        "not spread: {closed_at:?}"
+    );
+    assert!(last < Duration::from_millis(4_500), "{closed_at:?}");
+    assert!(gate.exit_within(Duration::from_secs(6)).await.is_some());
+}
