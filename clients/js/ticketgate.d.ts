@@ -7,7 +7,12 @@ export class TicketError extends Error {
   readonly status: number;
   readonly error?: string;
   readonly description?: string;
+  /** Seconds before asking again, when ticketgate said (429 busy, 503 upstream_unavailable). */
+  readonly retryAfter?: number;
 }
+
+/** The wait before reconnection attempt `attempt`: full jitter over a capped exponential backoff. */
+export function backoffMs(attempt: number, maxBackoffMs?: number, random?: () => number): number;
 
 export type Step =
   | "ticket:request"

@@ -37,12 +37,20 @@ export function ticketProtocols(ticket, appProtocols = []) {
 
 /** Thrown (and dispatched as an "error" event) when no ticket could be had. */
 export class TicketError extends Error {
-  constructor(status, error, description) {
+  constructor(status, error, description, retryAfter) {
     super(`ticket request failed: ${status} ${error || ""} ${description || ""}`.trim());
     this.status = status;
     this.error = error;
     this.description = description;
+    /** Seconds before asking again, when ticketgate said (429 busy, 503 upstream_unavailable). */
+    this.retryAfter = retryAfter;
   }
+}
+
+/** The wait before reconnection attempt `attempt` (1, 2, ...): full jitter over a capped
+ * exponential backoff, so clients refused together do not come back together. */
+export function backoffMs(attempt, maxBackoffMs = 10000, random = Math.random) {
+  return random() * Math.min(maxBackoffMs, 250 * 2 ** Math.min(attempt, 16));
 }
 
 /** The ticket endpoint URL for a socket URL: same host, http(s) scheme, `ticketPath`. */
@@ -87,7 +95,8 @@ export async function fetchTicketDetails({ ticketUrl, getAccessToken, refresh, o
       await refresh();
       continue;
     }
-    throw new TicketError(response.status, body.error, body.error_description);
+    const retryAfter = Number(response.headers.get("retry-after")) || body.retry_after;
+    throw new TicketError(response.status, body.error, body.error_description, retryAfter);
   }
 }
 
@@ -259,8 +268,9 @@ export function connect(url, options) {
     // A refused login will not get better by retrying: stop until reconnect() is called.
     if (error instanceof TicketError && error.status === 401) return;
     failures += 1;
-    const delay = Math.min(settings.maxBackoffMs, 250 * 2 ** Math.min(failures, 6));
-    timer = setTimeout(open, delay * (0.5 + Math.random() / 2));
+    // Never before ticketgate's Retry-After; otherwise a full-jitter backoff.
+    const told = error instanceof TicketError && error.retryAfter ? error.retryAfter * 1000 : 0;
+    timer = setTimeout(open, Math.max(told, backoffMs(failures, settings.maxBackoffMs)));
   }
 
   open();

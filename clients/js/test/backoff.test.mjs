@@ -1,0 +1,50 @@
+// The helper's pacing under a fake clock (node:test's mock timers) and a stub ticket
+// endpoint: it never asks again before ticketgate's Retry-After, and otherwise backs off with
+// full jitter under a cap.
+
+import { test, mock } from "node:test";
+import assert from "node:assert/strict";
+
+import { backoffMs, connect } from "../ticketgate.js";
+
+test("full jitter: anywhere from 0 to the capped exponential", () => {
+  assert.equal(backoffMs(1, 10000, () => 0), 0);
+  assert.equal(backoffMs(1, 10000, () => 0.999999) < 500, true);
+  assert.equal(Math.round(backoffMs(3, 10000, () => 0.5)), 1000);
+  assert.equal(Math.round(backoffMs(30, 10000, () => 1)), 10000, "capped");
+});
+
+test("a refused ticket request is asked again no sooner than its Retry-After", async () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  const asked = [];
+  let now = 0;
+  globalThis.fetch = async () => {
+    asked.push(now);
+    return new Response(JSON.stringify({ error: "busy", error_description: "busy, retry later", retry_after: 7 }), {
+      status: 429,
+      headers: { "retry-after": "7", "content-type": "application/json" },
+    });
+  };
+  globalThis.WebSocket = class { constructor() { throw new Error("no socket without a ticket"); } };
+  const socket = connect("ws://gate.test/ws", { getAccessToken: () => "token", maxBackoffMs: 1000 });
+  const errors = [];
+  socket.addEventListener("error", (e) => errors.push(e.error));
+  const advance = async (ms) => {
+    for (let i = 0; i < ms / 100; i++) {
+      now += 100;
+      mock.timers.tick(100);
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  await advance(100);
+  assert.equal(asked.length, 1);
+  assert.equal(errors[0].status, 429);
+  assert.equal(errors[0].retryAfter, 7);
+  await advance(6800);
+  assert.equal(asked.length, 1, "not before the Retry-After, whatever the backoff says");
+  await advance(400);
+  assert.equal(asked.length, 2);
+  assert.ok(asked[1] - asked[0] >= 7000, `${asked}`);
+  socket.close();
+  mock.timers.reset();
+});
