@@ -20,6 +20,9 @@ pub struct AdmissionConfig {
     pub tickets_per_second: Option<f64>,
     /// Open WebSockets on this replica past which no ticket is issued.
     pub max_websockets: Option<usize>,
+    /// New upstream WebSockets this replica opens per second: tickets are paced to it
+    /// (`connect_after_ms`), and an upgrade beyond it is refused.
+    pub upgrades_per_second: Option<f64>,
     /// The base of the advice: each refusal picks a wait in `[base, 2 * base]`.
     pub retry_after: Duration,
 }
@@ -33,13 +36,16 @@ pub enum Refusal {
     Websockets,
     /// The upstream's last connect failed and none succeeded since.
     UpstreamUnavailable,
+    /// An upgrade beyond `upgrades_per_second` (its client did not wait `connect_after_ms`).
+    UpgradesRate,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 3] = [
+    pub const ALL: [Refusal; 4] = [
         Refusal::TicketsRate,
         Refusal::Websockets,
         Refusal::UpstreamUnavailable,
+        Refusal::UpgradesRate,
     ];
 
     pub fn label(self) -> &'static str {
@@ -47,6 +53,7 @@ impl Refusal {
             Refusal::TicketsRate => "tickets_rate",
             Refusal::Websockets => "websockets",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
+            Refusal::UpgradesRate => "upgrades_rate",
         }
     }
 }
@@ -55,6 +62,9 @@ impl Refusal {
 #[derive(Default)]
 pub struct Admission {
     tickets: Mutex<Bucket>,
+    upgrades: Mutex<Bucket>,
+    /// When the next paced upgrade is due (the budget's theoretical arrival time).
+    next_upgrade: Mutex<Option<Instant>>,
     open_websockets: AtomicUsize,
     upstream_down: AtomicBool,
 }
@@ -117,6 +127,49 @@ impl Admission {
         Ok(())
     }
 
+    /// When a ticket issued now should be used: 0 while upgrades come slower than
+    /// `upgrades_per_second` (a second's burst included), else the wait until its upgrade fits
+    /// the budget. Each ticket issued takes its place in the schedule.
+    pub fn schedule_upgrade(&self, config: &AdmissionConfig, now: Instant) -> Duration {
+        let Some(rate) = config.upgrades_per_second else {
+            return Duration::ZERO;
+        };
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let burst = Duration::from_secs(1).saturating_sub(interval);
+        let mut next = self.next_upgrade.lock().unwrap_or_else(|e| e.into_inner());
+        let due = next.map_or(now, |due| due.max(now));
+        *next = Some(due + interval);
+        due.saturating_duration_since(now + burst)
+    }
+
+    /// Whether an upgrade may go to the upstream now (checked before its credentials are, so
+    /// a refused one consumes no ticket).
+    pub fn before_upgrade(&self, config: &AdmissionConfig, now: Instant) -> Result<(), Refusal> {
+        let Some(rate) = config.upgrades_per_second else {
+            return Ok(());
+        };
+        let mut bucket = self.upgrades.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.refill(rate, now);
+        if bucket.tokens < 1.0 {
+            return Err(Refusal::UpgradesRate);
+        }
+        Ok(())
+    }
+
+    /// An authenticated upgrade takes its place in the upgrade budget.
+    pub fn take_upgrade(&self, config: &AdmissionConfig, now: Instant) -> Result<(), Refusal> {
+        let Some(rate) = config.upgrades_per_second else {
+            return Ok(());
+        };
+        let mut bucket = self.upgrades.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.refill(rate, now);
+        if bucket.tokens < 1.0 {
+            return Err(Refusal::UpgradesRate);
+        }
+        bucket.tokens -= 1.0;
+        Ok(())
+    }
+
     pub fn websocket_opened(&self) {
         self.open_websockets.fetch_add(1, Ordering::AcqRel);
     }
@@ -172,8 +225,42 @@ mod tests {
         AdmissionConfig {
             tickets_per_second: rate,
             max_websockets: max,
+            upgrades_per_second: None,
             retry_after: Duration::from_secs(5),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tickets_are_paced_to_the_upgrade_budget_after_a_seconds_burst() {
+        let admission = Admission::default();
+        let paced = AdmissionConfig {
+            upgrades_per_second: Some(4.0),
+            ..config(None, None)
+        };
+        let now = crate::clock::now();
+        let waits: Vec<u128> = (0..8)
+            .map(|_| admission.schedule_upgrade(&paced, now).as_millis())
+            .collect();
+        assert_eq!(waits, [0, 0, 0, 0, 250, 500, 750, 1000]);
+        let quiet = now + Duration::from_secs(10);
+        assert_eq!(
+            admission.schedule_upgrade(&paced, quiet),
+            Duration::ZERO,
+            "quiet again"
+        );
+        for _ in 0..4 {
+            assert_eq!(admission.before_upgrade(&paced, now), Ok(()));
+            assert_eq!(admission.take_upgrade(&paced, now), Ok(()));
+        }
+        assert_eq!(
+            admission.before_upgrade(&paced, now),
+            Err(Refusal::UpgradesRate)
+        );
+        assert_eq!(
+            admission.before_upgrade(&paced, now + Duration::from_millis(250)),
+            Ok(()),
+            "the next one fits its slot"
+        );
     }
 
     #[tokio::test(start_paused = true)]

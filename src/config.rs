@@ -384,6 +384,9 @@ fn admission(raw: &file::Admission, problems: &mut Problems) -> AdmissionConfig 
     if raw.max_websockets == Some(0) {
         problems.add("admission.max_websockets", "must be at least 1");
     }
+    if raw.upgrades_per_second == Some(0) {
+        problems.add("admission.upgrades_per_second", "must be at least 1");
+    }
     let retry_after = raw
         .retry_after_seconds
         .unwrap_or(DEFAULT_RETRY_AFTER_SECONDS);
@@ -395,6 +398,7 @@ fn admission(raw: &file::Admission, problems: &mut Problems) -> AdmissionConfig 
         max_websockets: raw
             .max_websockets
             .map(|max| usize::try_from(max).unwrap_or(usize::MAX)),
+        upgrades_per_second: raw.upgrades_per_second.map(f64::from),
         retry_after: Duration::from_secs(retry_after),
     }
 }

@@ -124,6 +124,7 @@ impl Rejection {
             Rejection::IdentityChanged,
             Rejection::TooManyRefreshes(1),
             Rejection::NotNow(admission::Refusal::TicketsRate, 5),
+            Rejection::NotNow(admission::Refusal::UpgradesRate, 5),
             Rejection::NotNow(admission::Refusal::Websockets, 5),
             Rejection::NotNow(admission::Refusal::UpstreamUnavailable, 5),
         ]
@@ -140,7 +141,10 @@ impl Rejection {
             Rejection::BadTarget(_) | Rejection::BadRevocation | Rejection::NoSession => 400,
             Rejection::IdentityChanged => 409,
             Rejection::TooManyRefreshes(_) => 429,
-            Rejection::NotNow(admission::Refusal::UpstreamUnavailable, _) => 503,
+            Rejection::NotNow(
+                admission::Refusal::UpstreamUnavailable | admission::Refusal::UpgradesRate,
+                _,
+            ) => 503,
             Rejection::NotNow(_, _) => 429,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::StoreUnavailable | Rejection::RevokedHereOnly => 503,

@@ -167,16 +167,26 @@ impl Tickets {
         })
     }
 
-    /// A ticket for `identity`, whose login expires at `login_expires_at` (Unix seconds).
-    pub fn issue(&self, identity: &Identity, login_expires_at: u64) -> Result<Issued, IssueError> {
+    /// A ticket for `identity`, whose login expires at `login_expires_at` (Unix seconds), to
+    /// be used after `connect_after` (admission's pacing): it stays valid the whole TTL from
+    /// that moment.
+    pub fn issue(
+        &self,
+        identity: &Identity,
+        login_expires_at: u64,
+        connect_after: Duration,
+    ) -> Result<Issued, IssueError> {
         if !self.store.is_healthy() {
             return Err(IssueError::StoreUnavailable);
         }
-        let expires_in = self.ttl.as_secs();
         let now_ms = unix_now_ms();
+        let delay_ms = u64::try_from(connect_after.as_millis()).unwrap_or(u64::MAX);
+        let usable_from = now_ms.saturating_add(delay_ms) / 1000;
+        let expires_at = usable_from + self.ttl.as_secs();
+        let expires_in = expires_at - now_ms / 1000;
         let lifetime = Lifetime {
             minted_at_ms: now_ms,
-            expires_at: now_ms / 1000 + expires_in,
+            expires_at,
             login_expires_at,
         };
         let sealed = self.codec.seal(identity, lifetime, &self.run)?;

@@ -63,7 +63,7 @@ export function connect(url: string, options: ConnectOptions): TicketgateSocket;
 export function fetchTicket(options: TicketOptions & { ticketUrl: string }): Promise<string>;
 export function fetchTicketDetails(
   options: TicketOptions & { ticketUrl: string },
-): Promise<{ ticket: string; session?: string; token: string }>;
+): Promise<{ ticket: string; session?: string; token: string; connectAfterMs: number }>;
 /** The `exp` of a login JWT (Unix seconds), read without verifying; null without one. */
 export function loginExpiry(token: string): number | null;
 /** Extends `session` before `expiresAt` (Unix seconds), again and again; returns stop(). */

@@ -72,8 +72,9 @@ export async function fetchTicket(options) {
 }
 
 /**
- * As `fetchTicket`, resolving to `{ ticket, session, token }`: the socket's session handle
- * when ticketgate has refresh on (else undefined), and the login the ticket was bought with.
+ * As `fetchTicket`, resolving to `{ ticket, session, token, connectAfterMs }`: the socket's
+ * session handle when ticketgate has refresh on (else undefined), the login the ticket was
+ * bought with, and how long to wait before using it (admission's pacing; 0 otherwise).
  */
 export async function fetchTicketDetails({ ticketUrl, getAccessToken, refresh, onStep = () => {} }) {
   for (let attempt = 0; ; attempt++) {
@@ -87,7 +88,7 @@ export async function fetchTicketDetails({ ticketUrl, getAccessToken, refresh, o
     const body = await response.json().catch(() => ({}));
     if (response.ok && typeof body.ticket === "string") {
       onStep("ticket:received", { expiresIn: body.expires_in });
-      return { ticket: body.ticket, session: body.session, token };
+      return { ticket: body.ticket, session: body.session, token, connectAfterMs: body.connect_after_ms ?? 0 };
     }
     const expired = response.status === 401 && body.error_description === "token expired";
     if (expired && attempt === 0 && refresh) {
@@ -217,7 +218,9 @@ export function connect(url, options) {
       emit("error", { error });
       return scheduleReconnect(error);
     }
-    const { ticket, session, token } = details;
+    const { ticket, session, token, connectAfterMs } = details;
+    // ticketgate paces upgrades to its budget: the ticket says when this one fits.
+    if (connectAfterMs > 0) await new Promise((resolve) => { timer = setTimeout(resolve, connectAfterMs); });
     if (closedByUser) return;
     const inProtocol = settings.ticketIn === "protocol";
     const socketUrl = inProtocol ? url : withTicket(url, ticket, settings.ticketParam);

@@ -12,11 +12,12 @@ use super::authenticate::{self, Authenticated, Credential};
 use super::forward;
 use super::issue;
 use super::policy::Policy;
-use super::respond::{Rejection, Reply};
+use super::respond::{Rejection, Reply, not_now};
 use super::route::{AuthMode, Destination};
 use super::upgrade::{self, Handshake, LoginTerms, Protocols};
 use crate::admission::Admission;
 use crate::boundary::{self, Target};
+use crate::clock;
 use crate::identity::Caller;
 use crate::subprotocol::Offered;
 
@@ -85,6 +86,16 @@ pub async fn decide(
     if websocket && !upgrade::origin_allowed(&policy.websocket, req) {
         return (seen, answer(Rejection::OriginNotAllowed));
     }
+    let upgrade_budget = policy
+        .admission
+        .as_ref()
+        .filter(|config| websocket && config.upgrades_per_second.is_some());
+    if let Some(config) = upgrade_budget
+        && let Err(refusal) = admission.before_upgrade(config, clock::now())
+    {
+        // Before the credentials are read: a refused upgrade consumes no ticket.
+        return (seen, Decision::Answer(not_now(refusal, config)));
+    }
     let offered = if websocket {
         upgrade::offered(req, route)
     } else {
@@ -95,6 +106,11 @@ pub async fn decide(
         Err(rejection) => return (seen, answer(rejection)),
     };
     seen.caller = authenticated.as_ref().map(|a| a.caller.clone());
+    if let Some(config) = upgrade_budget
+        && let Err(refusal) = admission.take_upgrade(config, clock::now())
+    {
+        return (seen, Decision::Answer(not_now(refusal, config)));
+    }
     let passage = Passage {
         upstream_target: forward::upstream_target(&target, route.auth, policy.ticket_param()),
         handshake: websocket.then(|| {

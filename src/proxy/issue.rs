@@ -2,14 +2,15 @@
 //! with refresh on, the handle of the session its socket will be); CORS as `cors` says.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::http::RequestHeader;
 
 use super::authenticate::require_bearer;
 use super::cors;
 use super::policy::Policy;
-use super::respond::{Rejection, Reply};
-use crate::admission::{self, Admission, AdmissionConfig};
+use super::respond::{Rejection, Reply, not_now};
+use crate::admission::Admission;
 use crate::clock;
 use crate::identity::Caller;
 use crate::tickets::{IssueError, Tickets};
@@ -28,15 +29,6 @@ pub async fn answer(
         None => issue(req, tickets, policy, admission).await,
     };
     (cors::with_cors(reply, req, origins), caller)
-}
-
-/// An admission refusal, with its wait picked in `[base, 2 * base]`.
-fn not_now(refusal: admission::Refusal, config: &AdmissionConfig) -> Reply {
-    let mut random = [0u8; 4];
-    // A failed generator only makes the wait the base one.
-    let _ = aws_lc_rs::rand::fill(&mut random);
-    let wait = admission::retry_after(config.retry_after, u32::from_be_bytes(random));
-    Rejection::NotNow(refusal, wait).into()
 }
 
 async fn issue(
@@ -61,7 +53,11 @@ async fn issue(
         return (not_now(refusal, config), Some(caller));
     }
     let with_session = policy.websocket.refresh_path.is_some();
-    let reply = match tickets.issue(&caller.identity, login_expires_at) {
+    let paced = budget.filter(|config| config.upgrades_per_second.is_some());
+    let connect_after = paced.map_or(Duration::ZERO, |config| {
+        admission.schedule_upgrade(config, clock::now())
+    });
+    let reply = match tickets.issue(&caller.identity, login_expires_at, connect_after) {
         Ok(issued) => {
             let mut body = serde_json::json!({
                 "ticket": issued.ticket,
@@ -69,6 +65,9 @@ async fn issue(
             });
             if with_session {
                 body["session"] = issued.session.into();
+            }
+            if paced.is_some() {
+                body["connect_after_ms"] = (connect_after.as_millis() as u64).into();
             }
             Reply::new(200, Some(body), Vec::new())
         }

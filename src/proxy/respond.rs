@@ -8,6 +8,7 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::admission::{self, AdmissionConfig};
 pub use crate::refusal::Rejection;
 
 /// A complete response ticketgate writes.
@@ -71,4 +72,13 @@ pub async fn send(session: &mut Session, reply: Reply) -> pingora::Result<()> {
         session.write_response_body(body, true).await?;
     }
     Ok(())
+}
+
+/// An admission refusal, with its wait picked in `[base, 2 * base]`.
+pub fn not_now(refusal: admission::Refusal, config: &AdmissionConfig) -> Reply {
+    let mut random = [0u8; 4];
+    // A failed generator only makes the wait the base one.
+    let _ = aws_lc_rs::rand::fill(&mut random);
+    let wait = admission::retry_after(config.retry_after, u32::from_be_bytes(random));
+    Rejection::NotNow(refusal, wait).into()
 }

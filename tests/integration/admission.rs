@@ -195,3 +195,58 @@ async fn a_paced_drain_spreads_the_closes_measured_at_the_clients() {
     assert!(last < Duration::from_millis(4_500), "{closed_at:?}");
     assert!(gate.exit_within(Duration::from_secs(6)).await.is_some());
 }
+
+/// With `upgrades_per_second`, tickets issued faster than the budget say when to connect, and
+/// an upgrade that does not wait is refused (503) before its ticket is consumed.
+#[tokio::test]
+async fn tickets_are_paced_to_the_upgrade_budget_and_an_early_upgrade_waits() {
+    let upstream = upstream::echo().await;
+    let gate = gate(
+        upstream.addr,
+        Admission {
+            upgrades_per_second: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let url = gate.url("/ws-ticket");
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    let mut tickets = Vec::new();
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let (status, _, body) = ws::request_ticket(&url, &jwt).await;
+        assert_eq!(status, 200, "{body}");
+        waits.push(body["connect_after_ms"].as_u64().expect("connect_after_ms"));
+        tickets.push(body["ticket"].as_str().expect("ticket").to_string());
+        assert!(
+            body["expires_in"].as_u64().is_some_and(|s| s >= 30),
+            "valid a whole TTL from its moment"
+        );
+    }
+    // A second's burst (2), then one every 500 ms.
+    assert_eq!(&waits[..2], &[0, 0], "{waits:?}");
+    assert!(
+        waits[2] > 0 && waits[3] > waits[2] && waits[4] > waits[3],
+        "{waits:?}"
+    );
+    assert!(waits[4] <= 1_600, "{waits:?}");
+    // Two upgrades right away fit the budget; a third does not wait and is refused.
+    for ticket in &tickets[..2] {
+        connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
+            .await
+            .expect("within the budget");
+    }
+    let (status, body) = connect(gate.port, &format!("/ws?ticket={}", tickets[2]), &[])
+        .await
+        .expect_err("beyond the budget");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("busy"), "{body}");
+    assert_counted(&gate, "upgrades_rate").await;
+    // Its ticket was not consumed: at its moment it opens the socket.
+    wait_for("the upgrade's slot", Duration::from_secs(3), || async {
+        connect(gate.port, &format!("/ws?ticket={}", tickets[2]), &[])
+            .await
+            .is_ok()
+    })
+    .await;
+}

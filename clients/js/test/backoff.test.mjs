@@ -48,3 +48,27 @@ test("a refused ticket request is asked again no sooner than its Retry-After", a
   socket.close();
   mock.timers.reset();
 });
+
+test("a ticket paced by the upgrade budget is used no sooner than connect_after_ms", async () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  let now = 0;
+  const opened = [];
+  globalThis.fetch = async () => new Response(
+    JSON.stringify({ ticket: "tg2.x", expires_in: 31, connect_after_ms: 1500 }),
+    { status: 200, headers: { "content-type": "application/json" } },
+  );
+  globalThis.WebSocket = class extends EventTarget {
+    constructor(url) { super(); opened.push({ url, at: now }); }
+    close() {}
+  };
+  const socket = connect("ws://gate.test/ws", { getAccessToken: () => "token" });
+  for (let i = 0; i < 20; i++) {
+    now += 100;
+    mock.timers.tick(100);
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.equal(opened.length, 1);
+  assert.ok(opened[0].at >= 1500, `opened at ${opened[0].at} ms`);
+  socket.close();
+  mock.timers.reset();
+});
