@@ -17,11 +17,15 @@
 // STOMP session, its subscriptions included, outlives any number of login expiries. A socket
 // ticketgate closed because the login expired anyway (4401) simply reconnects: the ticket
 // request finds the login stale, refreshes it and goes on. A revoked login (4403), or a login the ticket endpoint refuses, deactivates
-// the client instead of retrying forever.
+// the client instead of retrying forever. A refused ticket request (429, 503) waits its
+// Retry-After before stompjs tries again, and a ticket paced by the upgrade budget is used
+// after its connect_after_ms.
 
 import {
   REVOKED, TicketError, fetchTicketDetails, keepSession, loginExpiry, ticketProtocols, ticketUrlFor, withTicket,
 } from "./ticketgate.js";
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Sets `client` (a @stomp/stompjs Client) up to connect to `url` through ticketgate.
@@ -54,9 +58,13 @@ export function withTicketgate(client, options) {
       settings.onTicketError(error);
       // A refused login does not get better by retrying.
       if (error instanceof TicketError && error.status === 401) await client.deactivate();
+      // ticketgate said when to come back: stompjs's next attempt waits that long.
+      if (error instanceof TicketError && error.retryAfter) await sleep(error.retryAfter * 1000);
       throw error;
     }
-    const { ticket, session, token } = details;
+    const { ticket, session, token, connectAfterMs } = details;
+    // ticketgate paces upgrades to its budget: the ticket says when this one fits.
+    if (connectAfterMs > 0) await sleep(connectAfterMs);
     const stompProtocols = client.stompVersions.protocolVersions();
     const inProtocol = settings.ticketIn === "protocol";
     // The adapter opens the socket itself (in both modes) so that it sees its close code

@@ -72,3 +72,40 @@ test("a ticket paced by the upgrade budget is used no sooner than connect_after_
   socket.close();
   mock.timers.reset();
 });
+
+test("the STOMP adapter waits Retry-After before its next attempt, and connect_after_ms before its socket", async () => {
+  const { withTicketgate } = await import("../stomp.js");
+  mock.timers.enable({ apis: ["setTimeout"] });
+  let now = 0;
+  const answers = [
+    [429, { error: "busy", error_description: "busy, retry later", retry_after: 6 }, { "retry-after": "6" }],
+    [200, { ticket: "tg2.x", expires_in: 31, connect_after_ms: 800 }, {}],
+  ];
+  const asked = [];
+  globalThis.fetch = async () => {
+    asked.push(now);
+    const [status, body, headers] = answers[Math.min(asked.length - 1, 1)];
+    return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", ...headers } });
+  };
+  const client = { stompVersions: { protocolVersions: () => ["v12.stomp"] }, deactivate: async () => {} };
+  withTicketgate(client, { url: "ws://gate.test/ws", getAccessToken: () => "token" });
+  const tick = async (ms) => {
+    for (let i = 0; i < ms / 100; i++) {
+      now += 100;
+      mock.timers.tick(100);
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  let first = client.beforeConnect().then(() => "connected", (e) => e.status);
+  await tick(5900);
+  let settled = await Promise.race([first, Promise.resolve("pending")]);
+  assert.equal(settled, "pending", "the refused attempt holds its Retry-After");
+  await tick(200);
+  assert.equal(await first, 429);
+  const second = client.beforeConnect().then(() => now);
+  await tick(700);
+  assert.equal(await Promise.race([second, Promise.resolve("pending")]), "pending", "before connect_after_ms");
+  await tick(200);
+  assert.ok((await second) - asked[1] >= 800);
+  mock.timers.reset();
+});
