@@ -30,7 +30,9 @@
 //!   TLS ahead of `connection`, counting each failed handshake by reason.
 //! - `connection`: the stream every connection is wrapped in, where `limits` (header and
 //!   keep-alive deadlines) and `live` (closing a WebSocket whose login ended) act;
-//!   `revocations`: revoked logins, shared through Redis between replicas.
+//!   `revocations`: revoked logins, shared through Redis between replicas; `refreshes`:
+//!   session refresh across replicas sharing Redis; `admission`: the ticket endpoint as the
+//!   valve of a reconnect storm.
 //! - `shared_redis`: the Redis replicas share (node, Cluster or Sentinel; TLS, ACL users,
 //!   `WAIT`), which used tickets and revocations both go through.
 //! - `access_log`, `metrics`, `admin`: what operators see; `refusal`: every refusal's
