@@ -85,6 +85,29 @@ impl Bucket {
     }
 }
 
+/// Whether `bucket`, refilled at `rate` (`None`: no budget), has a token at `now`; with
+/// `take`, also takes it.
+fn draw(
+    bucket: &Mutex<Bucket>,
+    rate: Option<f64>,
+    now: Instant,
+    take: bool,
+    refusal: Refusal,
+) -> Result<(), Refusal> {
+    let Some(rate) = rate else {
+        return Ok(());
+    };
+    let mut bucket = bucket.lock().unwrap_or_else(|e| e.into_inner());
+    bucket.refill(rate, now);
+    if bucket.tokens < 1.0 {
+        return Err(refusal);
+    }
+    if take {
+        bucket.tokens -= 1.0;
+    }
+    Ok(())
+}
+
 impl Admission {
     /// Whether a ticket may be issued at all now, decided before the caller's credentials
     /// are looked at: credentials that fail verification never use the budget.
@@ -102,29 +125,25 @@ impl Admission {
         {
             return Err(Refusal::Websockets);
         }
-        if let Some(rate) = config.tickets_per_second {
-            let mut bucket = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-            bucket.refill(rate, now);
-            if bucket.tokens < 1.0 {
-                return Err(Refusal::TicketsRate);
-            }
-        }
-        Ok(())
+        draw(
+            &self.tickets,
+            config.tickets_per_second,
+            now,
+            false,
+            Refusal::TicketsRate,
+        )
     }
 
     /// A verified caller takes a ticket from the budget (another may have taken the last one
     /// since `before_verification`).
     pub fn take_ticket(&self, config: &AdmissionConfig, now: Instant) -> Result<(), Refusal> {
-        let Some(rate) = config.tickets_per_second else {
-            return Ok(());
-        };
-        let mut bucket = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-        bucket.refill(rate, now);
-        if bucket.tokens < 1.0 {
-            return Err(Refusal::TicketsRate);
-        }
-        bucket.tokens -= 1.0;
-        Ok(())
+        draw(
+            &self.tickets,
+            config.tickets_per_second,
+            now,
+            true,
+            Refusal::TicketsRate,
+        )
     }
 
     /// When a ticket issued now should be used: 0 while upgrades come slower than
@@ -145,29 +164,24 @@ impl Admission {
     /// Whether an upgrade may go to the upstream now (checked before its credentials are, so
     /// a refused one consumes no ticket).
     pub fn before_upgrade(&self, config: &AdmissionConfig, now: Instant) -> Result<(), Refusal> {
-        let Some(rate) = config.upgrades_per_second else {
-            return Ok(());
-        };
-        let mut bucket = self.upgrades.lock().unwrap_or_else(|e| e.into_inner());
-        bucket.refill(rate, now);
-        if bucket.tokens < 1.0 {
-            return Err(Refusal::UpgradesRate);
-        }
-        Ok(())
+        draw(
+            &self.upgrades,
+            config.upgrades_per_second,
+            now,
+            false,
+            Refusal::UpgradesRate,
+        )
     }
 
     /// An authenticated upgrade takes its place in the upgrade budget.
     pub fn take_upgrade(&self, config: &AdmissionConfig, now: Instant) -> Result<(), Refusal> {
-        let Some(rate) = config.upgrades_per_second else {
-            return Ok(());
-        };
-        let mut bucket = self.upgrades.lock().unwrap_or_else(|e| e.into_inner());
-        bucket.refill(rate, now);
-        if bucket.tokens < 1.0 {
-            return Err(Refusal::UpgradesRate);
-        }
-        bucket.tokens -= 1.0;
-        Ok(())
+        draw(
+            &self.upgrades,
+            config.upgrades_per_second,
+            now,
+            true,
+            Refusal::UpgradesRate,
+        )
     }
 
     pub fn websocket_opened(&self) {
