@@ -35,6 +35,7 @@ use aws_lc_rs::signature::{
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ticketgate::admission::{Admission, AdmissionConfig};
 use ticketgate::auth::jwt::JwtVerifier;
 use ticketgate::identity::cache::TokenCache;
 use ticketgate::live::{Ending, Held, Refreshed, Sessions};
@@ -348,7 +349,45 @@ fn main() {
         );
     }
     refreshes(&verifier, &runtime, now);
+    refusals(&verifier, &runtime, now);
     cache_hits(&config, &verifier, now);
+}
+
+/// What an admission refusal costs against the verification it spares: the ticket budget is
+/// checked before the credentials are, and an empty one refuses at once.
+fn refusals(verifier: &JwtVerifier, runtime: &tokio::runtime::Runtime, now: u64) {
+    let admission = Admission::default();
+    let config = AdmissionConfig {
+        tickets_per_second: Some(1.0),
+        max_websockets: Some(1_000_000),
+        upgrades_per_second: None,
+        retry_after: std::time::Duration::from_secs(5),
+    };
+    let start = ticketgate::clock::now();
+    let _ = admission.take_ticket(&config, start);
+    let refusals = 1_000_000;
+    let refusal_ns = best_of_three(|| {
+        let started = Instant::now();
+        for _ in 0..refusals {
+            let refused = admission.before_verification(black_box(&config), start);
+            assert!(refused.is_err());
+        }
+        started.elapsed().as_secs_f64() * 1e9 / f64::from(refusals)
+    });
+    println!();
+    println!("| algorithm | verification µs | refusal ns | refusal / verification |");
+    println!("|---|---:|---:|---:|");
+    for case in cases() {
+        let tokens = tokens(&case, now);
+        let verification = per_token(&tokens, |t| {
+            runtime.block_on(verifier.verify(t, now)).expect("valid");
+        });
+        println!(
+            "| {:?} | {verification:.1} | {refusal_ns:.0} | {:.4} |",
+            case.alg,
+            refusal_ns / 1000.0 / verification
+        );
+    }
 }
 
 /// What a session refresh costs beside the verification it needs: the new token verified
