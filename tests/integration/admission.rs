@@ -54,20 +54,18 @@ async fn the_ticket_budget_refuses_before_verifying_and_says_when_to_come_back()
         assert_eq!(ws::request_ticket(&url, "not.a.token").await.0, 401);
     }
     let jwt = mint(Algorithm::HS256, &valid_claims());
-    let mut answers = Vec::new();
-    for _ in 0..4 {
-        answers.push(ws::request_ticket(&url, &jwt).await);
-    }
-    let issued = answers
-        .iter()
-        .filter(|(status, _, _)| *status == 200)
-        .count();
-    assert!(
-        (2..=3).contains(&issued),
-        "a budget of 2 a second issued {issued}"
-    );
-    let (status, headers, body) = answers.last().expect("four answers");
-    assert_come_back_later(*status, headers, body, (429, "busy"));
+    // Asked faster than 2 a second (however slow the machine), a refusal comes.
+    let mut issued = 0;
+    let refused = loop {
+        let (status, headers, body) = ws::request_ticket(&url, &jwt).await;
+        if status != 200 {
+            break (status, headers, body);
+        }
+        issued += 1;
+        assert!(issued < 20, "a budget of 2 a second never refused");
+    };
+    assert!(issued >= 2, "the second's burst: {issued}");
+    assert_come_back_later(refused.0, &refused.1, &refused.2, (429, "busy"));
     // An empty budget refuses before looking at the credentials at all.
     let (status, _, body) = ws::request_ticket(&url, "not.a.token").await;
     assert_eq!((status, body["error"].as_str()), (429, Some("busy")));
@@ -204,7 +202,7 @@ async fn tickets_are_paced_to_the_upgrade_budget_and_an_early_upgrade_waits() {
     let gate = gate(
         upstream.addr,
         Admission {
-            upgrades_per_second: Some(2),
+            upgrades_per_second: Some(1),
             ..Default::default()
         },
     )
@@ -213,7 +211,7 @@ async fn tickets_are_paced_to_the_upgrade_budget_and_an_early_upgrade_waits() {
     let jwt = mint(Algorithm::HS256, &valid_claims());
     let mut tickets = Vec::new();
     let mut waits = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..3 {
         let (status, _, body) = ws::request_ticket(&url, &jwt).await;
         assert_eq!(status, 200, "{body}");
         waits.push(body["connect_after_ms"].as_u64().expect("connect_after_ms"));
@@ -223,20 +221,17 @@ async fn tickets_are_paced_to_the_upgrade_budget_and_an_early_upgrade_waits() {
             "valid a whole TTL from its moment"
         );
     }
-    // A second's burst (2), then one every 500 ms.
-    assert_eq!(&waits[..2], &[0, 0], "{waits:?}");
+    // One a second: now, then about 1 s and 2 s later (less the time the requests took).
+    assert_eq!(waits[0], 0, "{waits:?}");
     assert!(
-        waits[2] > 0 && waits[3] > waits[2] && waits[4] > waits[3],
+        waits[1] > 0 && waits[2] > waits[1] && waits[2] <= 2_000,
         "{waits:?}"
     );
-    assert!(waits[4] <= 1_600, "{waits:?}");
-    // Two upgrades right away fit the budget; a third does not wait and is refused.
-    for ticket in &tickets[..2] {
-        connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
-            .await
-            .expect("within the budget");
-    }
-    let (status, body) = connect(gate.port, &format!("/ws?ticket={}", tickets[2]), &[])
+    connect(gate.port, &format!("/ws?ticket={}", tickets[0]), &[])
+        .await
+        .expect("within the budget");
+    // The next one, without waiting its connect_after_ms, is refused before its ticket is read.
+    let (status, body) = connect(gate.port, &format!("/ws?ticket={}", tickets[1]), &[])
         .await
         .expect_err("beyond the budget");
     assert_eq!(status, 503, "{body}");
@@ -244,7 +239,7 @@ async fn tickets_are_paced_to_the_upgrade_budget_and_an_early_upgrade_waits() {
     assert_counted(&gate, "upgrades_rate").await;
     // Its ticket was not consumed: at its moment it opens the socket.
     wait_for("the upgrade's slot", Duration::from_secs(3), || async {
-        connect(gate.port, &format!("/ws?ticket={}", tickets[2]), &[])
+        connect(gate.port, &format!("/ws?ticket={}", tickets[1]), &[])
             .await
             .is_ok()
     })
