@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::shared_redis::SharedError;
+use crate::subjects::Subjects;
+
 /// The `admission:` settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdmissionConfig {
@@ -23,6 +26,9 @@ pub struct AdmissionConfig {
     /// New upstream WebSockets this replica opens per second: tickets are paced to it
     /// (`connect_after_ms`), and an upgrade beyond it is refused.
     pub upgrades_per_second: Option<f64>,
+    /// Open WebSockets of one subject (on every replica sharing the store) past which that
+    /// subject gets no ticket and no bearer upgrade.
+    pub max_websockets_per_subject: Option<usize>,
     /// The base of the advice: each refusal picks a wait in `[base, 2 * base]`.
     pub retry_after: Duration,
 }
@@ -38,14 +44,17 @@ pub enum Refusal {
     UpstreamUnavailable,
     /// An upgrade beyond `upgrades_per_second` (its client did not wait `connect_after_ms`).
     UpgradesRate,
+    /// The subject has `max_websockets_per_subject` sockets open.
+    Subject,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 5] = [
         Refusal::TicketsRate,
         Refusal::Websockets,
         Refusal::UpstreamUnavailable,
         Refusal::UpgradesRate,
+        Refusal::Subject,
     ];
 
     pub fn label(self) -> &'static str {
@@ -54,6 +63,7 @@ impl Refusal {
             Refusal::Websockets => "websockets",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpgradesRate => "upgrades_rate",
+            Refusal::Subject => "subject",
         }
     }
 }
@@ -61,6 +71,8 @@ impl Refusal {
 /// This replica's admission state.
 #[derive(Default)]
 pub struct Admission {
+    /// The open sockets of each subject (shared through Redis when the store is).
+    pub subjects: Subjects,
     tickets: Mutex<Bucket>,
     upgrades: Mutex<Bucket>,
     /// When the next paced upgrade is due (the budget's theoretical arrival time).
@@ -109,6 +121,14 @@ fn draw(
 }
 
 impl Admission {
+    /// With `subjects` counting each subject's sockets (shared through Redis or not).
+    pub fn with_subjects(subjects: Subjects) -> Self {
+        Admission {
+            subjects,
+            ..Admission::default()
+        }
+    }
+
     /// Whether a ticket may be issued at all now, decided before the caller's credentials
     /// are looked at: credentials that fail verification never use the budget.
     pub fn before_verification(
@@ -203,6 +223,23 @@ impl Admission {
         self.upstream_down.store(false, Ordering::Release);
     }
 
+    /// Whether `subject` may have one more socket (checked once its credentials verified).
+    pub async fn subject_has_room(
+        &self,
+        config: &AdmissionConfig,
+        subject: &str,
+    ) -> Result<Result<(), Refusal>, SharedError> {
+        let Some(max) = config.max_websockets_per_subject else {
+            return Ok(Ok(()));
+        };
+        let open = self.subjects.open_of(subject).await?;
+        Ok(if open >= max {
+            Err(Refusal::Subject)
+        } else {
+            Ok(())
+        })
+    }
+
     pub fn upstream_is_down(&self) -> bool {
         self.upstream_down.load(Ordering::Acquire)
     }
@@ -240,6 +277,7 @@ mod tests {
             tickets_per_second: rate,
             max_websockets: max,
             upgrades_per_second: None,
+            max_websockets_per_subject: None,
             retry_after: Duration::from_secs(5),
         }
     }

@@ -387,6 +387,9 @@ fn admission(raw: &file::Admission, problems: &mut Problems) -> AdmissionConfig 
     if raw.upgrades_per_second == Some(0) {
         problems.add("admission.upgrades_per_second", "must be at least 1");
     }
+    if raw.max_websockets_per_subject == Some(0) {
+        problems.add("admission.max_websockets_per_subject", "must be at least 1");
+    }
     let retry_after = raw
         .retry_after_seconds
         .unwrap_or(DEFAULT_RETRY_AFTER_SECONDS);
@@ -399,6 +402,9 @@ fn admission(raw: &file::Admission, problems: &mut Problems) -> AdmissionConfig 
             .max_websockets
             .map(|max| usize::try_from(max).unwrap_or(usize::MAX)),
         upgrades_per_second: raw.upgrades_per_second.map(f64::from),
+        max_websockets_per_subject: raw
+            .max_websockets_per_subject
+            .map(|max| usize::try_from(max).unwrap_or(usize::MAX)),
         retry_after: Duration::from_secs(retry_after),
     }
 }

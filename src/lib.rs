@@ -79,6 +79,7 @@ pub mod reload;
 pub mod revocations;
 pub mod server;
 pub mod shared_redis;
+pub mod subjects;
 pub mod subprotocol;
 pub mod tickets;
 pub mod tls;

@@ -129,6 +129,17 @@ impl BackgroundService for UpstreamProbe {
     }
 }
 
+/// Renews this replica's lease, under which its sockets count for their subjects on every
+/// replica (`subjects`).
+pub struct ReplicaLease(pub Arc<Admission>);
+
+#[async_trait]
+impl BackgroundService for ReplicaLease {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        repeat(shutdown, Duration::ZERO, || self.0.subjects.renew()).await;
+    }
+}
+
 /// How many requests are between their start and their end.
 #[derive(Clone, Default)]
 pub struct InFlight(Arc<AtomicUsize>);

@@ -52,6 +52,7 @@ use crate::live::{CloseReason, Sessions, SocketEnd};
 use crate::metrics::Metrics;
 use crate::refreshes::SharedSessions;
 use crate::refusal::RefreshResult;
+use crate::subjects::Counted;
 use admit::{Decision, Passage, Seen};
 pub use policy::Policy;
 use respond::Rejection;
@@ -86,6 +87,8 @@ pub struct RequestCtx {
     passage: Option<Passage>,
     /// The upstream answered a WebSocket handshake with 101.
     upgraded: bool,
+    /// The open socket, counted for its subject (`admission.max_websockets_per_subject`).
+    counted: Option<Counted>,
     /// Only set when the connection's stream cannot keep a WebSocket's idle timeout.
     upstream_read_timeout: Option<Duration>,
     /// A write to the upstream that makes no progress this long fails (`limits`).
@@ -106,6 +109,7 @@ impl ProxyHttp for TicketGate {
             seen: Seen::default(),
             passage: None,
             upgraded: false,
+            counted: None,
             upstream_read_timeout: None,
             upstream_write_timeout: self.limits.load().write_timeout,
             rejection: None,
@@ -221,6 +225,12 @@ impl ProxyHttp for TicketGate {
                 ctx.upgraded = true;
                 self.metrics.websocket_opened();
                 self.admission.websocket_opened();
+                if let Some(caller) = &ctx.seen.caller {
+                    // Awaited, not spawned: the close's removal must come after it.
+                    let counted = self.admission.subjects.opened(&caller.identity.subject);
+                    self.admission.subjects.record(&counted).await;
+                    ctx.counted = Some(counted);
+                }
                 let caller = ctx.seen.caller.as_ref();
                 let held_to = ctx
                     .policy
@@ -305,6 +315,10 @@ impl ProxyHttp for TicketGate {
         if let Some(end) = end {
             self.metrics.websocket_closed(end);
             self.admission.websocket_closed();
+            if let Some(counted) = ctx.counted.take() {
+                self.admission.subjects.closed(&counted);
+                self.admission.subjects.forget(&counted).await;
+            }
             if let Some(handshake) = ctx.passage.as_ref().and_then(|p| p.handshake.as_ref()) {
                 upgrade::closed(handshake, self.shared_sessions.as_ref());
             }

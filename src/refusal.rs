@@ -125,6 +125,7 @@ impl Rejection {
             Rejection::TooManyRefreshes(1),
             Rejection::NotNow(admission::Refusal::TicketsRate, 5),
             Rejection::NotNow(admission::Refusal::UpgradesRate, 5),
+            Rejection::NotNow(admission::Refusal::Subject, 5),
             Rejection::NotNow(admission::Refusal::Websockets, 5),
             Rejection::NotNow(admission::Refusal::UpstreamUnavailable, 5),
         ]
@@ -191,6 +192,7 @@ impl Rejection {
             | Rejection::UnknownSession
             | Rejection::TooManyRefreshes(_) => self.reason(),
             Rejection::NotNow(admission::Refusal::UpstreamUnavailable, _) => self.reason(),
+            Rejection::NotNow(admission::Refusal::Subject, _) => "too_many_sockets",
             Rejection::NotNow(_, _) => "busy",
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::NoRoute => "not_found",
@@ -226,6 +228,9 @@ impl Rejection {
             Rejection::TooManyRefreshes(_) => "too many refreshes of this session".into(),
             Rejection::NotNow(admission::Refusal::UpstreamUnavailable, _) => {
                 "the upstream is unavailable, retry later".into()
+            }
+            Rejection::NotNow(admission::Refusal::Subject, _) => {
+                "this caller has as many sockets open as it may".into()
             }
             Rejection::NotNow(_, _) => "busy, retry later".into(),
         }

@@ -21,7 +21,8 @@ use crate::auth::error::TicketRejection;
 use crate::config::Config;
 use crate::connection::Watch;
 use crate::lifecycle::{
-    AccessLogFlush, Drain, InFlight, OnceIdle, RevocationUpkeep, SessionRefreshes, UpstreamProbe,
+    AccessLogFlush, Drain, InFlight, OnceIdle, ReplicaLease, RevocationUpkeep, SessionRefreshes,
+    UpstreamProbe,
 };
 use crate::live::Sessions;
 use crate::metrics::{Family, Metrics};
@@ -32,6 +33,7 @@ use crate::refusal::RefreshResult;
 use crate::reload::{Reloader, RestartOnly};
 use crate::revocations::{Revocations, Shared};
 use crate::shared_redis::SharedRedis;
+use crate::subjects::Subjects;
 use crate::tickets::StoreConfig;
 use crate::tickets::store::StoreError;
 use crate::tls::handshake::Terminate;
@@ -84,7 +86,10 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
     }
 
     let in_flight = InFlight::default();
-    let admission = Arc::new(Admission::default());
+    let admission = Arc::new(Admission::with_subjects(Subjects::new(
+        shared_subjects(&config, &metrics)?,
+        replica_name(),
+    )));
     let sessions = Arc::new(Sessions::default());
     let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
     server.bootstrap();
@@ -150,6 +155,12 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
             },
         ));
     }
+    if admission.subjects.is_shared() {
+        server.add_service(background_service(
+            "replica lease",
+            ReplicaLease(admission.clone()),
+        ));
+    }
     server.add_service(background_service(
         "upstream probe",
         UpstreamProbe {
@@ -212,6 +223,35 @@ fn shared_sessions(
         )))),
         _ => Ok(None),
     }
+}
+
+/// With a Redis store and `admission.max_websockets_per_subject`, each subject's sockets are
+/// counted on every replica sharing it (`subjects`); the store of the file the process
+/// started with.
+fn shared_subjects(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<SharedRedis>, StoreError> {
+    let store = config.policy.tickets.as_ref().map(|t| &t.store);
+    let capped = config
+        .policy
+        .admission
+        .is_some_and(|a| a.max_websockets_per_subject.is_some());
+    match store {
+        Some(StoreConfig::Redis(redis)) if capped => {
+            Ok(Some(SharedRedis::new(redis, metrics.clone())?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// This process's name among the replicas: random, so a restarted process is a new one.
+fn replica_name() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 9];
+    // A failed generator leaves a name of zeros: only replicas that also failed share it.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// SIGHUP's default action ends the process. Taking it over here, before any service runs,

@@ -48,7 +48,7 @@ const WAIT_TIMEOUT_MS: u64 = 500;
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 const CHECK_DEADLINE: Duration = Duration::from_secs(2);
 /// The operations `ticketgate_ticket_store_duration_seconds` is labelled with.
-pub const OPERATIONS: [&str; 4] = ["redeem", "revoke", "check", "refresh"];
+pub const OPERATIONS: [&str; 5] = ["redeem", "revoke", "check", "refresh", "sockets"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {

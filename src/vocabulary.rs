@@ -67,6 +67,9 @@ const OTHER_MEANINGS: &[(&str, &str, &str)] = &[
         "the demo identity provider's own code",
     ),
     ("other", "auth/claims.rs", "a claim name in tests"),
+    ("subject", "access_log.rs", "the access-log field"),
+    ("subject", "admin.rs", "the /revoke body's field"),
+    ("subject", "demo/upstream.rs", "the demo's JSON field"),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -236,6 +236,8 @@ pub struct Admission {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrades_per_second: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_websockets_per_subject: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u64>,
 }
 

@@ -106,6 +106,19 @@ pub async fn decide(
         Err(rejection) => return (seen, answer(rejection)),
     };
     seen.caller = authenticated.as_ref().map(|a| a.caller.clone());
+    let bearer_upgrade = authenticated
+        .as_ref()
+        .filter(|a| websocket && a.credential == Credential::Bearer);
+    if let (Some(config), Some(bearer)) = (policy.admission.as_ref(), bearer_upgrade) {
+        match admission
+            .subject_has_room(config, &bearer.caller.identity.subject)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => return (seen, Decision::Answer(not_now(refusal, config))),
+            Err(_) => return (seen, answer(Rejection::StoreUnavailable)),
+        }
+    }
     if let Some(config) = upgrade_budget
         && let Err(refusal) = admission.take_upgrade(config, clock::now())
     {

@@ -47,10 +47,18 @@ async fn issue(
         Ok(authenticated) => (authenticated.caller, authenticated.login_expires_at),
         Err(rejection) => return (rejection.into(), None),
     };
-    if let Some(config) = budget
-        && let Err(refusal) = admission.take_ticket(config, clock::now())
-    {
-        return (not_now(refusal, config), Some(caller));
+    if let Some(config) = budget {
+        match admission
+            .subject_has_room(config, &caller.identity.subject)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => return (not_now(refusal, config), Some(caller)),
+            Err(_) => return (Rejection::StoreUnavailable.into(), Some(caller)),
+        }
+        if let Err(refusal) = admission.take_ticket(config, clock::now()) {
+            return (not_now(refusal, config), Some(caller));
+        }
     }
     let with_session = policy.websocket.refresh_path.is_some();
     let paced = budget.filter(|config| config.upgrades_per_second.is_some());

@@ -245,3 +245,82 @@ async fn tickets_are_paced_to_the_upgrade_budget_and_an_early_upgrade_waits() {
     })
     .await;
 }
+
+async fn capped_gate(
+    upstream: std::net::SocketAddr,
+    store: ticketgate::config::file::Store,
+) -> Gate {
+    let options = TicketOptions {
+        store,
+        ..Default::default()
+    };
+    let file = config::File {
+        admission: Some(Admission {
+            max_websockets_per_subject: Some(1),
+            ..Default::default()
+        }),
+        ..config::tickets(upstream, &options)
+    };
+    Gate::start(&file).await
+}
+
+#[tokio::test]
+async fn a_subject_at_its_cap_gets_no_ticket_and_no_bearer_upgrade_until_a_socket_closes() {
+    let upstream = upstream::echo().await;
+    let gate = capped_gate(upstream.addr, config::Store::Url("memory".into())).await;
+    let url = gate.url("/ws-ticket");
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    let ticket = ws::ticket(&url, &jwt).await;
+    let mut socket = connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
+        .await
+        .expect("the subject's first socket");
+    upstream_report(&mut socket).await;
+    let (status, headers, body) = ws::request_ticket(&url, &jwt).await;
+    assert_come_back_later(status, &headers, &body, (429, "too_many_sockets"));
+    let bearer = format!("Bearer {jwt}");
+    let (status, body) = connect(gate.port, "/ws", &[("authorization", &bearer)])
+        .await
+        .expect_err("a bearer upgrade past the cap");
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("too_many_sockets"), "{body}");
+    let mut bob = valid_claims();
+    bob["sub"] = serde_json::json!("bob");
+    assert_eq!(
+        ws::request_ticket(&url, &mint(Algorithm::HS256, &bob))
+            .await
+            .0,
+        200,
+        "another subject"
+    );
+    socket.close(None).await.expect("close");
+    wait_for("the place to free", Duration::from_secs(5), || async {
+        ws::request_ticket(&url, &jwt).await.0 == 200
+    })
+    .await;
+    assert_counted(&gate, "subject").await;
+}
+
+#[tokio::test]
+async fn the_cap_holds_across_replicas_sharing_redis_and_a_dead_replica_frees_its_places() {
+    let redis = crate::common::redis::Redis::start().await;
+    let upstream = upstream::echo().await;
+    let a = capped_gate(upstream.addr, redis.store()).await;
+    let b = capped_gate(upstream.addr, redis.store()).await;
+    b.wait_for_readyz(200).await;
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    let ticket = ws::ticket(&a.url("/ws-ticket"), &jwt).await;
+    let mut socket = connect(a.port, &format!("/ws?ticket={ticket}"), &[])
+        .await
+        .expect("a socket at A");
+    upstream_report(&mut socket).await;
+    let (status, headers, body) = ws::request_ticket(&b.url("/ws-ticket"), &jwt).await;
+    assert_come_back_later(status, &headers, &body, (429, "too_many_sockets"));
+    // A dies with its socket open: its lease ends within 30 s, and its place with it.
+    drop(a);
+    wait_for(
+        "the dead replica's place to free",
+        Duration::from_secs(40),
+        || async { ws::request_ticket(&b.url("/ws-ticket"), &jwt).await.0 == 200 },
+    )
+    .await;
+}

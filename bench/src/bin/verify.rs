@@ -361,6 +361,7 @@ fn refusals(verifier: &JwtVerifier, runtime: &tokio::runtime::Runtime, now: u64)
         tickets_per_second: Some(1.0),
         max_websockets: Some(1_000_000),
         upgrades_per_second: None,
+        max_websockets_per_subject: None,
         retry_after: std::time::Duration::from_secs(5),
     };
     let start = ticketgate::clock::now();
