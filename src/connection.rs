@@ -133,13 +133,18 @@ impl Timer {
         }
     }
 
-    fn poll_at(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    /// Moves the sleep to `at`; it is then polled again (`wants_poll`) to fire there.
+    fn move_to(&mut self, at: Instant) {
         if at != self.at {
             self.sleep.as_mut().reset(at);
             self.at = at;
+            self.polled = false;
         }
-        self.polled = true;
-        self.sleep.as_mut().poll(cx)
+    }
+
+    fn poll_at(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        self.move_to(at);
+        self.poll(cx)
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -275,10 +280,7 @@ impl Watched {
                 .get_or_insert_with(|| (at_ms, Timer::at(instant_of_unix_ms(at_ms))));
             if *basis != at_ms {
                 *basis = at_ms;
-                let moved = instant_of_unix_ms(at_ms);
-                timer.sleep.as_mut().reset(moved);
-                timer.at = moved;
-                timer.polled = false;
+                timer.move_to(instant_of_unix_ms(at_ms));
             }
             if timer.wants_poll(same_waker) && timer.poll_at(timer.at, cx).is_ready() {
                 let due = timer.at;

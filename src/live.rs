@@ -257,8 +257,8 @@ impl Held {
 }
 
 /// A refresh may come this often per session, per `REFRESH_WINDOW_MS`.
-const REFRESHES_PER_WINDOW: usize = 6;
-const REFRESH_WINDOW_MS: u64 = 60_000;
+pub const REFRESHES_PER_WINDOW: usize = 6;
+pub const REFRESH_WINDOW_MS: u64 = 60_000;
 
 /// What a refresh of a held socket came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

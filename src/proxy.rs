@@ -51,7 +51,6 @@ use crate::limits::Limits;
 use crate::live::{CloseReason, Sessions, SocketEnd};
 use crate::metrics::Metrics;
 use crate::refreshes::SharedSessions;
-use crate::refusal::RefreshResult;
 use crate::subjects::Counted;
 use admit::{Decision, Passage, Seen};
 pub use policy::Policy;
@@ -144,13 +143,8 @@ impl ProxyHttp for TicketGate {
             Decision::Refresh => {
                 let shared = self.shared_sessions.as_deref();
                 let answer = refresh::answer(session, &policy, &self.sessions, shared).await;
-                if answer.reply.status != 204 && answer.reply.status != 405 {
-                    let result = answer
-                        .refused
-                        .map_or(Some(RefreshResult::Extended), RefreshResult::of);
-                    if let Some(result) = result {
-                        self.metrics.session_refreshed(result.label());
-                    }
+                if let Some(result) = answer.result {
+                    self.metrics.session_refreshed(result.label());
                 }
                 ctx.seen.caller = answer.caller;
                 ctx.rejection = answer.reply.rejection;
@@ -225,7 +219,12 @@ impl ProxyHttp for TicketGate {
                 ctx.upgraded = true;
                 self.metrics.websocket_opened();
                 self.admission.websocket_opened();
-                if let Some(caller) = &ctx.seen.caller {
+                let capped = ctx
+                    .policy
+                    .admission
+                    .is_some_and(|a| a.max_websockets_per_subject.is_some());
+                // Counted only under a cap: an uncapped socket keeps no per-subject state.
+                if let Some(caller) = ctx.seen.caller.as_ref().filter(|_| capped) {
                     // Awaited, not spawned: the close's removal must come after it.
                     let counted = self.admission.subjects.opened(&caller.identity.subject);
                     self.admission.subjects.record(&counted).await;

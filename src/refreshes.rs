@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use crate::live::{Refreshed, Sessions};
+use crate::live::{REFRESH_WINDOW_MS, REFRESHES_PER_WINDOW, Refreshed, Sessions};
 use crate::shared_redis::stream::Cursor;
 use crate::shared_redis::{SharedError, SharedRedis};
 
@@ -30,9 +30,6 @@ const DEADLINE: Duration = Duration::from_secs(1);
 const BLOCK_MS: u64 = 1000;
 /// A record outlives the login it was written for by this much.
 const RECORD_MARGIN_MS: u64 = 60_000;
-/// The per-session refresh budget, as in `live::Sessions`.
-const REFRESHES_PER_WINDOW: i64 = 6;
-const REFRESH_WINDOW_MS: u64 = 60_000;
 /// Stream entries older than this are trimmed: a follower reads within moments.
 const STREAM_KEEP_MS: u64 = 60_000;
 /// After following failed: wait this long before reading again.
@@ -127,7 +124,8 @@ impl SharedSessions {
         let Some(record) = record else {
             return Ok(Refreshed::Unknown);
         };
-        if count > REFRESHES_PER_WINDOW {
+        // The same per-session budget as a refresh at the holder (`live::Sessions`).
+        if usize::try_from(count).unwrap_or(0) > REFRESHES_PER_WINDOW {
             let ms = u64::try_from(ttl_ms).unwrap_or(REFRESH_WINDOW_MS);
             return Ok(Refreshed::TooMany(ms.div_ceil(1000).max(1)));
         }

@@ -12,7 +12,7 @@ use super::authenticate::{self, Authenticated, Credential};
 use super::forward;
 use super::issue;
 use super::policy::Policy;
-use super::respond::{Rejection, Reply, not_now};
+use super::respond::{self, Rejection, Reply, not_now};
 use super::route::{AuthMode, Destination};
 use super::upgrade::{self, Handshake, LoginTerms, Protocols};
 use crate::admission::Admission;
@@ -110,13 +110,9 @@ pub async fn decide(
         .as_ref()
         .filter(|a| websocket && a.credential == Credential::Bearer);
     if let (Some(config), Some(bearer)) = (policy.admission.as_ref(), bearer_upgrade) {
-        match admission
-            .subject_has_room(config, &bearer.caller.identity.subject)
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(refusal)) => return (seen, Decision::Answer(not_now(refusal, config))),
-            Err(_) => return (seen, answer(Rejection::StoreUnavailable)),
+        let subject = &bearer.caller.identity.subject;
+        if let Err(reply) = respond::room_for(admission, config, subject).await {
+            return (seen, Decision::Answer(reply));
         }
     }
     if let Some(config) = upgrade_budget

@@ -9,7 +9,7 @@ use pingora::http::RequestHeader;
 use super::authenticate::require_bearer;
 use super::cors;
 use super::policy::Policy;
-use super::respond::{Rejection, Reply, not_now};
+use super::respond::{self, Rejection, Reply, not_now};
 use crate::admission::Admission;
 use crate::clock;
 use crate::identity::Caller;
@@ -48,13 +48,8 @@ async fn issue(
         Err(rejection) => return (rejection.into(), None),
     };
     if let Some(config) = budget {
-        match admission
-            .subject_has_room(config, &caller.identity.subject)
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(refusal)) => return (not_now(refusal, config), Some(caller)),
-            Err(_) => return (Rejection::StoreUnavailable.into(), Some(caller)),
+        if let Err(reply) = respond::room_for(admission, config, &caller.identity.subject).await {
+            return (reply, Some(caller));
         }
         if let Err(refusal) = admission.take_ticket(config, clock::now()) {
             return (not_now(refusal, config), Some(caller));

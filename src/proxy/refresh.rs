@@ -19,6 +19,7 @@ use crate::clock;
 use crate::identity::Caller;
 use crate::live::{Refreshed, Sessions};
 use crate::refreshes::SharedSessions;
+use crate::refusal::RefreshResult;
 
 /// The most a refresh's body may hold: `{"session": "<22 characters>"}` and some room.
 const MAX_BODY: usize = 1024;
@@ -30,12 +31,12 @@ struct RefreshRequest {
     session: String,
 }
 
-/// What a refresh came to: the reply, the caller when the JWT verified, and the refusal
-/// when it was one (for the metric).
+/// What a refresh came to: the reply, the caller when the JWT verified, and the result the
+/// metric counts (`None` for a preflight, a wrong method or a malformed body).
 pub struct Answer {
     pub reply: Reply,
     pub caller: Option<Arc<Caller>>,
-    pub refused: Option<Rejection>,
+    pub result: Option<RefreshResult>,
 }
 
 /// Reads the body and answers the refresh.
@@ -47,25 +48,23 @@ pub async fn answer(
 ) -> Answer {
     let origins = &policy.cors_allowed_origins;
     if let Some(reply) = cors::not_a_post(session.req_header(), origins) {
-        let reply = cors::with_cors(reply, session.req_header(), origins);
-        let refused = reply.rejection;
         return Answer {
-            reply,
+            reply: cors::with_cors(reply, session.req_header(), origins),
             caller: None,
-            refused,
+            result: None,
         };
     }
     let body = read_body(session).await;
     let req = session.req_header();
     let (outcome, caller) = refresh(req, body.as_deref(), policy, sessions, shared).await;
-    let (reply, refused) = match outcome {
-        Ok(reply) => (reply, None),
-        Err(rejection) => (rejection.into(), Some(rejection)),
+    let (reply, result) = match outcome {
+        Ok(reply) => (reply, Some(RefreshResult::Extended)),
+        Err(rejection) => (rejection.into(), RefreshResult::of(rejection)),
     };
     Answer {
         reply: cors::with_cors(reply, req, origins),
         caller,
-        refused,
+        result,
     }
 }
 

@@ -8,7 +8,7 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use crate::admission::{self, AdmissionConfig};
+use crate::admission::{self, Admission, AdmissionConfig};
 pub use crate::refusal::Rejection;
 
 /// A complete response ticketgate writes.
@@ -81,4 +81,18 @@ pub fn not_now(refusal: admission::Refusal, config: &AdmissionConfig) -> Reply {
     let _ = aws_lc_rs::rand::fill(&mut random);
     let wait = admission::retry_after(config.retry_after, u32::from_be_bytes(random));
     Rejection::NotNow(refusal, wait).into()
+}
+
+/// `Ok` when `subject` may have one more socket under `config`; else the refusal to send: too
+/// many sockets (with its wait), or the store that counts them unreachable.
+pub async fn room_for(
+    admission: &Admission,
+    config: &AdmissionConfig,
+    subject: &str,
+) -> Result<(), Reply> {
+    match admission.subject_has_room(config, subject).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(refusal)) => Err(not_now(refusal, config)),
+        Err(_) => Err(Rejection::StoreUnavailable.into()),
+    }
 }
