@@ -81,8 +81,7 @@ pub struct Admission {
     upstream_down: AtomicBool,
 }
 
-/// A token bucket: `tokens` left at `at`, refilled at the configured rate up to one second's
-/// worth.
+/// A token bucket: `tokens` left at `at`, refilled at the configured rate up to its burst.
 #[derive(Default)]
 struct Bucket {
     tokens: f64,
@@ -90,18 +89,32 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn refill(&mut self, rate: f64, now: Instant) {
-        let elapsed = self.at.map_or(1.0, |at| (now - at).as_secs_f64());
-        self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let elapsed = self.at.map_or(f64::MAX, |at| (now - at).as_secs_f64());
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
         self.at = Some(now);
     }
 }
 
-/// Whether `bucket`, refilled at `rate` (`None`: no budget), has a token at `now`; with
-/// `take`, also takes it.
+/// The ticket budget's burst: one second's worth, so a quiet replica answers a burst of
+/// logins at once.
+fn ticket_burst(rate: f64) -> f64 {
+    rate.max(1.0)
+}
+
+/// The upgrade budget's burst: a tenth of a second's worth (at least one), so that in any
+/// second the upstream sees at most the budget plus a tenth (burst + one second's refill),
+/// however the upgrades bunch. A whole second's burst would let twice the budget through in
+/// the first second of a storm.
+fn upgrade_burst(rate: f64) -> f64 {
+    (rate / 10.0).max(1.0)
+}
+
+/// Whether `bucket`, refilled at `rate` up to `burst(rate)` (`None`: no budget), has a token at
+/// `now`; with `take`, also takes it.
 fn draw(
     bucket: &Mutex<Bucket>,
-    rate: Option<f64>,
+    (rate, burst): (Option<f64>, fn(f64) -> f64),
     now: Instant,
     take: bool,
     refusal: Refusal,
@@ -110,7 +123,7 @@ fn draw(
         return Ok(());
     };
     let mut bucket = bucket.lock().unwrap_or_else(|e| e.into_inner());
-    bucket.refill(rate, now);
+    bucket.refill(rate, burst(rate), now);
     if bucket.tokens < 1.0 {
         return Err(refusal);
     }
@@ -147,7 +160,7 @@ impl Admission {
         }
         draw(
             &self.tickets,
-            config.tickets_per_second,
+            (config.tickets_per_second, ticket_burst),
             now,
             false,
             Refusal::TicketsRate,
@@ -159,7 +172,7 @@ impl Admission {
     pub fn take_ticket(&self, config: &AdmissionConfig, now: Instant) -> Result<(), Refusal> {
         draw(
             &self.tickets,
-            config.tickets_per_second,
+            (config.tickets_per_second, ticket_burst),
             now,
             true,
             Refusal::TicketsRate,
@@ -167,14 +180,15 @@ impl Admission {
     }
 
     /// When a ticket issued now should be used: 0 while upgrades come slower than
-    /// `upgrades_per_second` (a second's burst included), else the wait until its upgrade fits
-    /// the budget. Each ticket issued takes its place in the schedule.
+    /// `upgrades_per_second` (its burst included), else the wait until its upgrade fits
+    /// the budget. Each ticket issued takes its place in the schedule (the upgrade bucket's
+    /// twin: the same rate and burst, so a client that waits finds its token there).
     pub fn schedule_upgrade(&self, config: &AdmissionConfig, now: Instant) -> Duration {
         let Some(rate) = config.upgrades_per_second else {
             return Duration::ZERO;
         };
         let interval = Duration::from_secs_f64(1.0 / rate);
-        let burst = Duration::from_secs(1).saturating_sub(interval);
+        let burst = interval.mul_f64(upgrade_burst(rate) - 1.0);
         let mut next = self.next_upgrade.lock().unwrap_or_else(|e| e.into_inner());
         let due = next.map_or(now, |due| due.max(now));
         *next = Some(due + interval);
@@ -186,7 +200,7 @@ impl Admission {
     pub fn before_upgrade(&self, config: &AdmissionConfig, now: Instant) -> Result<(), Refusal> {
         draw(
             &self.upgrades,
-            config.upgrades_per_second,
+            (config.upgrades_per_second, upgrade_burst),
             now,
             false,
             Refusal::UpgradesRate,
@@ -197,7 +211,7 @@ impl Admission {
     pub fn take_upgrade(&self, config: &AdmissionConfig, now: Instant) -> Result<(), Refusal> {
         draw(
             &self.upgrades,
-            config.upgrades_per_second,
+            (config.upgrades_per_second, upgrade_burst),
             now,
             true,
             Refusal::UpgradesRate,
@@ -283,17 +297,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn tickets_are_paced_to_the_upgrade_budget_after_a_seconds_burst() {
+    async fn tickets_are_paced_to_the_upgrade_budget_after_a_tenth_of_a_seconds_burst() {
         let admission = Admission::default();
         let paced = AdmissionConfig {
-            upgrades_per_second: Some(4.0),
+            upgrades_per_second: Some(40.0),
             ..config(None, None)
         };
         let now = crate::clock::now();
         let waits: Vec<u128> = (0..8)
             .map(|_| admission.schedule_upgrade(&paced, now).as_millis())
             .collect();
-        assert_eq!(waits, [0, 0, 0, 0, 250, 500, 750, 1000]);
+        assert_eq!(waits, [0, 0, 0, 0, 25, 50, 75, 100]);
         let quiet = now + Duration::from_secs(10);
         assert_eq!(
             admission.schedule_upgrade(&paced, quiet),
@@ -309,9 +323,34 @@ mod tests {
             Err(Refusal::UpgradesRate)
         );
         assert_eq!(
-            admission.before_upgrade(&paced, now + Duration::from_millis(250)),
+            admission.before_upgrade(&paced, now + Duration::from_millis(25)),
             Ok(()),
             "the next one fits its slot"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_second_lets_more_than_the_upgrade_budget_and_a_tenth_through() {
+        let admission = Admission::default();
+        let paced = AdmissionConfig {
+            upgrades_per_second: Some(100.0),
+            ..config(None, None)
+        };
+        let start = crate::clock::now();
+        // An upgrade knocks every millisecond for three seconds, after a quiet spell.
+        let admitted: Vec<u64> = (0..3000u64)
+            .filter(|ms| {
+                let now = start + Duration::from_millis(*ms);
+                admission.take_upgrade(&paced, now).is_ok()
+            })
+            .collect();
+        let busiest = (0..2000u64)
+            .map(|from| admitted.iter().filter(|t| (from..from + 1000).contains(*t)).count())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            (100..=110).contains(&busiest),
+            "at most the burst (10) and one second's refill (100): {busiest}"
         );
     }
 
