@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import store as store_bench
+import storm as storm_bench
 import tls as tls_bench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -574,7 +575,7 @@ def main():
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--profile", default="release")
     parser.add_argument("--only", help="comma-separated parts of scenario names to run, `stores` for the "
-                        "ticket-store table, `tls` for the TLS table (for development; "
+                        "ticket-store table, `tls` for the TLS table, `storm` for the admission storm (for development; "
                         "BENCHMARKS.md is then not written)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory scenarios")
     args = parser.parse_args()
@@ -613,15 +614,19 @@ def main():
         if not only or "tls" in only:
             handshakes, tls_failures = tls_bench.table(settings.bin, settings.seconds, settings.rounds)
             print(handshakes)
+        storms, storm_problems = "", []
+        if not only or "storm" in only:
+            storms, storm_problems, _ = storm_bench.run(settings.bin, settings.smoke)
+            print(storms)
         if settings.smoke:
-            problems = check_smoke(bench.results, memory)
+            problems = check_smoke(bench.results, memory) + [f"storm: {p}" for p in storm_problems]
             if store_failures:
                 problems.append(f"ticket stores: {store_failures} failed redemptions")
             if tls_failures:
                 problems.append(f"TLS: {tls_failures} failed connections")
             for problem in problems:
                 print(f"smoke: {problem}", file=sys.stderr)
-            print(f"smoke: {len(bench.results) + len(memory) + 2 - len(problems)} passed, {len(problems)} failed")
+            print(f"smoke: {len(bench.results) + len(memory) + 3 - len(problems)} passed, {len(problems)} failed")
             sys.exit(1 if problems else 0)
         if only:
             return
@@ -690,6 +695,23 @@ each topology on loopback. Every Redis process shares CPU 1, the client is on CP
 figures compare topologies on one machine; real ones add the network's round trip.
 
 {stores}
+
+## Admission: a reconnect storm
+
+`bench/storm.py` (`bench/src/bin/storm.rs`): {storm_bench.Shape(False).browsers:,} browsers, each with its
+own RS256 login, behaving as the browser helper (ticket, `connect_after_ms`, full-jitter
+backoff, never before a `Retry-After`), open sockets through {storm_bench.Shape(False).replicas} ticketgate replicas sharing
+one Redis (this machine allows 20,000 open files per process; a proxy holds two per
+socket) to one upstream service ({storm_bench.Shape(False).upstreams} processes on one port). Then the upstream is killed
+and restarted, or one replica is killed, and every browser reconnects within its first
+backoff; the last storm has no `admission:`. Budget per replica: {storm_bench.Shape(False).upgrades_per_replica} upgrades and
+{storm_bench.Shape(False).upgrades_per_replica} tickets a second, `retry_after_seconds: {storm_bench.Shape(False).retry_after}`. Upstream accepts are counted by the
+upstream; reconnect times run from each browser's close to its socket open again. Servers
+on CPU 1, browsers on CPU 0. The CPU rows: one replica answering keep-alive ticket requests
+with distinct logins for {storm_bench.Shape(False).cpu_seconds:g} s, all issued (no budget), all refused (a budget of
+one a second), and all 404 (a path no route serves: the HTTP floor every request pays).
+
+{storms}
 
 ## TLS connections, per backend
 

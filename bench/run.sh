@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark command. Full run (about 12 minutes on 2 cores after the build, writes BENCHMARKS.md):
+# The benchmark command. Full run (about 15 minutes on 2 cores after the build, writes BENCHMARKS.md):
 #   bench/run.sh
 # Smoke run (a few seconds per scenario, debug build, asserts numbers and no failures; CI):
 #   bench/run.sh --smoke

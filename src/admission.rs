@@ -102,12 +102,19 @@ fn ticket_burst(rate: f64) -> f64 {
     rate.max(1.0)
 }
 
-/// The upgrade budget's burst: a tenth of a second's worth (at least one), so that in any
+/// The upgrade budget's burst: a tenth of a second's worth (at least two), so that in any
 /// second the upstream sees at most the budget plus a tenth (burst + one second's refill),
 /// however the upgrades bunch. A whole second's burst would let twice the budget through in
 /// the first second of a storm.
 fn upgrade_burst(rate: f64) -> f64 {
-    (rate / 10.0).max(1.0)
+    (rate / 10.0).max(2.0)
+}
+
+/// The schedule's burst, half the bucket's: when the schedule is full, the bucket keeps the
+/// other half in reserve, so a client arriving a little after its slot does not push the
+/// next one, arriving on time, out of the budget.
+fn schedule_burst(rate: f64) -> f64 {
+    (rate / 20.0).max(1.0)
 }
 
 /// Whether `bucket`, refilled at `rate` up to `burst(rate)` (`None`: no budget), has a token at
@@ -182,13 +189,13 @@ impl Admission {
     /// When a ticket issued now should be used: 0 while upgrades come slower than
     /// `upgrades_per_second` (its burst included), else the wait until its upgrade fits
     /// the budget. Each ticket issued takes its place in the schedule (the upgrade bucket's
-    /// twin: the same rate and burst, so a client that waits finds its token there).
+    /// twin at the same rate, with half its burst, so a client that waits finds its token).
     pub fn schedule_upgrade(&self, config: &AdmissionConfig, now: Instant) -> Duration {
         let Some(rate) = config.upgrades_per_second else {
             return Duration::ZERO;
         };
         let interval = Duration::from_secs_f64(1.0 / rate);
-        let burst = interval.mul_f64(upgrade_burst(rate) - 1.0);
+        let burst = interval.mul_f64(schedule_burst(rate) - 1.0);
         let mut next = self.next_upgrade.lock().unwrap_or_else(|e| e.into_inner());
         let due = next.map_or(now, |due| due.max(now));
         *next = Some(due + interval);
@@ -307,7 +314,7 @@ mod tests {
         let waits: Vec<u128> = (0..8)
             .map(|_| admission.schedule_upgrade(&paced, now).as_millis())
             .collect();
-        assert_eq!(waits, [0, 0, 0, 0, 25, 50, 75, 100]);
+        assert_eq!(waits, [0, 0, 25, 50, 75, 100, 125, 150]);
         let quiet = now + Duration::from_secs(10);
         assert_eq!(
             admission.schedule_upgrade(&paced, quiet),
@@ -330,6 +337,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_client_late_for_its_slot_does_not_push_the_next_one_out() {
+        let admission = Admission::default();
+        let paced = AdmissionConfig {
+            upgrades_per_second: Some(10.0),
+            ..config(None, None)
+        };
+        let now = crate::clock::now();
+        let slots: Vec<Duration> = (0..20)
+            .map(|_| admission.schedule_upgrade(&paced, now))
+            .collect();
+        // Every client arrives 30 ms after its slot, but the next on time.
+        for pair in slots.chunks(2) {
+            for (slot, late) in pair.iter().zip([30, 0]) {
+                let at = now + *slot + Duration::from_millis(late);
+                assert_eq!(admission.take_upgrade(&paced, at), Ok(()), "slot {slot:?}");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn no_second_lets_more_than_the_upgrade_budget_and_a_tenth_through() {
         let admission = Admission::default();
         let paced = AdmissionConfig {
@@ -345,7 +372,12 @@ mod tests {
             })
             .collect();
         let busiest = (0..2000u64)
-            .map(|from| admitted.iter().filter(|t| (from..from + 1000).contains(*t)).count())
+            .map(|from| {
+                admitted
+                    .iter()
+                    .filter(|t| (from..from + 1000).contains(*t))
+                    .count()
+            })
             .max()
             .unwrap_or(0);
         assert!(

@@ -219,6 +219,13 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> F
         access_log: file::AccessLog {
             path: Some("access.log".into()),
         },
+        // Small enough that the page's storm button (30 sockets at once) is paced visibly.
+        admission: Some(file::Admission {
+            tickets_per_second: Some(10),
+            upgrades_per_second: Some(10),
+            retry_after_seconds: Some(1),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -87,7 +87,7 @@ export async function fetchTicketDetails({ ticketUrl, getAccessToken, refresh, o
     });
     const body = await response.json().catch(() => ({}));
     if (response.ok && typeof body.ticket === "string") {
-      onStep("ticket:received", { expiresIn: body.expires_in });
+      onStep("ticket:received", { expiresIn: body.expires_in, connectAfterMs: body.connect_after_ms ?? 0 });
       return { ticket: body.ticket, session: body.session, token, connectAfterMs: body.connect_after_ms ?? 0 };
     }
     const expired = response.status === 401 && body.error_description === "token expired";

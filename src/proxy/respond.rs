@@ -46,10 +46,13 @@ impl From<Rejection> for Reply {
     }
 }
 
-/// Writes the reply; JSON bodies are never cached. After a refusal the connection is
-/// closed: the request body, if any, was never read, so it cannot carry another request.
+/// Writes the reply; JSON bodies are never cached. After a refusal of an upgrade, or of a
+/// request with a body, the connection is closed: the body was never read, so it cannot
+/// carry another request. A bodiless refusal keeps the connection, so a browser asking again
+/// after its `Retry-After` (or a client hammering the ticket endpoint) costs no new
+/// connection.
 pub async fn send(session: &mut Session, reply: Reply) -> pingora::Result<()> {
-    if reply.status >= 400 {
+    if reply.status >= 400 && (session.is_upgrade_req() || !session.is_body_empty()) {
         session.set_keepalive(None);
     }
     let body = reply.body.map(|json| Bytes::from(json.to_string()));

@@ -232,6 +232,36 @@ test("with session refresh a short login's socket is extended, never closed", as
   await page.close();
 });
 
+test("a reconnect storm is paced by admission: refused helpers wait their Retry-After, all 30 open", async () => {
+  const { page, sockets } = await openDemo();
+  const answers = [];
+  page.on("response", (r) => {
+    if (r.url().endsWith("/ws-ticket")) answers.push({ status: r.status(), retryAfter: r.headers()["retry-after"] });
+  });
+  await page.click("#login");
+  await page.waitForFunction(() => window.demo.login?.access_token);
+  secretsSeen.add(await page.evaluate(() => window.demo.login.access_token));
+  await page.click("#storm");
+  // 30 tickets at 10 a second (one second's burst), upgrades paced at 10 a second: a few seconds.
+  await page.waitForFunction(() => window.demo.storm.admitted === 30, null, { timeout: 3 * DEADLINE_MS });
+  const storm = await page.evaluate(() => ({ deferred: window.demo.storm.deferred, early: window.demo.storm.early }));
+  assert.ok(storm.deferred > 0, "some helpers were deferred");
+  assert.equal(storm.early, 0, "no helper asked again before its Retry-After");
+  // Over the wire: 429 busy with a Retry-After in [1, 2] (the demo's retry_after_seconds: 1).
+  const refused = answers.filter((a) => a.status === 429);
+  assert.ok(refused.length > 0, `refusals seen: ${JSON.stringify(answers)}`);
+  for (const a of refused) assert.ok(["1", "2"].includes(a.retryAfter), JSON.stringify(a));
+  // Chromium opens one socket to a host at a time, so an upgrade may come late for its slot
+  // and be refused (503) and the helper buys another ticket: each ticket is still tried once.
+  const issued = answers.filter((a) => a.status === 200).length;
+  assert.ok(issued >= 30, `${issued} tickets`);
+  assert.equal(sockets.length, issued, "every ticket issued was tried by exactly one socket");
+  assert.equal(new Set(sockets).size, sockets.length);
+  await page.waitForFunction(() => window.demo.figures?.deferred > 0, null, { timeout: DEADLINE_MS });
+  assert.match(await page.textContent("#storm-figures"), /30 of 30 sockets admitted/);
+  await page.close();
+});
+
 test("the page shows a login closing its socket, a revocation, the protocol header and live figures", async () => {
   const { page, sockets } = await openDemo();
   await page.check("#short");

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::common::config::{self, Admission, TicketOptions};
 use crate::common::tokens::{mint, valid_claims};
 use crate::common::ws::{self, connect, upstream_report};
-use crate::common::{Gate, get, upstream, wait_for};
+use crate::common::{Gate, get, raw, upstream, wait_for};
 
 async fn gate(upstream: std::net::SocketAddr, admission: Admission) -> Gate {
     let file = config::File {
@@ -227,11 +227,15 @@ async fn tickets_are_paced_to_the_upgrade_budget_and_an_early_upgrade_waits() {
         waits[1] > 0 && waits[2] > waits[1] && waits[2] <= 2_000,
         "{waits:?}"
     );
-    connect(gate.port, &format!("/ws?ticket={}", tickets[0]), &[])
-        .await
-        .expect("within the budget");
-    // The next one, without waiting its connect_after_ms, is refused before its ticket is read.
-    let (status, body) = connect(gate.port, &format!("/ws?ticket={}", tickets[1]), &[])
+    // The budget holds two (a tenth of a second's worth, at least two: the reserve for a
+    // client late for its slot), so the first two open at once...
+    for ticket in &tickets[..2] {
+        connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
+            .await
+            .expect("within the budget");
+    }
+    // ...and the third, without waiting its connect_after_ms, is refused before its ticket is read.
+    let (status, body) = connect(gate.port, &format!("/ws?ticket={}", tickets[2]), &[])
         .await
         .expect_err("beyond the budget");
     assert_eq!(status, 503, "{body}");
@@ -239,7 +243,7 @@ async fn tickets_are_paced_to_the_upgrade_budget_and_an_early_upgrade_waits() {
     assert_counted(&gate, "upgrades_rate").await;
     // Its ticket was not consumed: at its moment it opens the socket.
     wait_for("the upgrade's slot", Duration::from_secs(3), || async {
-        connect(gate.port, &format!("/ws?ticket={}", tickets[1]), &[])
+        connect(gate.port, &format!("/ws?ticket={}", tickets[2]), &[])
             .await
             .is_ok()
     })
@@ -323,4 +327,49 @@ async fn the_cap_holds_across_replicas_sharing_redis_and_a_dead_replica_frees_it
         || async { ws::request_ticket(&b.url("/ws-ticket"), &jwt).await.0 == 200 },
     )
     .await;
+}
+
+/// A refused browser asks again on the connection it has: a refusal of a bodiless request
+/// keeps the connection (the next request on it is answered), while a refusal of a request
+/// whose body was never read, or of an upgrade, closes it.
+#[tokio::test]
+async fn a_bodiless_refusal_keeps_the_connection_and_others_close_it() {
+    let upstream = upstream::echo().await;
+    let gate = gate(upstream.addr, Admission::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port))
+        .await
+        .expect("connect");
+    let mut statuses = Vec::new();
+    let mut closed = false;
+    for request in [
+        "POST /ws-ticket HTTP/1.1\r\nHost: g\r\nContent-Length: 0\r\n\r\n",
+        "GET /public HTTP/1.1\r\nHost: g\r\n\r\n",
+    ] {
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("send");
+        let answer;
+        (answer, closed) = raw::read_until_closed(&mut stream, Duration::from_millis(500)).await;
+        statuses.push(raw::status(&answer));
+    }
+    assert_eq!(statuses, [401, 200], "one connection, two answers");
+    assert!(!closed, "the connection was kept");
+
+    for (what, request) in [
+        (
+            "a refused request with a body",
+            "POST /ws-ticket HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\n\r\nhello".to_string(),
+        ),
+        ("a refused upgrade", raw::upgrade_request("/ws", "")),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port))
+            .await
+            .expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("send");
+        let (answer, closed) = raw::read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert_eq!(raw::status(&answer), 401, "{what}: {answer}");
+        assert!(closed, "{what}: the connection was kept");
+    }
 }
