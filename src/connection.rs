@@ -115,6 +115,31 @@ pub struct Watched {
     /// The close frame is out, or could not be placed in time: nothing more is read or
     /// written.
     closed: bool,
+    /// Where this connection goes once its 101 is written, when the relay is to carry it.
+    handover: std::sync::OnceLock<Arc<Handover>>,
+}
+
+/// A client connection on its way from Pingora to the relay (`crate::relay`): asked for by
+/// the proxy once the upstream answered 101, filled by the stream itself the moment the 101's
+/// head is written (so no byte of the WebSocket ever passes through Pingora), taken by the
+/// relay once Pingora let go of the request.
+#[derive(Default)]
+pub struct Handover(std::sync::Mutex<Option<Watched>>);
+
+impl Handover {
+    pub fn take(&self) -> Option<Watched> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn put(&self, watched: Watched) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(watched);
+    }
+}
+
+/// Asks for this connection to be handed over once its 101 is written; the relay takes it
+/// from the returned slot. `None` when the connection was not accepted through `Watch`.
+pub fn hand_over(session: &pingora::proxy::Session) -> Option<Arc<Handover>> {
+    watched(session).map(|w| w.handover.get_or_init(Arc::default).clone())
 }
 
 /// A sleep that can be moved to another deadline.
@@ -228,6 +253,34 @@ impl Watched {
             close_wait: None,
             close: None,
             closed: false,
+            handover: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Ready with the error that ends the connection once its live session must end and the
+    /// close frame is out: for the relay to poll when no read of the client is pending.
+    pub fn poll_live_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if self.watching() {
+            return self.poll_live(cx);
+        }
+        Poll::Pending
+    }
+
+    /// The live session of this connection (the relay reads why it ended).
+    pub fn ending(&self) -> &Arc<Ending> {
+        &self.ending
+    }
+
+    /// Once the 101's head is written, a connection asked for moves to its `Handover`,
+    /// leaving Pingora a stream whose reads end.
+    fn hand_over_after_the_101(&mut self) {
+        if self.handover.get().is_none() || !self.outgoing.at_boundary() {
+            return;
+        }
+        let shell = Watched::new(crate::handover::gone(), self.phase.limits());
+        let mut watched = std::mem::replace(self, shell);
+        if let Some(handover) = watched.handover.take() {
+            handover.put(watched);
         }
     }
 
@@ -386,7 +439,12 @@ impl Watched {
         }
         let written = Pin::new(&mut self.inner).poll_write(cx, allowed);
         let written = ready!(self.timed_write(cx, written))?;
+        let in_head = self.outgoing.in_response_header();
         self.outgoing.advance(&allowed[..written]);
+        if in_head {
+            // From here on `self` may be the shell Pingora keeps; the rest does nothing to it.
+            self.hand_over_after_the_101();
+        }
         if let Some(idle) = &mut self.idle
             && written > 0
         {

@@ -64,6 +64,7 @@ pub mod connection;
 pub mod demo;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod handover;
 pub mod identity;
 pub mod lifecycle;
 pub mod limits;
@@ -75,6 +76,7 @@ pub mod query;
 pub mod redact;
 pub mod refreshes;
 pub mod refusal;
+pub mod relay;
 pub mod reload;
 pub mod revocations;
 pub mod server;

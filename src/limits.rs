@@ -60,6 +60,11 @@ impl Phase {
     }
 
     /// The request header is in: no deadline until the request ends.
+    /// The limits this connection was accepted with.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     pub fn open(&self) {
         self.state.store(OPEN, Ordering::Relaxed);
     }

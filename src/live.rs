@@ -422,6 +422,11 @@ impl Default for Outgoing {
 }
 
 impl Outgoing {
+    /// Still in the 101's header.
+    pub fn in_response_header(&self) -> bool {
+        matches!(self.state, State::ResponseHeader(_))
+    }
+
     /// Between two frames (after the 101's header): a close frame may go out now.
     pub fn at_boundary(&self) -> bool {
         matches!(self.state, State::FrameHeader { len: 0, .. })

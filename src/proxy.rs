@@ -27,6 +27,7 @@ mod issue;
 mod log;
 pub mod policy;
 pub(crate) mod refresh;
+mod relayed;
 mod respond;
 pub mod route;
 pub mod upgrade;
@@ -93,8 +94,11 @@ pub struct RequestCtx {
     /// A write to the upstream that makes no progress this long fails (`limits`).
     upstream_write_timeout: Duration,
     rejection: Option<Rejection>,
-    /// Counts the request as in flight until the context is dropped at its end.
-    _in_flight: InFlightGuard,
+    /// A handshake's two connections, for the relay once the upstream answers 101.
+    slots: Option<relayed::Slots>,
+    /// Counts the request as in flight until the context is dropped at its end, or until a
+    /// relayed socket ends.
+    in_flight: Option<InFlightGuard>,
 }
 
 #[async_trait]
@@ -112,7 +116,8 @@ impl ProxyHttp for TicketGate {
             upstream_read_timeout: None,
             upstream_write_timeout: self.limits.load().write_timeout,
             rejection: None,
-            _in_flight: self.in_flight.enter(),
+            slots: None,
+            in_flight: Some(self.in_flight.enter()),
         }
     }
 
@@ -154,6 +159,7 @@ impl ProxyHttp for TicketGate {
             Decision::Forward(passage) => {
                 if passage.handshake.is_some() {
                     ctx.upstream_read_timeout = upgrade::watch_idle(session, &policy.websocket);
+                    ctx.slots = Some(relayed::Slots::default());
                 }
                 ctx.passage = Some(passage);
                 Ok(false)
@@ -170,6 +176,9 @@ impl ProxyHttp for TicketGate {
         peer.options.connection_timeout = Some(UPSTREAM_CONNECT_TIMEOUT);
         peer.options.read_timeout = ctx.upstream_read_timeout;
         peer.options.write_timeout = Some(ctx.upstream_write_timeout);
+        if let Some(slots) = &ctx.slots {
+            relayed::connect_through(&mut peer, slots);
+        }
         Ok(Box::new(peer))
     }
 
@@ -235,6 +244,9 @@ impl ProxyHttp for TicketGate {
                     .policy
                     .liveness(&self.sessions, self.shared_sessions.as_ref());
                 upgrade::opened(session, handshake, caller, &held_to);
+                if let Some(slots) = ctx.slots.as_mut() {
+                    relayed::ask_for_client(session, slots);
+                }
                 Ok(())
             }
             Ok(false) => Ok(()),
@@ -305,44 +317,47 @@ impl ProxyHttp for TicketGate {
         }
     }
 
+    /// An upgraded socket whose connections were handed over goes on in the relay, which
+    /// writes its line when it ends; every other request is logged here.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(phase) = connection::phase(session) {
             phase.idle();
         }
+        let handed = ctx.slots.as_ref().filter(|_| ctx.upgraded);
+        if let Some(handed) = handed.and_then(relayed::Slots::take_both) {
+            let leftovers = relayed::Leftovers {
+                line: log::Relayed::of(session, &outcome(ctx, None)),
+                counted: ctx.counted.take(),
+                handshake: ctx.passage.as_mut().and_then(|p| p.handshake.take()),
+                in_flight: ctx.in_flight.take(),
+                upstream_write_timeout: ctx.upstream_write_timeout,
+            };
+            relayed::start(handed, self.books(), leftovers);
+            return;
+        }
         let by_us = upgrade::closed_by_us(session);
         let end = ctx.upgraded.then(|| upgrade::socket_end(by_us, e));
         if let Some(end) = end {
-            self.metrics.websocket_closed(end);
-            self.admission.websocket_closed();
-            if let Some(counted) = ctx.counted.take() {
-                self.admission.subjects.closed(&counted);
-                self.admission.subjects.forget(&counted).await;
-            }
-            if let Some(handshake) = ctx.passage.as_ref().and_then(|p| p.handshake.as_ref()) {
-                upgrade::closed(handshake, self.shared_sessions.as_ref());
-            }
+            let handshake = ctx.passage.as_ref().and_then(|p| p.handshake.as_ref());
+            self.books()
+                .socket_closed(end, ctx.counted.take(), handshake)
+                .await;
         }
         match ctx.rejection {
             Some(Rejection::Auth(refusal)) => self.metrics.auth_failure(refusal.reason()),
             Some(Rejection::NotNow(refusal, _)) => self.metrics.admission_refused(refusal.label()),
             _ => {}
         }
-        let outcome = log::Outcome {
-            started: ctx.started,
-            route: ctx.policy.route_label(ctx.seen.destination),
-            auth: ctx.seen.auth,
-            subject: ctx
-                .seen
-                .caller
-                .as_ref()
-                .map(|c| c.identity.subject.as_str()),
-            reason: ctx.rejection.map(Rejection::reason).or(end
-                .and_then(SocketEnd::closed_by)
-                .or(by_us)
-                .map(CloseReason::label)),
-            shapes: ctx.policy.shapes(),
-        };
-        log::record(session, outcome, &self.access_log, &self.metrics);
+        let reason = ctx.rejection.map(Rejection::reason).or(end
+            .and_then(SocketEnd::closed_by)
+            .or(by_us)
+            .map(CloseReason::label));
+        log::record(
+            session,
+            outcome(ctx, reason),
+            &self.access_log,
+            &self.metrics,
+        );
     }
 
     /// Pingora's error log prints this; the default would print the raw query string.
@@ -352,5 +367,33 @@ impl ProxyHttp for TicketGate {
             session.req_header().method,
             log::logged_target(session, &ctx.policy.shapes())
         )
+    }
+}
+
+impl TicketGate {
+    /// What a socket's end updates, for this hook or a relay task.
+    fn books(&self) -> relayed::Books {
+        relayed::Books {
+            metrics: self.metrics.clone(),
+            admission: self.admission.clone(),
+            shared_sessions: self.shared_sessions.clone(),
+            access_log: self.access_log.clone(),
+        }
+    }
+}
+
+/// What the earlier steps learnt about the request, for its log line.
+fn outcome<'a>(ctx: &'a RequestCtx, reason: Option<&'a str>) -> log::Outcome<'a> {
+    log::Outcome {
+        started: ctx.started,
+        route: ctx.policy.route_label(ctx.seen.destination),
+        auth: ctx.seen.auth,
+        subject: ctx
+            .seen
+            .caller
+            .as_ref()
+            .map(|c| c.identity.subject.as_str()),
+        reason,
+        shapes: ctx.policy.shapes(),
     }
 }

@@ -30,22 +30,93 @@ pub fn logged_target<'a>(session: &'a Session, shapes: &Shapes) -> Cow<'a, str> 
 }
 
 pub fn record(session: &Session, outcome: Outcome, access_log: &AccessLog, metrics: &Metrics) {
-    let duration = outcome.started.elapsed();
-    let status = session
-        .response_written()
-        .map_or(0, |response| response.status.as_u16());
-    metrics.request_done(outcome.route, status, duration);
-    access_log.write(&Entry {
-        ts: crate::clock::timestamp(),
+    let line = Line {
+        started: outcome.started,
+        route: outcome.route,
+        auth: outcome.auth,
+        subject: outcome.subject,
         method: session.req_header().method.as_str(),
         protocol: protocol(session.req_header().version),
         path: &logged_target(session, &outcome.shapes),
-        route: outcome.route,
-        status,
+        status: status(session),
+    };
+    write(&line, outcome.reason, access_log, metrics);
+}
+
+/// The line of a relayed socket, known when Pingora lets go of its request and written
+/// when the socket ends (`Relayed::record`): its own copy of what the session held.
+pub struct Relayed {
+    started: Instant,
+    route: String,
+    auth: AuthMode,
+    subject: Option<String>,
+    method: String,
+    protocol: &'static str,
+    path: String,
+    status: u16,
+}
+
+impl Relayed {
+    pub fn of(session: &Session, outcome: &Outcome) -> Self {
+        Relayed {
+            started: outcome.started,
+            route: outcome.route.to_string(),
+            auth: outcome.auth,
+            subject: outcome.subject.map(str::to_string),
+            method: session.req_header().method.as_str().to_string(),
+            protocol: protocol(session.req_header().version),
+            path: logged_target(session, &outcome.shapes).into_owned(),
+            status: status(session),
+        }
+    }
+
+    pub fn record(&self, reason: Option<&str>, access_log: &AccessLog, metrics: &Metrics) {
+        let line = Line {
+            started: self.started,
+            route: &self.route,
+            auth: self.auth,
+            subject: self.subject.as_deref(),
+            method: &self.method,
+            protocol: self.protocol,
+            path: &self.path,
+            status: self.status,
+        };
+        write(&line, reason, access_log, metrics);
+    }
+}
+
+/// One access-log line's facts, borrowed from a session or from a `Relayed`.
+struct Line<'a> {
+    started: Instant,
+    route: &'a str,
+    auth: AuthMode,
+    subject: Option<&'a str>,
+    method: &'a str,
+    protocol: &'static str,
+    path: &'a str,
+    status: u16,
+}
+
+fn status(session: &Session) -> u16 {
+    session
+        .response_written()
+        .map_or(0, |response| response.status.as_u16())
+}
+
+fn write(line: &Line, reason: Option<&str>, access_log: &AccessLog, metrics: &Metrics) {
+    let duration = line.started.elapsed();
+    metrics.request_done(line.route, line.status, duration);
+    access_log.write(&Entry {
+        ts: crate::clock::timestamp(),
+        method: line.method,
+        protocol: line.protocol,
+        path: line.path,
+        route: line.route,
+        status: line.status,
         duration_ms: whole_microseconds_as_ms(duration),
-        subject: outcome.subject,
-        auth: outcome.auth.as_str(),
-        reason: outcome.reason,
+        subject: line.subject,
+        auth: line.auth.as_str(),
+        reason,
     });
 }
 
