@@ -266,6 +266,24 @@ impl Watched {
         Poll::Pending
     }
 
+    /// A connection as the relay gets it, for the relay's tests: accepted, its request read,
+    /// its 101 about to be written.
+    #[cfg(test)]
+    pub(crate) fn upgraded_for_tests(inner: Stream) -> Self {
+        let long = Duration::from_secs(60);
+        let watched = Watched::new(
+            inner,
+            Limits {
+                header_timeout: long,
+                keepalive_timeout: long,
+                write_timeout: long,
+            },
+        );
+        watched.phase.open();
+        watched.ending.upgrading(None);
+        watched
+    }
+
     /// The live session of this connection (the relay reads why it ended).
     pub fn ending(&self) -> &Arc<Ending> {
         &self.ending

@@ -136,6 +136,39 @@ pub fn outgoing_frames(data: &[u8]) {
     }
 }
 
+/// An upstream's answer to a handshake, cut into reads where the first byte says: the bytes
+/// Pingora is shown and the bytes kept for the relay are the answer, in order, and the
+/// relay's start right after the first blank line of a 101's head, never inside it.
+pub fn upstream_head(data: &[u8]) {
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
+    let mut head = crate::handover::Head::default();
+    let (mut shown, mut kept) = (Vec::new(), None);
+    for read in bytes.chunks(usize::from(cut).max(1)) {
+        if kept.is_some() {
+            break;
+        }
+        match head.read(read) {
+            Some(n) => {
+                shown.extend_from_slice(&read[..n]);
+                kept = Some(shown.len());
+            }
+            None => shown.extend_from_slice(read),
+        }
+    }
+    if let Some(at) = kept {
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4);
+        assert_eq!(Some(at), end, "the relay's bytes start after the head");
+        let status_line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+        assert_eq!(status_line.split(|b| *b == b' ').nth(1), Some(&b"101"[..]));
+    }
+    assert!(bytes.starts_with(&shown));
+}
+
 /// An h2 client's bytes, cut into reads where the first byte says: the frame follower ends
 /// where following the bytes one by one ends, the header deadline with it, and it never
 /// panics (a frame length or flag an attacker picks must not break the header deadline).
@@ -201,7 +234,7 @@ pub fn refresh_body(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("boundary_read", boundary_read),
     ("query_without", query_without),
     ("redact_target", redact_target),
@@ -212,6 +245,7 @@ pub const TARGETS: [(&str, Target); 10] = [
     ("subprotocol_offered", subprotocol_offered),
     ("h2_headers", h2_headers),
     ("refresh_body", refresh_body),
+    ("upstream_head", upstream_head),
 ];
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ pub struct UpstreamEnd {
 
 /// How far the response head has been seen.
 #[derive(Default)]
-struct Head {
+pub struct Head {
     /// The head's bytes so far (only its first line and its end are looked at).
     seen: Vec<u8>,
     /// The head ended: every later byte passes (an answer other than 101).
@@ -112,9 +112,10 @@ fn head_end(seen: &[u8]) -> Option<usize> {
         .map(|at| at + 4)
 }
 
-/// Whether a response head is a 101 (`HTTP/1.1 101 ...`).
+/// Whether a response head is a 101: its status line reads `HTTP/1.1 101 ...`.
 fn is_switching(head: &[u8]) -> bool {
-    head.split(|b| *b == b' ').nth(1) == Some(b"101")
+    let status_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    status_line.split(|b| *b == b' ').nth(1) == Some(b"101")
 }
 
 impl fmt::Debug for UpstreamEnd {
@@ -125,30 +126,40 @@ impl fmt::Debug for UpstreamEnd {
     }
 }
 
-impl UpstreamEnd {
-    /// Bytes just read into `buf` from `before` on: while the head is being read, only up
-    /// to its end stay in `buf`; after a 101's head the stream and the rest go to the slot.
-    fn after_read(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
-        if self.head.passed {
-            return;
+impl Head {
+    /// Bytes just read, `arrived`: while a 101's head ends among them, how many of them
+    /// belong to the head (Pingora's; the rest are the relay's); `None` while every byte
+    /// passes (the head goes on, or the answer is not a 101).
+    pub fn read(&mut self, arrived: &[u8]) -> Option<usize> {
+        if self.passed {
+            return None;
         }
-        let looked_from = self.head.seen.len().saturating_sub(3);
-        self.head.seen.extend_from_slice(&buf.filled()[before..]);
-        let Some(end) = head_end(&self.head.seen[looked_from..]).map(|e| e + looked_from) else {
-            if self.head.seen.len() > MAX_HEAD {
-                self.head.passed = true;
-                self.head.seen = Vec::new();
+        let looked_from = self.seen.len().saturating_sub(3);
+        let before = self.seen.len();
+        self.seen.extend_from_slice(arrived);
+        let Some(end) = head_end(&self.seen[looked_from..]).map(|e| e + looked_from) else {
+            if self.seen.len() > MAX_HEAD {
+                self.passed = true;
+                self.seen = Vec::new();
             }
+            return None;
+        };
+        let switching = is_switching(&self.seen[..end]);
+        self.passed = true;
+        self.seen = Vec::new();
+        switching.then_some(end - before)
+    }
+}
+
+impl UpstreamEnd {
+    /// Bytes just read into `buf` from `before` on: after a 101's head only the head stays in
+    /// `buf`, and the stream and the rest go to the slot.
+    fn after_read(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
+        let Some(kept) = self.head.read(&buf.filled()[before..]) else {
             return;
         };
-        let seen = std::mem::take(&mut self.head.seen);
-        self.head.passed = true;
-        if !is_switching(&seen) {
-            return;
-        }
-        // Only the head stays for Pingora; what came after it is the relay's.
-        let early = seen[end..].to_vec();
-        buf.set_filled(buf.filled().len() - early.len());
+        let early = buf.filled()[before + kept..].to_vec();
+        buf.set_filled(before + kept);
         if let Some(stream) = self.stream.take() {
             self.slot.put(Upstream { stream, early });
         }
@@ -272,6 +283,10 @@ mod tests {
         assert!(is_switching(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
         assert!(!is_switching(b"HTTP/1.1 200 OK\r\n\r\n"));
         assert!(!is_switching(b"HTTP/1.1 1010 X\r\n\r\n"));
+        assert!(
+            !is_switching(b"HTTP/1.1\r\nX: 101 y\r\n\r\n"),
+            "found by fuzzing"
+        );
         assert_eq!(
             head_end(b"HTTP/1.1 101 X\r\nA: b\r\n\r\n\x81\x01a"),
             Some(24)

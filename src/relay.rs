@@ -203,3 +203,121 @@ impl Future for &mut Relay {
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Two ends of a loopback TCP connection.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let near = TcpStream::connect(listener.local_addr().expect("addr"));
+        let (near, far) = tokio::join!(near, listener.accept());
+        (near.expect("connect"), far.expect("accept").0)
+    }
+
+    /// Writes `bytes` cut at `cuts`, each piece on its own.
+    async fn write_in_pieces(stream: &mut TcpStream, bytes: &[u8], cuts: &[usize]) {
+        let mut from = 0;
+        for cut in cuts
+            .iter()
+            .map(|c| c % (bytes.len() + 1))
+            .chain([bytes.len()])
+        {
+            if cut > from {
+                stream.write_all(&bytes[from..cut]).await.expect("write");
+                stream.flush().await.expect("flush");
+                tokio::task::yield_now().await;
+                from = cut;
+            }
+        }
+    }
+
+    /// Server frames (unmasked), some of them fragments of one message.
+    fn frames(payloads: &[(Vec<u8>, bool)]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut continuing = false;
+        for (payload, fin) in payloads {
+            let opcode = if continuing { 0x0 } else { 0x2 };
+            bytes.push(if *fin { 0x80 | opcode } else { opcode });
+            match payload.len() {
+                n if n < 126 => bytes.push(n as u8),
+                n => {
+                    bytes.push(126);
+                    bytes.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+            }
+            bytes.extend_from_slice(payload);
+            continuing = !fin;
+        }
+        bytes
+    }
+
+    /// Relays a 101 and `to_client` from the upstream cut at `up_cuts`, and `to_upstream`
+    /// from the client cut at `client_cuts`; returns what each side received.
+    async fn relay_through(
+        to_client: Vec<u8>,
+        up_cuts: Vec<usize>,
+        to_upstream: Vec<u8>,
+        client_cuts: Vec<usize>,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let (mut client, client_end) = pair().await;
+        let (upstream_end, mut upstream) = pair().await;
+        let watched = Watched::upgraded_for_tests(Box::new(
+            pingora::protocols::l4::stream::Stream::from(client_end),
+        ));
+        let head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        let relayed = tokio::spawn(run(
+            watched,
+            Upstream {
+                stream: upstream_end,
+                early: head,
+            },
+            Duration::from_secs(5),
+        ));
+        let upstream_side = async {
+            write_in_pieces(&mut upstream, &to_client, &up_cuts).await;
+            let mut got = vec![0; to_upstream.len()];
+            upstream.read_exact(&mut got).await.expect("upstream reads");
+            upstream.shutdown().await.expect("upstream ends");
+            got
+        };
+        let client_side = async {
+            write_in_pieces(&mut client, &to_upstream, &client_cuts).await;
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.expect("client reads");
+            got
+        };
+        let (at_upstream, at_client) = tokio::join!(upstream_side, client_side);
+        let ended = relayed.await.expect("relay task");
+        assert!(ended.error.is_none() && ended.closed_by_us.is_none());
+        (at_client, at_upstream)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn any_frames_cut_anywhere_arrive_byte_for_byte_both_ways(
+            payloads in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..300), any::<bool>()), 0..8),
+            up_cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            from_client in proptest::collection::vec(any::<u8>(), 0..20_000),
+            client_cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let to_client = frames(&payloads);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let (at_client, at_upstream) = runtime.block_on(relay_through(
+                to_client.clone(), up_cuts, from_client.clone(), client_cuts));
+            let mut expected = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+            expected.extend_from_slice(&to_client);
+            prop_assert_eq!(at_client, expected);
+            prop_assert_eq!(at_upstream, from_client);
+        }
+    }
+}

@@ -16,6 +16,7 @@ mod live;
 mod logs;
 mod redis_store;
 mod refresh;
+mod relay;
 mod reload;
 mod routing;
 mod stalled;

@@ -1,0 +1,131 @@
+//! After the 101 ticketgate's relay carries the socket (`src/relay.rs`): what the upstream
+//! sends together with its 101 reaches the client, in order; both sides' ends reach the
+//! other; the socket's access-log line and metrics are written when it ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Message;
+
+use jsonwebtoken::Algorithm;
+
+use crate::common::config::{self, TicketOptions};
+use crate::common::tokens::{mint, valid_claims};
+use crate::common::ws::{self, connect};
+use crate::common::{Gate, wait_for};
+
+/// An upstream that answers each handshake with its 101 and two text frames in one write,
+/// then reads until its connection ends; `ended` counts connections that ended.
+async fn eager_upstream() -> (SocketAddr, Arc<tokio::sync::Semaphore>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let ended = Arc::new(tokio::sync::Semaphore::new(0));
+    let counted = ended.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let key = text
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
+                    .map(|(_, value)| value.trim().to_string())
+                    .unwrap_or_default();
+                let mut answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    derive_accept_key(key.as_bytes())
+                )
+                .into_bytes();
+                for text in ["first", "second"] {
+                    answer.extend_from_slice(&[0x81, text.len() as u8]);
+                    answer.extend_from_slice(text.as_bytes());
+                }
+                if stream.write_all(&answer).await.is_ok() {
+                    let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+                }
+                counted.add_permits(1);
+            });
+        }
+    });
+    (addr, ended)
+}
+
+async fn open(gate: &Gate) -> ws::Socket {
+    let jwt = mint(Algorithm::HS256, &valid_claims());
+    let ticket = ws::ticket(&gate.url("/ws-ticket"), &jwt).await;
+    connect(gate.port, &format!("/ws?ticket={ticket}"), &[])
+        .await
+        .expect("101")
+}
+
+#[tokio::test]
+async fn frames_sent_with_the_101_arrive_first_and_the_close_reaches_the_upstream() {
+    let (upstream, ended) = eager_upstream().await;
+    let gate = Gate::start(&config::tickets(upstream, &TicketOptions::default())).await;
+    let mut socket = open(&gate).await;
+    for expected in ["first", "second"] {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message in time")
+            .expect("a message")
+            .expect("readable");
+        assert_eq!(message, Message::text(expected));
+    }
+    // The close frame goes through; this upstream never answers it, so the client hangs up.
+    socket.close(None).await.expect("close");
+    drop(socket);
+    let upstream_saw_the_end = tokio::time::timeout(Duration::from_secs(5), ended.acquire())
+        .await
+        .is_ok();
+    assert!(
+        upstream_saw_the_end,
+        "the upstream's connection did not end"
+    );
+    let lines = gate.wait_for_log_lines(2).await;
+    let socket_line = lines
+        .iter()
+        .find(|l| l["status"] == 101)
+        .unwrap_or_else(|| panic!("no 101 line: {lines:?}"));
+    assert_eq!(socket_line["path"], "/ws?ticket=REDACTED");
+    assert_eq!(socket_line["auth"], "ticket");
+    wait_for(
+        "the socket counted closed",
+        Duration::from_secs(5),
+        || async {
+            gate.metrics()
+                .await
+                .contains("ticketgate_websocket_connections 0")
+        },
+    )
+    .await;
+}
+
+/// A client that goes away without a close frame ends the upstream's connection too.
+#[tokio::test]
+async fn a_client_that_vanishes_ends_the_upstreams_connection() {
+    let (upstream, ended) = eager_upstream().await;
+    let gate = Gate::start(&config::tickets(upstream, &TicketOptions::default())).await;
+    drop(open(&gate).await);
+    let upstream_saw_the_end = tokio::time::timeout(Duration::from_secs(5), ended.acquire())
+        .await
+        .is_ok();
+    assert!(
+        upstream_saw_the_end,
+        "the upstream's connection outlived the client's"
+    );
+}
