@@ -3,17 +3,18 @@
 #   bench/run.sh
 # Smoke run (a few seconds per scenario, debug build, asserts numbers and no failures; CI):
 #   bench/run.sh --smoke
-# Installs wrk, redis-server, curl, haproxy and OpenSSL's headers with apt-get when missing.
+# Installs wrk, redis-server, curl, haproxy, nginx and OpenSSL's headers with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in wrk redis-server curl taskset haproxy openssl pkg-config; do
+for tool in wrk redis-server curl taskset haproxy nginx openssl pkg-config; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   packages=("${missing[@]/taskset/util-linux}")
+  packages=("${packages[@]/#nginx/nginx-light}")
   echo "bench: installing ${packages[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
