@@ -37,6 +37,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from store import free_port, pinned
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -53,16 +55,6 @@ class Shape:
 
     def fleet_budget(self, replicas):
         return replicas * self.upgrades_per_replica
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pinned(core):
-    return ["taskset", "-c", str(core)] if (os.cpu_count() or 1) >= 2 else []
 
 
 def wait_until(what, check, deadline=60.0):

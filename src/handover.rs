@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The longest response head looked through for its end; a longer one is passed through
-/// as it is (and its socket then stays Pingora's).
+/// as it is, and a 101 that long never reaches the relay: its socket closes after the 101.
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Where a handshake's upstream connection goes once the upstream answered 101: the stream

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 use jsonwebtoken::Algorithm;
@@ -17,7 +16,7 @@ use jsonwebtoken::Algorithm;
 use crate::common::config::{self, TicketOptions};
 use crate::common::tokens::{mint, valid_claims};
 use crate::common::ws::{self, connect};
-use crate::common::{Gate, wait_for};
+use crate::common::{Gate, upstream, wait_for};
 
 /// An upstream that answers each handshake with its 101 and two text frames in one write,
 /// then reads until its connection ends; `ended` counts connections that ended.
@@ -30,27 +29,10 @@ async fn eager_upstream() -> (SocketAddr, Arc<tokio::sync::Semaphore>) {
         while let Ok((mut stream, _)) = listener.accept().await {
             let counted = counted.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
-                let key = text
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
-                    .map(|(_, value)| value.trim().to_string())
-                    .unwrap_or_default();
-                let mut answer = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                    derive_accept_key(key.as_bytes())
-                )
-                .into_bytes();
+                let Some(answer) = upstream::read_handshake(&mut stream).await else {
+                    return;
+                };
+                let mut answer = answer.into_bytes();
                 for text in ["first", "second"] {
                     answer.extend_from_slice(&[0x81, text.len() as u8]);
                     answer.extend_from_slice(text.as_bytes());

@@ -247,7 +247,7 @@ pub struct HeldUpgrade {
 }
 
 pub async fn held_upgrade() -> HeldUpgrade {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (arrive, arrived) = tokio::sync::mpsc::unbounded_channel();
@@ -263,28 +263,11 @@ pub async fn held_upgrade() -> HeldUpgrade {
             };
             let (arrive, released) = (arrive.clone(), released.clone());
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
-                let key = text
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
-                    .map(|(_, value)| value.trim().to_string())
-                    .unwrap_or_default();
+                let Some(answer) = read_handshake(&mut stream.stream).await else {
+                    return;
+                };
                 let _ = arrive.send(());
                 released.notified().await;
-                let answer = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                    derive_accept_key(key.as_bytes())
-                );
                 if stream.write_all(answer.as_bytes()).await.is_ok() {
                     let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
                 }
@@ -297,6 +280,32 @@ pub async fn held_upgrade() -> HeldUpgrade {
         release,
         open,
     }
+}
+
+/// Reads a WebSocket handshake's head from `stream`; the 101 head that answers it (`None`
+/// when the connection ends first).
+pub async fn read_handshake(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let key = text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
+        .map(|(_, value)| value.trim().to_string())
+        .unwrap_or_default();
+    Some(format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    ))
 }
 
 /// An upstream that accepts connections and reads their requests but never answers.
