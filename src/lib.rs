@@ -29,7 +29,9 @@
 //! - `tls`: the data plane's certificate and handshake settings; `tls/handshake` terminates
 //!   TLS ahead of `connection`, counting each failed handshake by reason.
 //! - `connection`: the stream every connection is wrapped in, where `limits` (header and
-//!   keep-alive deadlines) and `live` (closing a WebSocket whose login ended) act;
+//!   keep-alive deadlines) and `live` (closing a WebSocket whose login ended) act; after a
+//!   101 it and the upstream's connection (`handover`) go to `relay`, which carries the socket
+//!   in place of Pingora;
 //!   `revocations`: revoked logins, shared through Redis between replicas; `refreshes`:
 //!   session refresh across replicas sharing Redis; `admission`: the ticket endpoint as the
 //!   valve of a reconnect storm.

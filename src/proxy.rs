@@ -5,14 +5,16 @@
 //!    it has one canonical reading), route its canonical path (`route`), then either answer
 //!    here, the ticket endpoint (`issue`) or a refusal (`respond`), or authenticate
 //!    (`authenticate`) and pass on, a WebSocket handshake with its terms (`upgrade`).
-//! 2. `upstream_peer`: the one legacy upstream, over HTTP/1.1.
+//! 2. `upstream_peer`: the one legacy upstream, over HTTP/1.1; a handshake's connection is
+//!    made by the handover connector, so the relay can take it after the 101 (`relayed`).
 //! 3. `upstream_request_filter`: the canonical target without the ticket, identity headers
 //!    in, credentials out (`forward`).
 //! 4. `response_filter`: a handshake's answer (`upgrade`): a 101 opens the socket's live
-//!    session; anything else in answer to a ticket-authenticated upgrade becomes a 502.
+//!    session and asks for the client's connection once the 101 is written (`relayed`);
+//!    anything else in answer to a ticket-authenticated upgrade becomes a 502.
 //! 5. `fail_to_proxy`: a JSON 502 when the upstream cannot be reached.
-//! 6. `logging`: access log line and metrics (`log`), at the end of the request or, for a
-//!    WebSocket, when it closes.
+//! 6. `logging`: access log line and metrics (`log`) at the end of the request; a WebSocket
+//!    goes on in the relay (`relayed`), which writes its line when it closes.
 //!
 //! `request_summary` is what Pingora's own error log prints: the redacted target.
 //!
