@@ -18,9 +18,16 @@ use crate::common::tokens::{mint, valid_claims};
 use crate::common::ws::{self, connect};
 use crate::common::{Gate, upstream, wait_for};
 
-/// An upstream that answers each handshake with its 101 and two text frames in one write,
-/// then reads until its connection ends; `ended` counts connections that ended.
-async fn eager_upstream() -> (SocketAddr, Arc<tokio::sync::Semaphore>) {
+/// How the upstream writes its answer: the 101 and two frames in one write, or byte by byte.
+#[derive(Clone, Copy)]
+enum Writes {
+    Together,
+    ByteByByte,
+}
+
+/// An upstream that answers each handshake with its 101 and two text frames (written as
+/// `writes` says), then reads until its connection ends; `ended` counts connections that ended.
+async fn eager_upstream(writes: Writes) -> (SocketAddr, Arc<tokio::sync::Semaphore>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let ended = Arc::new(tokio::sync::Semaphore::new(0));
@@ -37,7 +44,11 @@ async fn eager_upstream() -> (SocketAddr, Arc<tokio::sync::Semaphore>) {
                     answer.extend_from_slice(&[0x81, text.len() as u8]);
                     answer.extend_from_slice(text.as_bytes());
                 }
-                if stream.write_all(&answer).await.is_ok() {
+                let written = match writes {
+                    Writes::Together => stream.write_all(&answer).await,
+                    Writes::ByteByByte => write_byte_by_byte(&mut stream, &answer).await,
+                };
+                if written.is_ok() {
                     let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
                 }
                 counted.add_permits(1);
@@ -45,6 +56,19 @@ async fn eager_upstream() -> (SocketAddr, Arc<tokio::sync::Semaphore>) {
         }
     });
     (addr, ended)
+}
+
+async fn write_byte_by_byte(
+    stream: &mut tokio::net::TcpStream,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    for byte in bytes {
+        stream.write_all(std::slice::from_ref(byte)).await?;
+        stream.flush().await?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
 }
 
 async fn open(gate: &Gate) -> ws::Socket {
@@ -55,19 +79,24 @@ async fn open(gate: &Gate) -> ws::Socket {
         .expect("101")
 }
 
-#[tokio::test]
-async fn frames_sent_with_the_101_arrive_first_and_the_close_reaches_the_upstream() {
-    let (upstream, ended) = eager_upstream().await;
-    let gate = Gate::start(&config::tickets(upstream, &TicketOptions::default())).await;
-    let mut socket = open(&gate).await;
+/// Receives the upstream's two frames, in order.
+async fn assert_first_and_second(socket: &mut ws::Socket) {
     for expected in ["first", "second"] {
-        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
             .expect("a message in time")
             .expect("a message")
             .expect("readable");
         assert_eq!(message, Message::text(expected));
     }
+}
+
+#[tokio::test]
+async fn frames_sent_with_the_101_arrive_first_and_the_close_reaches_the_upstream() {
+    let (upstream, ended) = eager_upstream(Writes::Together).await;
+    let gate = Gate::start(&config::tickets(upstream, &TicketOptions::default())).await;
+    let mut socket = open(&gate).await;
+    assert_first_and_second(&mut socket).await;
     // The close frame goes through; this upstream never answers it, so the client hangs up.
     socket.close(None).await.expect("close");
     drop(socket);
@@ -100,7 +129,7 @@ async fn frames_sent_with_the_101_arrive_first_and_the_close_reaches_the_upstrea
 /// A client that goes away without a close frame ends the upstream's connection too.
 #[tokio::test]
 async fn a_client_that_vanishes_ends_the_upstreams_connection() {
-    let (upstream, ended) = eager_upstream().await;
+    let (upstream, ended) = eager_upstream(Writes::Together).await;
     let gate = Gate::start(&config::tickets(upstream, &TicketOptions::default())).await;
     drop(open(&gate).await);
     let upstream_saw_the_end = tokio::time::timeout(Duration::from_secs(5), ended.acquire())
@@ -110,4 +139,14 @@ async fn a_client_that_vanishes_ends_the_upstreams_connection() {
         upstream_saw_the_end,
         "the upstream's connection outlived the client's"
     );
+}
+
+/// An upstream that trickles its 101's head and frames a byte at a time: the head's end is
+/// found across reads, and not a byte of the frames is lost or shown to Pingora.
+#[tokio::test]
+async fn a_101_trickled_byte_by_byte_is_relayed_whole() {
+    let (upstream, _ended) = eager_upstream(Writes::ByteByByte).await;
+    let gate = Gate::start(&config::tickets(upstream, &TicketOptions::default())).await;
+    let mut socket = open(&gate).await;
+    assert_first_and_second(&mut socket).await;
 }
