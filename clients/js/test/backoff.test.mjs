@@ -73,6 +73,55 @@ test("a ticket paced by the upgrade budget is used no sooner than connect_after_
   mock.timers.reset();
 });
 
+for (const code of [1001, 1012, 1013]) {
+  test(`after a ${code} close the helper reconnects with a fresh ticket after a full-jitter delay`, async () => {
+    mock.timers.enable({ apis: ["setTimeout"] });
+    let now = 0;
+    const opened = [];
+    let tickets = 0;
+    globalThis.fetch = async () => {
+      tickets += 1;
+      return new Response(JSON.stringify({ ticket: `tg2.t${tickets}`, expires_in: 30 }), {
+        status: 200, headers: { "content-type": "application/json" },
+      });
+    };
+    globalThis.WebSocket = class extends EventTarget {
+      constructor(url) {
+        super();
+        this.readyState = 0;
+        opened.push({ url, at: now, socket: this });
+        setTimeout(() => { this.readyState = 1; this.dispatchEvent(new Event("open")); }, 0);
+      }
+      close() {}
+    };
+    // The jitter drawn is 0.6 of the first backoff's 500 ms.
+    const random = mock.method(Math, "random", () => 0.6);
+    const socket = connect("ws://gate.test/ws", { getAccessToken: () => "token", keepSessions: false });
+    const advance = async (ms) => {
+      for (let i = 0; i < ms / 10; i++) {
+        now += 10;
+        mock.timers.tick(10);
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    await advance(50);
+    assert.equal(opened.length, 1);
+    const closedAt = now;
+    const first = opened[0].socket;
+    first.readyState = 3;
+    first.dispatchEvent(Object.assign(new Event("close"), { code, reason: "going away" }));
+    await advance(250);
+    assert.equal(opened.length, 1, "not at once: the jitter spreads the reconnects");
+    await advance(200);
+    assert.equal(opened.length, 2, "reconnected within the first backoff");
+    assert.ok(opened[1].at - closedAt >= 300 && opened[1].at - closedAt < 500, `${opened[1].at - closedAt} ms`);
+    assert.match(opened[1].url, /ticket=tg2\.t2/, "with a fresh ticket");
+    socket.close();
+    random.mock.restore();
+    mock.timers.reset();
+  });
+}
+
 test("the STOMP adapter waits Retry-After before its next attempt, and connect_after_ms before its socket", async () => {
   const { withTicketgate } = await import("../stomp.js");
   mock.timers.enable({ apis: ["setTimeout"] });
