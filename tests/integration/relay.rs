@@ -150,3 +150,63 @@ async fn a_101_trickled_byte_by_byte_is_relayed_whole() {
     let mut socket = open(&gate).await;
     assert_first_and_second(&mut socket).await;
 }
+
+/// An upstream that stops reading cannot hold a socket open: once the relay's writes to it
+/// make no progress for `limits.write_timeout_seconds`, both connections close.
+#[tokio::test]
+async fn an_upstream_that_stops_reading_is_cut_at_the_write_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let drain = Arc::new(tokio::sync::Notify::new());
+    let drained = drain.clone();
+    let upstream_end = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let answer = upstream::read_handshake(&mut stream)
+            .await
+            .expect("handshake");
+        stream.write_all(answer.as_bytes()).await.expect("101");
+        // Reads nothing until told; then reads what was buffered, to the end the gate made.
+        drained.notified().await;
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest),
+        )
+        .await;
+        read.is_ok()
+    });
+    let file = config::File {
+        limits: config::Limits {
+            write_timeout_seconds: Some(1),
+            ..Default::default()
+        },
+        ..config::tickets(upstream, &TicketOptions::default())
+    };
+    let gate = Gate::start(&file).await;
+    let mut socket = open(&gate).await;
+    // The client sends until its sends fail: every buffer toward the mute upstream fills,
+    // then the relay's write waits, and a second later the gate cuts both connections.
+    let started = std::time::Instant::now();
+    let payload = vec![b'x'; 64 * 1024];
+    let cut = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let sent = futures_util::SinkExt::send(&mut socket, Message::binary(payload.clone()));
+            if sent.await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "the client's connection was never cut");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "cut before the write timeout"
+    );
+    drain.notify_one();
+    assert!(
+        upstream_end.await.expect("upstream task"),
+        "the upstream's connection was not closed"
+    );
+    let lines = gate.wait_for_log_lines(2).await;
+    assert!(lines.iter().any(|l| l["status"] == 101), "{lines:?}");
+}
