@@ -37,7 +37,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from store import free_port, pinned
+from store import pinned
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -55,6 +55,21 @@ class Shape:
 
     def fleet_budget(self, replicas):
         return replicas * self.upgrades_per_replica
+
+
+def free_port():
+    """A port below the ephemeral range (32768 on): with tens of thousands of connections in
+    flight, a port picked from that range may be taken as some connection's source port
+    before the server binds it."""
+    import random
+    while True:
+        port = random.randint(10_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
 
 
 def wait_until(what, check, deadline=60.0):

@@ -102,19 +102,20 @@ fn ticket_burst(rate: f64) -> f64 {
     rate.max(1.0)
 }
 
-/// The upgrade budget's burst: a tenth of a second's worth (at least two), so that in any
-/// second the upstream sees at most the budget plus a tenth (burst + one second's refill),
-/// however the upgrades bunch. A whole second's burst would let twice the budget through in
-/// the first second of a storm.
+/// The upgrade budget's burst: a twentieth of a second's worth (at least two), so that in any
+/// second the upstream sees at most the budget plus a twentieth (burst + one second's
+/// refill), however the upgrades bunch, with room left under a tenth for upgrades the
+/// upstream answers a little after their token was taken. A whole second's burst would let
+/// twice the budget through in the first second of a storm.
 fn upgrade_burst(rate: f64) -> f64 {
-    (rate / 10.0).max(2.0)
+    (rate / 20.0).max(2.0)
 }
 
 /// The schedule's burst, half the bucket's: when the schedule is full, the bucket keeps the
 /// other half in reserve, so a client arriving a little after its slot does not push the
 /// next one, arriving on time, out of the budget.
 fn schedule_burst(rate: f64) -> f64 {
-    (rate / 20.0).max(1.0)
+    (rate / 40.0).max(1.0)
 }
 
 /// Whether `bucket`, refilled at `rate` up to `burst(rate)` (`None`: no budget), has a token at
@@ -304,7 +305,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn tickets_are_paced_to_the_upgrade_budget_after_a_tenth_of_a_seconds_burst() {
+    async fn tickets_are_paced_to_the_upgrade_budget_after_a_short_burst() {
         let admission = Admission::default();
         let paced = AdmissionConfig {
             upgrades_per_second: Some(40.0),
@@ -314,14 +315,14 @@ mod tests {
         let waits: Vec<u128> = (0..8)
             .map(|_| admission.schedule_upgrade(&paced, now).as_millis())
             .collect();
-        assert_eq!(waits, [0, 0, 25, 50, 75, 100, 125, 150]);
+        assert_eq!(waits, [0, 25, 50, 75, 100, 125, 150, 175]);
         let quiet = now + Duration::from_secs(10);
         assert_eq!(
             admission.schedule_upgrade(&paced, quiet),
             Duration::ZERO,
             "quiet again"
         );
-        for _ in 0..4 {
+        for _ in 0..2 {
             assert_eq!(admission.before_upgrade(&paced, now), Ok(()));
             assert_eq!(admission.take_upgrade(&paced, now), Ok(()));
         }
@@ -357,7 +358,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn no_second_lets_more_than_the_upgrade_budget_and_a_tenth_through() {
+    async fn no_second_lets_more_than_the_upgrade_budget_and_a_twentieth_through() {
         let admission = Admission::default();
         let paced = AdmissionConfig {
             upgrades_per_second: Some(100.0),
@@ -381,8 +382,8 @@ mod tests {
             .max()
             .unwrap_or(0);
         assert!(
-            (100..=110).contains(&busiest),
-            "at most the burst (10) and one second's refill (100): {busiest}"
+            (100..=105).contains(&busiest),
+            "at most the burst (5) and one second's refill (100): {busiest}"
         );
     }
 
