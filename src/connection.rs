@@ -96,9 +96,8 @@ pub struct Watched {
     deadline: Timer,
     /// On an h2 connection: where the client's frames are, to time each header block.
     h2: Option<H2Headers>,
-    write_timeout: Duration,
-    /// Armed while a write waits for the client to take bytes; disarmed by progress.
-    write_stall: Option<Timer>,
+    /// Writes to the client that make no progress for `limits.write_timeout` fail.
+    write_stall: WriteStall,
     ending: Arc<Ending>,
     outgoing: Outgoing,
     /// Set at the login's expiry once the socket is upgraded: the expiry (Unix
@@ -228,8 +227,45 @@ fn closed_by_us() -> io::Error {
     )
 }
 
-fn write_timed_out() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")
+/// The bound on a peer that stops reading: a write that stays pending `limit` after the
+/// last progress fails. The client's stream and the relay's upstream side keep one each.
+pub struct WriteStall {
+    limit: Duration,
+    /// Armed while a write waits for the peer to take bytes; disarmed by progress.
+    timer: Option<Timer>,
+    /// What the failure says (which peer stopped reading).
+    what: &'static str,
+}
+
+impl WriteStall {
+    pub fn new(limit: Duration, what: &'static str) -> Self {
+        WriteStall {
+            limit,
+            timer: None,
+            what,
+        }
+    }
+
+    /// A write's outcome, timed: progress disarms the bound, a wait arms it, and a wait past
+    /// it fails.
+    pub fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if written.is_ready() {
+            self.timer = None;
+            return written;
+        }
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Timer::at(clock::now() + limit));
+        match timer.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, self.what))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl Watched {
@@ -243,8 +279,7 @@ impl Watched {
             phase: Phase::new(limits),
             deadline: Timer::at(clock::now()),
             h2,
-            write_timeout: limits.write_timeout,
-            write_stall: None,
+            write_stall: WriteStall::new(limits.write_timeout, "client stopped reading"),
             ending: Arc::default(),
             outgoing: Outgoing::default(),
             login_expiry: None,
@@ -418,25 +453,12 @@ impl Watched {
         Poll::Ready(closed_by_us())
     }
 
-    /// A write's outcome, timed: a write that stays pending `write_timeout` after the last
-    /// progress fails.
     fn timed_write<T>(
         &mut self,
         cx: &mut Context<'_>,
         written: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if written.is_ready() {
-            self.write_stall = None;
-            return written;
-        }
-        let limit = self.write_timeout;
-        let stall = self
-            .write_stall
-            .get_or_insert_with(|| Timer::at(clock::now() + limit));
-        match stall.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(write_timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        self.write_stall.timed(cx, written)
     }
 
     /// A write of upgraded bytes: followed frame by frame, and once the session must end,

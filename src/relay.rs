@@ -19,10 +19,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
 
-use crate::clock;
-use crate::connection::Watched;
+use crate::connection::{Watched, WriteStall};
 use crate::handover::Upstream;
 use crate::live::CloseReason;
 
@@ -43,13 +41,14 @@ pub async fn run(client: Watched, upstream: Upstream, write_timeout: Duration) -
     let Upstream { stream, early } = upstream;
     let mut relay = Relay {
         client,
-        upstream: stream,
+        upstream: Timed {
+            stream,
+            stall: WriteStall::new(write_timeout, "the upstream stopped reading"),
+        },
         // The 101 may still sit in the client's write buffer; the upstream's first frames may
         // have come with it.
         to_client: Way::holding(early),
         to_upstream: Way::default(),
-        write_timeout,
-        upstream_stall: None,
     };
     let error = (&mut relay).await.err();
     let closed_by_us = relay.client.ending().closing();
@@ -61,12 +60,50 @@ pub async fn run(client: Watched, upstream: Upstream, write_timeout: Duration) -
 
 struct Relay {
     client: Watched,
-    upstream: TcpStream,
+    upstream: Timed,
     to_client: Way,
     to_upstream: Way,
-    write_timeout: Duration,
-    /// Armed while a write to the upstream waits; disarmed by progress.
-    upstream_stall: Option<Pin<Box<Sleep>>>,
+}
+
+/// The upstream's stream, its writes held to the write timeout as the client's are (by
+/// `Watched`).
+struct Timed {
+    stream: TcpStream,
+    stall: WriteStall,
+}
+
+impl AsyncRead for Timed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Timed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.stall.timed(cx, written)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
+        this.stall.timed(cx, flushed)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let shut = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.stall.timed(cx, shut)
+    }
 }
 
 /// One direction: bytes read and not yet written, whether they still need a flush, and
@@ -99,7 +136,6 @@ impl Way {
         cx: &mut Context<'_>,
         from: &mut R,
         to: &mut W,
-        stall: &mut dyn FnMut(&mut Context<'_>, bool) -> Poll<io::Error>,
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin,
@@ -113,10 +149,9 @@ impl Way {
                     Poll::Ready(Ok(n)) => {
                         self.start += n;
                         self.unflushed = true;
-                        let _ = stall(cx, true);
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return stall(cx, false).map(Err),
+                    Poll::Pending => return Poll::Pending,
                 }
                 continue;
             }
@@ -148,26 +183,6 @@ impl Way {
     }
 }
 
-/// Ready with an error once a write to the upstream has waited `limit` since its last
-/// progress; `progress` disarms it.
-fn upstream_stall(
-    stall: &mut Option<Pin<Box<Sleep>>>,
-    limit: Duration,
-    cx: &mut Context<'_>,
-    progress: bool,
-) -> Poll<io::Error> {
-    if progress {
-        *stall = None;
-        return Poll::Pending;
-    }
-    let sleep =
-        stall.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(clock::now() + limit)));
-    sleep
-        .as_mut()
-        .poll(cx)
-        .map(|()| io::Error::new(io::ErrorKind::TimedOut, "the upstream stopped reading"))
-}
-
 impl Future for &mut Relay {
     type Output = io::Result<()>;
 
@@ -183,21 +198,11 @@ impl Future for &mut Relay {
             upstream,
             to_client,
             to_upstream,
-            write_timeout,
-            upstream_stall: stall,
         } = relay;
-        if to_client
-            .poll_move(cx, upstream, client, &mut |_, _| Poll::Pending)?
-            .is_ready()
-        {
+        if to_client.poll_move(cx, upstream, client)?.is_ready() {
             return Pin::new(client).poll_shutdown(cx);
         }
-        let limit = *write_timeout;
-        let mut timed = |cx: &mut Context<'_>, progress| upstream_stall(stall, limit, cx, progress);
-        if to_upstream
-            .poll_move(cx, client, upstream, &mut timed)?
-            .is_ready()
-        {
+        if to_upstream.poll_move(cx, client, upstream)?.is_ready() {
             return Pin::new(upstream).poll_shutdown(cx);
         }
         Poll::Pending
