@@ -24,11 +24,20 @@ use crate::limits::Limits;
 use crate::proxy::policy::PolicySettings;
 use crate::proxy::route::{AuthMode, Route};
 use crate::proxy::upgrade::WebsocketConfig;
+use crate::resume::ResumeConfig;
 use crate::revocations::RevocationsConfig;
 use crate::tls::Tls;
 
 const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 const DEFAULT_WEBSOCKET_IDLE_SECONDS: u64 = 3600;
+const DEFAULT_RESUME_BUFFER_BYTES: u64 = 65_536;
+/// A held upstream connection is a socket's worth of memory and an upstream that waits: an
+/// hour is already more than any network blip.
+const MAX_RESUME_WINDOW_SECONDS: u64 = 3600;
+/// Below a frame header and a short message a ring keeps nothing useful; above 16 MiB a
+/// million sockets could not be held.
+const MIN_RESUME_BUFFER_BYTES: u64 = 256;
+const MAX_RESUME_BUFFER_BYTES: u64 = 16 << 20;
 const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 10;
 const DEFAULT_KEEPALIVE_TIMEOUT_SECONDS: u64 = 60;
 /// As nginx's `send_timeout`: a peer that takes nothing for a minute is not coming back.
@@ -270,6 +279,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
         "cors.allowed_origins",
         &mut problems,
     );
+    let resume = resume(&raw.websocket, &mut problems);
     let websocket = WebsocketConfig {
         allowed_origins: origins(
             raw.websocket.allowed_origins,
@@ -282,6 +292,7 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
                 .unwrap_or(DEFAULT_WEBSOCKET_IDLE_SECONDS),
         ),
         close_at_login_expiry: raw.websocket.close_at_login_expiry.unwrap_or(true),
+        resume,
         refresh_path: raw.websocket.refresh_path,
     };
     if let Some(path) = &websocket.refresh_path {
@@ -297,6 +308,12 @@ fn validate(raw: file::File, base: &Path) -> Result<Config, Vec<Problem>> {
                 "must differ from `tickets.issue_path`",
             );
         }
+    }
+    if websocket.resume.is_some() && websocket.refresh_path.is_none() {
+        problems.add(
+            "websocket.resume_window_seconds",
+            "needs `websocket.refresh_path` (the next resume token comes with each refresh)",
+        );
     }
     if websocket.idle_timeout.is_zero() {
         problems.add("websocket.idle_timeout_seconds", "must be at least 1");
@@ -481,6 +498,30 @@ fn access_log_target(raw: Option<String>, base: &Path, problems: &mut Problems) 
 }
 
 /// Inline-YAML checks of `validate`, shared by the section validators' tests.
+/// The resume settings: `None` unless `resume_window_seconds` is above 0.
+fn resume(raw: &file::Websocket, problems: &mut Problems) -> Option<ResumeConfig> {
+    let seconds = raw.resume_window_seconds.filter(|s| *s > 0)?;
+    if seconds > MAX_RESUME_WINDOW_SECONDS {
+        problems.add(
+            "websocket.resume_window_seconds",
+            format!("must be at most {MAX_RESUME_WINDOW_SECONDS}"),
+        );
+    }
+    let bytes = raw
+        .resume_buffer_bytes
+        .unwrap_or(DEFAULT_RESUME_BUFFER_BYTES);
+    if !(MIN_RESUME_BUFFER_BYTES..=MAX_RESUME_BUFFER_BYTES).contains(&bytes) {
+        problems.add(
+            "websocket.resume_buffer_bytes",
+            format!("must be between {MIN_RESUME_BUFFER_BYTES} and {MAX_RESUME_BUFFER_BYTES}"),
+        );
+    }
+    Some(ResumeConfig {
+        window: Duration::from_secs(seconds),
+        buffer_bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+    })
+}
+
 #[cfg(test)]
 mod testing {
     use std::path::Path;

@@ -324,6 +324,19 @@ impl Watched {
         &self.ending
     }
 
+    /// A resumed client's connection (`other`, its 101 written) takes the place of the one
+    /// that broke: the socket's live session (its login expiry, revocation, idle timeout) goes
+    /// on, on the new connection, from a frame boundary.
+    pub fn rejoin(&mut self, other: Watched) {
+        self.inner = other.inner;
+        self.outgoing = other.outgoing;
+        self.write_stall = other.write_stall;
+        if let Some(idle) = &mut self.idle {
+            let now = clock::now();
+            (idle.read_at, idle.written_at) = (now, now);
+        }
+    }
+
     /// Once the 101's head is written, a connection asked for moves to its `Handover`,
     /// leaving Pingora a stream whose reads end.
     fn hand_over_after_the_101(&mut self) {

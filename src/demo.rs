@@ -215,6 +215,9 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> F
             idle_timeout_seconds: None,
             close_at_login_expiry: None,
             refresh_path: Some("/ws-refresh".into()),
+            // The page's "cut my connection" button resumes within this.
+            resume_window_seconds: Some(30),
+            resume_buffer_bytes: None,
         },
         access_log: file::AccessLog {
             path: Some("access.log".into()),

@@ -106,7 +106,7 @@ pub struct Head {
 }
 
 /// Where the response head ends in `seen` (after its blank line), if it does.
-fn head_end(seen: &[u8]) -> Option<usize> {
+pub fn head_end(seen: &[u8]) -> Option<usize> {
     seen.windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|at| at + 4)

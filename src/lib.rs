@@ -80,6 +80,7 @@ pub mod refreshes;
 pub mod refusal;
 pub mod relay;
 pub mod reload;
+pub mod resume;
 pub mod revocations;
 pub mod server;
 pub mod shared_redis;

@@ -27,14 +27,18 @@ pub enum CloseReason {
     Shutdown,
     /// No bytes went one way for `websocket.idle_timeout_seconds`.
     Idle,
+    /// A resumable socket's client broke away and did not resume in time (the upstream is
+    /// told 1001).
+    ClientGone,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 4] = [
+    pub const ALL: [CloseReason; 5] = [
         CloseReason::LoginExpired,
         CloseReason::Revoked,
         CloseReason::Shutdown,
         CloseReason::Idle,
+        CloseReason::ClientGone,
     ];
 
     /// The close code (RFC 6455 §7.4.2: 4000-4999 are for applications) and reason text.
@@ -43,7 +47,7 @@ impl CloseReason {
             CloseReason::LoginExpired => (4401, "login expired"),
             CloseReason::Revoked => (4403, "revoked"),
             // RFC 6455 §7.4.1: "going away", as a server going down says; clients reconnect.
-            CloseReason::Shutdown => (1001, "going away"),
+            CloseReason::Shutdown | CloseReason::ClientGone => (1001, "going away"),
             CloseReason::Idle => (1000, "idle timeout"),
         }
     }
@@ -55,6 +59,7 @@ impl CloseReason {
             CloseReason::Revoked => "revoked",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Idle => "idle",
+            CloseReason::ClientGone => "client_gone",
         }
     }
 
@@ -64,6 +69,7 @@ impl CloseReason {
             CloseReason::Revoked => 2,
             CloseReason::Shutdown => 3,
             CloseReason::Idle => 4,
+            CloseReason::ClientGone => 5,
         }
     }
 
@@ -73,6 +79,7 @@ impl CloseReason {
             2 => Some(CloseReason::Revoked),
             3 => Some(CloseReason::Shutdown),
             4 => Some(CloseReason::Idle),
+            5 => Some(CloseReason::ClientGone),
             _ => None,
         }
     }
@@ -90,12 +97,13 @@ pub enum SocketEnd {
 
 impl SocketEnd {
     /// Every value, for the metric's series.
-    pub const ALL: [SocketEnd; 6] = [
+    pub const ALL: [SocketEnd; 7] = [
         SocketEnd::Normal,
         SocketEnd::ClosedBy(CloseReason::LoginExpired),
         SocketEnd::ClosedBy(CloseReason::Revoked),
         SocketEnd::ClosedBy(CloseReason::Idle),
         SocketEnd::ClosedBy(CloseReason::Shutdown),
+        SocketEnd::ClosedBy(CloseReason::ClientGone),
         SocketEnd::Error,
     ];
 
@@ -388,11 +396,24 @@ pub fn close_frame(reason: CloseReason) -> Vec<u8> {
     frame
 }
 
+/// A client-to-server close frame (RFC 6455 §5.3: masked with `mask`), for an upstream whose
+/// client is gone.
+pub fn masked_close_frame(reason: CloseReason, mask: [u8; 4]) -> Vec<u8> {
+    let mut frame = close_frame(reason);
+    frame[1] |= 0x80;
+    let payload: Vec<u8> = frame.split_off(2);
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
 /// Where the server-to-client byte stream is: in the 101's header, in a frame's header, or
 /// in a payload with some bytes left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     state: State,
+    /// A close frame has begun (for a client's frames: it said goodbye).
+    close_seen: bool,
     /// The last data frame begun had no FIN: a message is in progress, and common clients
     /// lose a close frame sent between its fragments (control frames may still interleave).
     in_message: bool,
@@ -416,12 +437,31 @@ impl Default for Outgoing {
     fn default() -> Self {
         Outgoing {
             state: State::ResponseHeader(0),
+            close_seen: false,
             in_message: false,
         }
     }
 }
 
 impl Outgoing {
+    /// Following frames from their first, with no response header before them: a client's
+    /// frames, for the relay of a resumable socket.
+    pub fn frames() -> Self {
+        Outgoing {
+            state: State::FrameHeader {
+                seen: [0; 14],
+                len: 0,
+            },
+            close_seen: false,
+            in_message: false,
+        }
+    }
+
+    /// A close frame has begun.
+    pub fn close_seen(&self) -> bool {
+        self.close_seen
+    }
+
     /// Still in the 101's header.
     pub fn in_response_header(&self) -> bool {
         matches!(self.state, State::ResponseHeader(_))
@@ -484,6 +524,7 @@ impl Outgoing {
                         if opcode < 0x8 {
                             self.in_message = !fin;
                         }
+                        self.close_seen |= opcode == 0x8;
                         self.state = State::Payload { left: payload };
                         self.finish_empty_payload();
                     }

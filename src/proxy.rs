@@ -31,6 +31,7 @@ pub mod policy;
 pub(crate) mod refresh;
 mod relayed;
 mod respond;
+mod resumed;
 pub mod route;
 pub mod upgrade;
 
@@ -54,6 +55,7 @@ use crate::limits::Limits;
 use crate::live::{CloseReason, Sessions, SocketEnd};
 use crate::metrics::Metrics;
 use crate::refreshes::SharedSessions;
+use crate::resume::Resumes;
 use crate::subjects::Counted;
 use admit::{Decision, Passage, Seen};
 pub use policy::Policy;
@@ -76,6 +78,8 @@ pub struct TicketGate {
     pub shared_sessions: Option<Arc<SharedSessions>>,
     /// This replica's admission state (the limits are the policy's).
     pub admission: Arc<Admission>,
+    /// This replica's resumable sockets.
+    pub resumes: Arc<Resumes>,
 }
 
 /// Per-request state: the policy snapshot, then what `request_filter` decided.
@@ -101,6 +105,8 @@ pub struct RequestCtx {
     /// Counts the request as in flight until the context is dropped at its end, or until a
     /// relayed socket ends.
     in_flight: Option<InFlightGuard>,
+    /// A resume answered with 101, for its socket once Pingora let go of the connection.
+    rejoin: Option<resumed::Rejoin>,
 }
 
 #[async_trait]
@@ -120,6 +126,7 @@ impl ProxyHttp for TicketGate {
             rejection: None,
             slots: None,
             in_flight: Some(self.in_flight.enter()),
+            rejoin: None,
         }
     }
 
@@ -139,7 +146,13 @@ impl ProxyHttp for TicketGate {
     /// here when it may not pass or is addressed to ticketgate itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let policy = ctx.policy.clone();
-        let (seen, decision) = admit::decide(&policy, &self.admission, session.req_header()).await;
+        let (seen, decision) = admit::decide(
+            &policy,
+            &self.admission,
+            &self.resumes,
+            session.req_header(),
+        )
+        .await;
         ctx.seen = seen;
         match decision {
             Decision::Answer(reply) => {
@@ -148,14 +161,22 @@ impl ProxyHttp for TicketGate {
                 Ok(true)
             }
             Decision::Refresh => {
-                let shared = self.shared_sessions.as_deref();
-                let answer = refresh::answer(session, &policy, &self.sessions, shared).await;
+                let holders = refresh::Holders {
+                    sessions: &self.sessions,
+                    shared: self.shared_sessions.as_deref(),
+                    resumes: &self.resumes,
+                };
+                let answer = refresh::answer(session, &policy, holders).await;
                 if let Some(result) = answer.result {
                     self.metrics.session_refreshed(result.label());
                 }
                 ctx.seen.caller = answer.caller;
                 ctx.rejection = answer.reply.rejection;
                 respond::send(session, answer.reply).await?;
+                Ok(true)
+            }
+            Decision::Resume(resuming) => {
+                ctx.rejoin = Some(resumed::answer(session, resuming).await?);
                 Ok(true)
             }
             Decision::Forward(passage) => {
@@ -195,6 +216,9 @@ impl ProxyHttp for TicketGate {
         };
         if let Some(target) = &passage.upstream_target {
             forward::set_target(upstream_request, target)?;
+        }
+        if passage.frames_read {
+            forward::no_extensions(upstream_request);
         }
         forward::identity_headers(
             upstream_request,
@@ -325,6 +349,9 @@ impl ProxyHttp for TicketGate {
         if let Some(phase) = connection::phase(session) {
             phase.idle();
         }
+        if let Some(rejoin) = ctx.rejoin.take() {
+            resumed::join(rejoin);
+        }
         let handed = ctx.slots.as_ref().filter(|_| ctx.upgraded);
         if let Some(handed) = handed.and_then(relayed::Slots::take_both) {
             let leftovers = relayed::Leftovers {
@@ -333,6 +360,10 @@ impl ProxyHttp for TicketGate {
                 handshake: ctx.passage.as_mut().and_then(|p| p.handshake.take()),
                 in_flight: ctx.in_flight.take(),
                 upstream_write_timeout: ctx.upstream_write_timeout,
+                resume: ctx.policy.websocket.resume.map(|config| {
+                    let route = ctx.policy.route_label(ctx.seen.destination);
+                    (config, route.to_owned())
+                }),
             };
             relayed::start(handed, self.books(), leftovers);
             return;
@@ -380,6 +411,7 @@ impl TicketGate {
             admission: self.admission.clone(),
             shared_sessions: self.shared_sessions.clone(),
             access_log: self.access_log.clone(),
+            resumes: self.resumes.clone(),
         }
     }
 }

@@ -8,6 +8,7 @@ use http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use crate::admission;
 use crate::auth::AuthError;
 use crate::boundary::Refused;
+use crate::resume::NotResumable;
 
 /// Why ticketgate answered instead of the upstream (or refused an admin request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub enum Rejection {
     /// Admission: no ticket now (`admission::Refusal` says why); retry after this many
     /// seconds.
     NotNow(admission::Refusal, u64),
+    /// A resume that cannot be joined (`resume::NotResumable` says why).
+    NotResumable(NotResumable),
 }
 
 /// How a refresh ended: the `result` of `ticketgate_session_refreshes_total`, and the JSON
@@ -128,6 +131,10 @@ impl Rejection {
             Rejection::NotNow(admission::Refusal::Subject, 5),
             Rejection::NotNow(admission::Refusal::Websockets, 5),
             Rejection::NotNow(admission::Refusal::UpstreamUnavailable, 5),
+            Rejection::NotResumable(NotResumable::UnknownToken),
+            Rejection::NotResumable(NotResumable::OtherRoute),
+            Rejection::NotResumable(NotResumable::NotKept),
+            Rejection::NotResumable(NotResumable::Unreadable),
         ]
         .into_iter()
         .chain(AuthError::all().map(Rejection::Auth))
@@ -136,7 +143,7 @@ impl Rejection {
 
     pub fn status(self) -> u16 {
         match self {
-            Rejection::Auth(_) | Rejection::AdminTokenRequired => 401,
+            Rejection::Auth(_) | Rejection::AdminTokenRequired | Rejection::NotResumable(_) => 401,
             Rejection::OriginNotAllowed | Rejection::SessionMismatch => 403,
             Rejection::NoRoute | Rejection::UnknownSession => 404,
             Rejection::BadTarget(_) | Rejection::BadRevocation | Rejection::NoSession => 400,
@@ -174,6 +181,7 @@ impl Rejection {
             Rejection::UnknownSession => RefreshResult::UnknownSession.label(),
             Rejection::TooManyRefreshes(_) => RefreshResult::TooManyRefreshes.label(),
             Rejection::NotNow(refusal, _) => refusal.label(),
+            Rejection::NotResumable(_) => "resume_refused",
         }
     }
 
@@ -182,7 +190,7 @@ impl Rejection {
         match self {
             Rejection::Auth(AuthError::Missing) => "missing_token",
             Rejection::Auth(AuthError::Token(_)) | Rejection::AdminTokenRequired => "invalid_token",
-            Rejection::Auth(AuthError::Ticket(_)) => "invalid_ticket",
+            Rejection::Auth(AuthError::Ticket(_)) | Rejection::NotResumable(_) => "invalid_ticket",
             Rejection::Auth(AuthError::TwoCredentials | AuthError::UnreadableProtocols)
             | Rejection::BadTarget(_)
             | Rejection::BadRevocation
@@ -233,6 +241,7 @@ impl Rejection {
                 "this caller has as many sockets open as it may".into()
             }
             Rejection::NotNow(_, _) => "busy, retry later".into(),
+            Rejection::NotResumable(why) => format!("{why}: open a new socket"),
         }
     }
 

@@ -11,34 +11,75 @@
 //! Either side's end ends both, as Pingora's upgraded proxying did: the other side is shut
 //! down after the bytes already read reach it.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::clock;
 use crate::connection::{Watched, WriteStall};
-use crate::handover::Upstream;
-use crate::live::CloseReason;
+use crate::handover::{self, Upstream};
+use crate::live::{self, CloseReason, Outgoing};
+use crate::resume::ring::Ring;
+use crate::resume::{Door, Joining, Knock};
 
 /// The buffer a read fills while bytes move; allocated per burst, not per socket.
 const BURST: usize = 8 * 1024;
 
 /// How a relayed socket ended.
 pub struct Ended {
-    /// Why ticketgate closed it, if it did (login expiry, revocation, idle, shutdown).
+    /// Why ticketgate closed it, if it did (login expiry, revocation, idle, shutdown, a
+    /// resumable client that did not come back).
     pub closed_by_us: Option<CloseReason>,
     /// The failure that ended it, if one did (a reset, a write that timed out).
     pub error: Option<io::Error>,
 }
 
+/// What a resumable socket's relay holds besides its streams: its door (where a resume
+/// knocks), its ring of upstream messages, how long a broken-away client is waited for.
+pub struct Resumable {
+    pub door: Arc<Door>,
+    pub ring: Ring,
+    pub window: Duration,
+}
+
+/// The resume state, with where the client's frames are: a client that broke away inside a
+/// message cannot resume (the upstream has half of it).
+struct Resume {
+    door: Arc<Door>,
+    ring: Ring,
+    window: Duration,
+    from_client: Outgoing,
+}
+
 /// Relays `client` and `upstream` until either ends; a write to the upstream that makes no
-/// progress for `write_timeout` fails (the client's writes are timed by `Watched`).
-pub async fn run(client: Watched, upstream: Upstream, write_timeout: Duration) -> Ended {
+/// progress for `write_timeout` fails (the client's writes are timed by `Watched`). A
+/// resumable socket whose client breaks away is held for its window and goes on with the
+/// client that resumes it.
+pub async fn run(
+    client: Watched,
+    upstream: Upstream,
+    write_timeout: Duration,
+    resumable: Option<Resumable>,
+) -> Ended {
     let Upstream { stream, early } = upstream;
+    let mut resume = resumable.map(|r| {
+        Box::new(Resume {
+            door: r.door,
+            ring: r.ring,
+            window: r.window,
+            from_client: Outgoing::frames(),
+        })
+    });
+    if let Some(resume) = &mut resume {
+        let head = handover::head_end(&early).unwrap_or_default();
+        resume.record(&early[head..]);
+    }
     let mut relay = Relay {
         client,
         upstream: Timed {
@@ -49,8 +90,22 @@ pub async fn run(client: Watched, upstream: Upstream, write_timeout: Duration) -
         // have come with it.
         to_client: Way::holding(early),
         to_upstream: Way::default(),
+        resume,
     };
-    let error = (&mut relay).await.err();
+    let error = loop {
+        let knock = match (&mut relay).await {
+            Turn::Ended(result) => break result.err(),
+            Turn::Knocked(knock) => knock,
+            Turn::Lost => match Box::pin(relay.hold()).await {
+                Held::Knocked(knock) => knock,
+                Held::Ended(error) => break error,
+                Held::Gone => return relay.client_gone().await,
+            },
+        };
+        if !relay.join(knock) {
+            return relay.client_gone().await;
+        }
+    };
     let closed_by_us = relay.client.ending().closing();
     Ended {
         closed_by_us,
@@ -63,6 +118,124 @@ struct Relay {
     upstream: Timed,
     to_client: Way,
     to_upstream: Way,
+    resume: Option<Box<Resume>>,
+}
+
+/// How a turn of the relay ended.
+enum Turn {
+    /// The socket ended.
+    Ended(io::Result<()>),
+    /// A resumable socket's client broke away, between messages, without a close frame.
+    Lost,
+    /// A resume came for this socket (its client may not have noticed it broke yet).
+    Knocked(Knock),
+}
+
+/// How a hold ended.
+enum Held {
+    Knocked(Knock),
+    /// The upstream ended, or ticketgate closed the socket (revoked, login expired, shutdown).
+    Ended(Option<io::Error>),
+    /// The window passed.
+    Gone,
+}
+
+impl Resume {
+    fn record(&mut self, bytes: &[u8]) {
+        self.ring.record(bytes);
+        self.door.note(self.ring.resumable());
+    }
+}
+
+impl Relay {
+    /// The client's connection broke: a resumable socket is held if it can be resumed.
+    fn lost(&self, error: io::Error) -> Turn {
+        let holdable =
+            self.resume.as_ref().is_some_and(|r| {
+                r.from_client.at_message_boundary() && !r.from_client.close_seen()
+            }) && self.client.ending().closing().is_none();
+        if holdable {
+            Turn::Lost
+        } else {
+            Turn::Ended(Err(error))
+        }
+    }
+
+    /// Waits for the client to resume, reading the upstream into the ring while it has room
+    /// (then the upstream waits: what the client is to get is never pushed out while it is
+    /// away), until the window passes, the upstream ends, or ticketgate closes the socket.
+    async fn hold(&mut self) -> Held {
+        let Relay {
+            client,
+            upstream,
+            resume,
+            ..
+        } = self;
+        let Some(resume) = resume.as_mut() else {
+            return Held::Gone;
+        };
+        let mut window = pin!(tokio::time::sleep_until(clock::now() + resume.window));
+        let mut buf: Option<Box<[u8]>> = None;
+        poll_fn(|cx| {
+            if let Poll::Ready(knock) = resume.door.poll_knock(cx) {
+                return Poll::Ready(Held::Knocked(knock));
+            }
+            if let Poll::Ready(e) = client.poll_live_close(cx) {
+                return Poll::Ready(Held::Ended(Some(e)));
+            }
+            if window.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Held::Gone);
+            }
+            while !resume.ring.full() {
+                let buf = buf.get_or_insert_with(|| vec![0; BURST].into_boxed_slice());
+                let mut read = ReadBuf::new(buf);
+                match ready!(Pin::new(&mut *upstream).poll_read(cx, &mut read)) {
+                    Ok(()) if read.filled().is_empty() => return Poll::Ready(Held::Ended(None)),
+                    Ok(()) => resume.record(read.filled()),
+                    Err(e) => return Poll::Ready(Held::Ended(Some(e))),
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// A resumed client takes the broken one's place and is sent what it missed. False when
+    /// it cannot be: a message it needs was pushed out, or the old client was inside a
+    /// message to the upstream when the resume came.
+    fn join(&mut self, knock: Knock) -> bool {
+        let Knock::Join(Joining { client, received }) = knock else {
+            return false;
+        };
+        let Some(resume) = self.resume.as_mut() else {
+            return false;
+        };
+        if !resume.from_client.at_message_boundary() || self.client.ending().closing().is_some() {
+            return false;
+        }
+        let Some(replay) = resume.ring.replay_after(received) else {
+            return false;
+        };
+        self.client.rejoin(*client);
+        resume.from_client = Outgoing::frames();
+        self.to_client = Way::holding(replay);
+        self.to_upstream.ended = false;
+        true
+    }
+
+    /// The client did not come back: the upstream is told the client went away (1001).
+    async fn client_gone(&mut self) -> Ended {
+        let mask = crate::resume::new_mask();
+        let goodbye = live::masked_close_frame(CloseReason::ClientGone, mask);
+        let sent = async {
+            self.upstream.write_all(&goodbye).await?;
+            self.upstream.shutdown().await
+        };
+        Ended {
+            closed_by_us: Some(CloseReason::ClientGone),
+            error: sent.await.err(),
+        }
+    }
 }
 
 /// The upstream's stream, its writes held to the write timeout as the client's are (by
@@ -117,6 +290,12 @@ struct Way {
     ended: bool,
 }
 
+/// Which side of a direction failed.
+enum Broke {
+    Reading(io::Error),
+    Writing(io::Error),
+}
+
 impl Way {
     fn holding(bytes: Vec<u8>) -> Self {
         let end = bytes.len();
@@ -129,14 +308,15 @@ impl Way {
         }
     }
 
-    /// Moves bytes from `from` to `to` until a side waits; ready once `from` ended and
-    /// everything read reached `to`, flushed.
+    /// Moves bytes from `from` to `to` until a side waits, showing `read` every byte read;
+    /// ready once `from` ended and everything read reached `to`, flushed.
     fn poll_move<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         from: &mut R,
         to: &mut W,
-    ) -> Poll<io::Result<()>>
+        mut read: impl FnMut(&[u8]),
+    ) -> Poll<Result<(), Broke>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -145,18 +325,20 @@ impl Way {
             if self.start < self.end {
                 let buf = self.buf.as_deref().unwrap_or_default();
                 match Pin::new(&mut *to).poll_write(cx, &buf[self.start..self.end]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Broke::Writing(io::ErrorKind::WriteZero.into())));
+                    }
                     Poll::Ready(Ok(n)) => {
                         self.start += n;
                         self.unflushed = true;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Broke::Writing(e))),
                     Poll::Pending => return Poll::Pending,
                 }
                 continue;
             }
             if self.unflushed {
-                ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(Broke::Writing)?;
                 self.unflushed = false;
             }
             if self.ended {
@@ -165,14 +347,15 @@ impl Way {
             let buf = self
                 .buf
                 .get_or_insert_with(|| vec![0; BURST].into_boxed_slice());
-            let mut read = ReadBuf::new(buf);
-            match Pin::new(&mut *from).poll_read(cx, &mut read) {
+            let mut filled = ReadBuf::new(buf);
+            match Pin::new(&mut *from).poll_read(cx, &mut filled) {
                 Poll::Ready(Ok(())) => {
-                    let n = read.filled().len();
+                    let n = filled.filled().len();
+                    read(filled.filled());
                     (self.start, self.end) = (0, n);
                     self.ended = n == 0;
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Broke::Reading(e))),
                 Poll::Pending => {
                     // Idle: no buffer is kept while nothing moves.
                     self.buf = None;
@@ -184,28 +367,69 @@ impl Way {
 }
 
 impl Future for &mut Relay {
-    type Output = io::Result<()>;
+    type Output = Turn;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Turn> {
         let relay = &mut **self.get_mut();
+        if let Some(resume) = &relay.resume
+            && let Poll::Ready(knock) = resume.door.poll_knock(cx)
+        {
+            return Poll::Ready(Turn::Knocked(knock));
+        }
         // A close decided while no way reads the client (the upstream not taking bytes)
         // still goes out.
         if let Poll::Ready(e) = relay.client.poll_live_close(cx) {
-            return Poll::Ready(Err(e));
+            return Poll::Ready(Turn::Ended(Err(e)));
         }
-        let Relay {
-            client,
-            upstream,
-            to_client,
-            to_upstream,
-        } = relay;
-        if to_client.poll_move(cx, upstream, client)?.is_ready() {
-            return Pin::new(client).poll_shutdown(cx);
+        let moved = {
+            let Relay {
+                client,
+                upstream,
+                to_client,
+                resume,
+                ..
+            } = &mut *relay;
+            to_client.poll_move(cx, upstream, client, |bytes| {
+                if let Some(resume) = resume {
+                    resume.record(bytes);
+                }
+            })
+        };
+        match moved {
+            Poll::Ready(Err(Broke::Reading(e))) => return Poll::Ready(Turn::Ended(Err(e))),
+            Poll::Ready(Err(Broke::Writing(e))) => return Poll::Ready(relay.lost(e)),
+            Poll::Ready(Ok(())) => {
+                return Pin::new(&mut relay.client)
+                    .poll_shutdown(cx)
+                    .map(Turn::Ended);
+            }
+            Poll::Pending => {}
         }
-        if to_upstream.poll_move(cx, client, upstream)?.is_ready() {
-            return Pin::new(upstream).poll_shutdown(cx);
+        let moved = {
+            let Relay {
+                client,
+                upstream,
+                to_upstream,
+                resume,
+                ..
+            } = &mut *relay;
+            to_upstream.poll_move(cx, client, upstream, |bytes| {
+                if let Some(resume) = resume {
+                    resume.from_client.advance(bytes);
+                }
+            })
+        };
+        match moved {
+            Poll::Ready(Err(Broke::Reading(e))) => Poll::Ready(relay.lost(e)),
+            Poll::Ready(Err(Broke::Writing(e))) => Poll::Ready(Turn::Ended(Err(e))),
+            Poll::Ready(Ok(())) => match relay.lost(io::ErrorKind::UnexpectedEof.into()) {
+                Turn::Lost => Poll::Ready(Turn::Lost),
+                _ => Pin::new(&mut relay.upstream)
+                    .poll_shutdown(cx)
+                    .map(Turn::Ended),
+            },
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Pending
     }
 }
 
@@ -282,6 +506,7 @@ mod tests {
                 early: head,
             },
             Duration::from_secs(5),
+            None,
         ));
         let upstream_side = async {
             write_in_pieces(&mut upstream, &to_client, &up_cuts).await;

@@ -95,6 +95,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
     server.bootstrap();
 
     let gate = TicketGate {
+        resumes: Arc::default(),
         policy: policy.clone(),
         metrics: metrics.clone(),
         access_log: access_log.clone(),

@@ -2,7 +2,8 @@
 //! upgrade may offer `ticketgate.ticket.<ticket>` or `ticketgate.bearer.<JWT>` as one of its
 //! protocols, and `ticketgate` as the protocol the handshake's answer names when the
 //! application offers none (a browser fails a handshake whose answer picks none of the
-//! protocols it offered). The Kubernetes API server carries bearer tokens the same way.
+//! protocols it offered). The Kubernetes API server carries bearer tokens the same way. A
+//! resume names its socket the same way: `ticketgate.resume.<token>.<count>` (`crate::resume`).
 //!
 //! This reads the header; the proxy takes the credential and the marker out before the
 //! upstream and answers with the marker when nothing else was offered.
@@ -11,6 +12,7 @@
 pub const MARKER: &str = "ticketgate";
 const TICKET_PREFIX: &str = "ticketgate.ticket.";
 const BEARER_PREFIX: &str = "ticketgate.bearer.";
+const RESUME_PREFIX: &str = "ticketgate.resume.";
 
 /// A credential offered as a protocol entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub struct Offered<'a> {
     pub credentials: Vec<Carried<'a>>,
     /// Whether `ticketgate` was offered.
     pub marker: bool,
+    /// Resume entries: what follows `ticketgate.resume.` (more than one is refused).
+    pub resumes: Vec<&'a str>,
     /// The application's own protocols, in order.
     pub others: Vec<&'a str>,
     /// Whether the header held anything that is not text (then nothing is taken from it).
@@ -55,6 +59,8 @@ impl<'a> Offered<'a> {
             self.credentials.push(Carried::Ticket(ticket));
         } else if let Some(token) = entry.strip_prefix(BEARER_PREFIX) {
             self.credentials.push(Carried::Bearer(token));
+        } else if let Some(resume) = entry.strip_prefix(RESUME_PREFIX) {
+            self.resumes.push(resume);
         } else {
             self.others.push(entry);
         }
@@ -62,7 +68,8 @@ impl<'a> Offered<'a> {
 
     /// Whether ticketgate has anything to take out of the header.
     pub fn concerns_us(&self) -> bool {
-        !self.unreadable && (self.marker || !self.credentials.is_empty())
+        !self.unreadable
+            && (self.marker || !self.credentials.is_empty() || !self.resumes.is_empty())
     }
 
     /// The header the upstream gets instead: the application's protocols, or none.

@@ -80,12 +80,16 @@ pub struct Redeemed {
     pub minted_at_ms: u64,
     /// The handle of the socket it opens.
     pub session: String,
+    /// The socket's first resume token.
+    pub resume: String,
 }
 
 pub struct Issued {
     pub ticket: String,
     /// The handle of the socket the ticket opens, for `websocket.refresh_path`.
     pub session: String,
+    /// The socket's first resume token, for `websocket.resume_window_seconds`.
+    pub resume: String,
     pub expires_in: u64,
 }
 
@@ -194,6 +198,7 @@ impl Tickets {
         Ok(Issued {
             ticket: sealed.ticket,
             session: sealed.session,
+            resume: sealed.resume,
             expires_in,
         })
     }
@@ -249,6 +254,7 @@ impl Tickets {
                 login_expires_at: opened.lifetime.login_expires_at,
                 minted_at_ms: opened.lifetime.minted_at_ms,
                 session: opened.session,
+                resume: opened.resume,
             })
         } else {
             Err(RedeemError::Ticket(TicketProblem::Replayed))

@@ -224,6 +224,12 @@ pub struct Websocket {
     pub close_at_login_expiry: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_path: Option<String>,
+    /// > 0: a client whose connection broke may resume within this window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_window_seconds: Option<u64>,
+    /// The latest upstream bytes kept per socket for a resume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_buffer_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

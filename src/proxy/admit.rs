@@ -19,6 +19,7 @@ use crate::admission::Admission;
 use crate::boundary::{self, Target};
 use crate::clock;
 use crate::identity::Caller;
+use crate::resume::{self, Asked, Door, NotResumable, Resumes};
 use crate::subprotocol::Offered;
 
 /// What was learnt of a request on the way to the decision: what the log reports.
@@ -44,6 +45,9 @@ pub struct Passage {
     pub upstream_target: Option<String>,
     /// A WebSocket request: the terms it was admitted with.
     pub handshake: Option<Handshake>,
+    /// The relay reads this socket's frames (resume): no extension may change them, so the
+    /// upstream is offered none.
+    pub frames_read: bool,
 }
 
 pub enum Decision {
@@ -52,6 +56,20 @@ pub enum Decision {
     /// ticketgate answers the refresh endpoint, which reads the request's body (`refresh`).
     Refresh,
     Forward(Passage),
+    /// A resume: ticketgate answers 101 and joins the connection to its held socket.
+    Resume(Resuming),
+}
+
+/// A resume that may be joined to its socket.
+pub struct Resuming {
+    pub door: Arc<Door>,
+    /// How many upstream messages the client received.
+    pub received: u64,
+    /// The client offered `ticketgate`: the 101 names it.
+    pub answer_marker: bool,
+    /// The socket's next resume token, for the 101's `Ticketgate-Resume` (a client that
+    /// cannot read it, a browser, gets it from a refresh).
+    pub next_token: Option<String>,
 }
 
 /// The decision on `req` under `policy` (and this replica's `admission` state), with what was
@@ -59,6 +77,7 @@ pub enum Decision {
 pub async fn decide(
     policy: &Policy,
     admission: &Admission,
+    resumes: &Resumes,
     req: &RequestHeader,
 ) -> (Seen, Decision) {
     let mut seen = Seen::default();
@@ -85,6 +104,13 @@ pub async fn decide(
     let websocket = upgrade::wants_websocket(req);
     if websocket && !upgrade::origin_allowed(&policy.websocket, req) {
         return (seen, answer(Rejection::OriginNotAllowed));
+    }
+    if websocket && policy.resume_on(route).is_some() {
+        let offered = upgrade::offered(req, route);
+        if !offered.resumes.is_empty() {
+            let label = policy.route_label(seen.destination);
+            return (seen, resuming(req, &offered, resumes, label));
+        }
     }
     let upgrade_budget = policy
         .admission
@@ -124,19 +150,23 @@ pub async fn decide(
         upstream_target: forward::upstream_target(&target, route.auth, policy.ticket_param()),
         handshake: websocket.then(|| {
             let refreshable = policy.websocket.refresh_path.is_some();
-            handshake(&offered, authenticated.as_ref(), refreshable)
+            let resumable = policy.resume_on(route).is_some();
+            handshake(&offered, authenticated.as_ref(), refreshable, resumable)
         }),
+        frames_read: websocket && policy.resume_on(route).is_some(),
     };
     (seen, Decision::Forward(passage))
 }
 
 /// A WebSocket request's terms once authentication is done (`None`: `auth: none`). With
 /// refresh on, an authenticated socket gets its session handle: the ticket's, or a fresh
-/// one for a bearer upgrade (its 101 tells the client).
+/// one for a bearer upgrade (its 101 tells the client); on a route with resume, its first
+/// resume token likewise.
 fn handshake(
     offered: &Offered,
     authenticated: Option<&Authenticated>,
     refreshable: bool,
+    resumable: bool,
 ) -> Handshake {
     let session = authenticated
         .filter(|_| refreshable)
@@ -144,8 +174,15 @@ fn handshake(
             Some(ticket_session) => Some(ticket_session.clone()),
             None => upgrade::new_session_handle(),
         });
+    let resume = authenticated
+        .filter(|_| resumable && session.is_some())
+        .and_then(|a| match &a.resume {
+            Some(ticket_resume) => Some(ticket_resume.clone()),
+            None => resume::new_token(),
+        });
     Handshake {
         session,
+        resume,
         by_ticket: authenticated.is_some_and(|a| a.credential == Credential::Ticket),
         login: authenticated.map(|a| LoginTerms {
             expires_at: a.login_expires_at,
@@ -155,6 +192,33 @@ fn handshake(
             upstream: offered.forwarded(),
             answer_marker: offered.marker && offered.others.is_empty(),
         }),
+    }
+}
+
+/// A resume upgrade: one readable `ticketgate.resume.` entry and no credential, on a complete
+/// opening handshake, whose token a socket of this route on this replica holds.
+fn resuming(req: &RequestHeader, offered: &Offered, resumes: &Resumes, route: &str) -> Decision {
+    let refused = |why| answer(Rejection::NotResumable(why));
+    let readable = upgrade::is_opening_handshake(req)
+        && !offered.unreadable
+        && offered.credentials.is_empty()
+        && offered.resumes.len() == 1;
+    let Some(asked) = offered
+        .resumes
+        .first()
+        .filter(|_| readable)
+        .and_then(|entry| Asked::read(entry))
+    else {
+        return refused(NotResumable::Unreadable);
+    };
+    match resumes.claim(route, asked) {
+        Ok(door) => Decision::Resume(Resuming {
+            next_token: resumes.renew(door.session()),
+            door,
+            received: asked.received,
+            answer_marker: offered.marker,
+        }),
+        Err(why) => refused(why),
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Authenticated {
     pub issued_at_ms: Option<u64>,
     /// A ticket's session handle (the one its answer named); `None` for a bearer JWT.
     pub session: Option<String>,
+    /// A ticket's first resume token (the one its answer named); `None` for a bearer JWT.
+    pub resume: Option<String>,
 }
 
 /// The one credential a request presents.
@@ -163,6 +165,7 @@ async fn verify_bearer(token: &str, with: &Authenticators<'_>) -> Result<Authent
         login_expires_at: login.expires_at,
         issued_at_ms,
         session: None,
+        resume: None,
     })
 }
 
@@ -196,5 +199,6 @@ async fn redeem(
         login_expires_at: redeemed.login_expires_at,
         issued_at_ms: Some(redeemed.minted_at_ms),
         session: Some(redeemed.session),
+        resume: Some(redeemed.resume),
     })
 }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use http::HeaderName;
-use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{AUTHORIZATION, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use pingora::http::RequestHeader;
 
 use super::upgrade::Protocols;
@@ -74,6 +74,12 @@ pub fn protocols_upstream(
         upstream.insert_header(SEC_WEBSOCKET_PROTOCOL, offered.as_str())?;
     }
     Ok(())
+}
+
+/// Offers the upstream no WebSocket extension: a compressed frame could not be read, nor a
+/// frame of a context-takeover stream replayed on a new connection.
+pub fn no_extensions(upstream: &mut RequestHeader) {
+    upstream.remove_header(&SEC_WEBSOCKET_EXTENSIONS);
 }
 
 /// Client headers that name an identity header. CGI, WSGI, Rack and PHP upstreams read

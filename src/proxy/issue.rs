@@ -68,6 +68,9 @@ async fn issue(
             });
             if with_session {
                 body["session"] = issued.session.into();
+                if policy.websocket.resume.is_some() {
+                    body["resume"] = issued.resume.into();
+                }
             }
             if paced.is_some() {
                 body["connect_after_ms"] = (connect_after.as_millis() as u64).into();

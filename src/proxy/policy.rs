@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::authenticate::Authenticators;
-use super::route::{self, Destination, OwnPaths, Route};
+use super::route::{self, AuthMode, Destination, OwnPaths, Route};
 use super::upgrade::{Liveness, WebsocketConfig};
 use crate::admission::AdmissionConfig;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
@@ -18,6 +18,7 @@ use crate::live::Sessions;
 use crate::metrics::Metrics;
 use crate::redact::Shapes;
 use crate::refreshes::SharedSessions;
+use crate::resume::ResumeConfig;
 use crate::revocations::{AdminToken, Revocations, RevocationsConfig};
 use crate::tickets::store::StoreError;
 use crate::tickets::{Tickets, TicketsConfig, codec};
@@ -157,6 +158,13 @@ impl Policy {
             sessions,
             shared,
         }
+    }
+
+    /// The resume settings on `route`: resume holds on ticket routes only, when it is on.
+    pub fn resume_on(&self, route: &Route) -> Option<ResumeConfig> {
+        self.websocket
+            .resume
+            .filter(|_| route.auth == AuthMode::Ticket)
     }
 
     pub fn ticket_param(&self) -> &str {

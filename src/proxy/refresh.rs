@@ -20,6 +20,7 @@ use crate::identity::Caller;
 use crate::live::{Refreshed, Sessions};
 use crate::refreshes::SharedSessions;
 use crate::refusal::RefreshResult;
+use crate::resume::Resumes;
 
 /// The most a refresh's body may hold: `{"session": "<22 characters>"}` and some room.
 const MAX_BODY: usize = 1024;
@@ -39,13 +40,16 @@ pub struct Answer {
     pub result: Option<RefreshResult>,
 }
 
+/// Where a refresh finds its socket: this replica's sockets, the shared store's record of the
+/// others', and this replica's resumable sockets (a refresh here hands out the next token).
+pub struct Holders<'a> {
+    pub sessions: &'a Sessions,
+    pub shared: Option<&'a SharedSessions>,
+    pub resumes: &'a Resumes,
+}
+
 /// Reads the body and answers the refresh.
-pub async fn answer(
-    session: &mut Session,
-    policy: &Policy,
-    sessions: &Sessions,
-    shared: Option<&SharedSessions>,
-) -> Answer {
+pub async fn answer(session: &mut Session, policy: &Policy, holders: Holders<'_>) -> Answer {
     let origins = &policy.cors_allowed_origins;
     if let Some(reply) = cors::not_a_post(session.req_header(), origins) {
         return Answer {
@@ -56,7 +60,7 @@ pub async fn answer(
     }
     let body = read_body(session).await;
     let req = session.req_header();
-    let (outcome, caller) = refresh(req, body.as_deref(), policy, sessions, shared).await;
+    let (outcome, caller) = refresh(req, body.as_deref(), policy, &holders).await;
     let (reply, result) = match outcome {
         Ok(reply) => (reply, Some(RefreshResult::Extended)),
         Err(rejection) => (rejection.into(), RefreshResult::of(rejection)),
@@ -72,8 +76,7 @@ async fn refresh(
     req: &RequestHeader,
     body: Option<&[u8]>,
     policy: &Policy,
-    sessions: &Sessions,
-    shared: Option<&SharedSessions>,
+    holders: &Holders<'_>,
 ) -> (Result<Reply, Rejection>, Option<Arc<Caller>>) {
     let Some(handle) = body.and_then(handle_of) else {
         return (Err(Rejection::NoSession), None);
@@ -83,7 +86,7 @@ async fn refresh(
         Err(rejection) => return (Err(rejection), None),
     };
     let caller = authenticated.caller.clone();
-    let extended = extend(&handle, &authenticated, policy, sessions, shared).await;
+    let extended = extend(&handle, &authenticated, policy, holders).await;
     (extended, Some(caller))
 }
 
@@ -99,14 +102,20 @@ pub fn handle_of(body: &[u8]) -> Option<String> {
     valid.then_some(request.session)
 }
 
-/// Extends the socket: here when this replica holds it, else through the shared store.
+/// Extends the socket: here when this replica holds it, else through the shared store. A
+/// socket held here that resumes gets its next resume token (one held at another replica
+/// cannot: a resume must reach the replica that holds it).
 async fn extend(
     handle: &str,
     authenticated: &Authenticated,
     policy: &Policy,
-    sessions: &Sessions,
-    shared: Option<&SharedSessions>,
+    holders: &Holders<'_>,
 ) -> Result<Reply, Rejection> {
+    let Holders {
+        sessions,
+        shared,
+        resumes,
+    } = *holders;
     let identity = &authenticated.caller.identity;
     let (who, told) = (identity.who(), identity.told());
     let login_ends = authenticated.login_expires_at + policy.leeway_seconds;
@@ -134,15 +143,15 @@ async fn extend(
         Refreshed::IdentityChanged => return Err(Rejection::IdentityChanged),
         Refreshed::TooMany(seconds) => return Err(Rejection::TooManyRefreshes(seconds)),
     };
-    Ok(Reply::new(
-        200,
-        Some(serde_json::json!({
-            "session": handle,
-            "expires_at": closes_at,
-            "expires_in": closes_at.saturating_sub(now_ms / 1000),
-        })),
-        Vec::new(),
-    ))
+    let mut body = serde_json::json!({
+        "session": handle,
+        "expires_at": closes_at,
+        "expires_in": closes_at.saturating_sub(now_ms / 1000),
+    });
+    if let Some(token) = resumes.renew(handle) {
+        body["resume"] = token.into();
+    }
+    Ok(Reply::new(200, Some(body), Vec::new()))
 }
 
 /// The request body, when it fits `MAX_BODY`.

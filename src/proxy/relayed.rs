@@ -21,7 +21,9 @@ use crate::lifecycle::InFlightGuard;
 use crate::live::{CloseReason, SocketEnd};
 use crate::metrics::Metrics;
 use crate::refreshes::SharedSessions;
-use crate::relay;
+use crate::relay::{self, Resumable};
+use crate::resume::ring::Ring;
+use crate::resume::{ResumeConfig, Resumes};
 use crate::subjects::Counted;
 
 /// Where a handshake's two connections are taken from.
@@ -57,6 +59,7 @@ pub struct Books {
     pub admission: Arc<Admission>,
     pub shared_sessions: Option<Arc<SharedSessions>>,
     pub access_log: Arc<AccessLog>,
+    pub resumes: Arc<Resumes>,
 }
 
 impl Books {
@@ -87,6 +90,8 @@ pub struct Leftovers {
     pub line: Relayed,
     pub in_flight: Option<InFlightGuard>,
     pub upstream_write_timeout: Duration,
+    /// With resume on the socket's route, the settings and the route's label.
+    pub resume: Option<(ResumeConfig, String)>,
 }
 
 /// Both connections, once both were handed over (not when the 101 never reached the client).
@@ -99,10 +104,29 @@ impl Slots {
     }
 }
 
+/// A socket opened with a resume token becomes resumable here: a door in this replica's
+/// registry, an empty ring.
+fn resumable(resumes: &Resumes, leftovers: &Leftovers) -> Option<Resumable> {
+    let (config, route) = leftovers.resume.as_ref()?;
+    let handshake = leftovers.handshake.as_ref()?;
+    let (session, token) = (handshake.session.as_ref()?, handshake.resume.as_ref()?);
+    Some(Resumable {
+        door: resumes.open(route, session, token),
+        ring: Ring::new(config.buffer_bytes),
+        window: config.window,
+    })
+}
+
 /// Relays the socket in a task of its own, which finishes its books when it ends.
 pub fn start(Handed(client, upstream): Handed, books: Books, leftovers: Leftovers) {
+    let resumable = resumable(&books.resumes, &leftovers);
+    let door = resumable.as_ref().map(|r| r.door.clone());
     tokio::spawn(async move {
-        let ended = relay::run(client, upstream, leftovers.upstream_write_timeout).await;
+        let timeout = leftovers.upstream_write_timeout;
+        let ended = relay::run(client, upstream, timeout, resumable).await;
+        if let Some(door) = door {
+            books.resumes.closed(&door);
+        }
         let end = match (ended.closed_by_us, &ended.error) {
             (Some(reason), _) => SocketEnd::ClosedBy(reason),
             (None, None) => SocketEnd::Normal,

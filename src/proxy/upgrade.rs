@@ -21,6 +21,7 @@ use crate::connection;
 use crate::identity::Caller;
 use crate::live::{CloseReason, Held, Sessions, SocketEnd};
 use crate::refreshes::SharedSessions;
+use crate::resume::ResumeConfig;
 use crate::revocations::Revocations;
 use crate::subprotocol::{self, Offered};
 
@@ -33,6 +34,8 @@ pub struct WebsocketConfig {
     pub close_at_login_expiry: bool,
     /// `POST` here extends an open socket's login (`websocket.refresh_path`); `None`: off.
     pub refresh_path: Option<String>,
+    /// Resume on ticket routes (`websocket.resume_window_seconds` above 0); `None`: off.
+    pub resume: Option<ResumeConfig>,
 }
 
 /// What a WebSocket request was admitted with, kept until its socket closes.
@@ -40,6 +43,8 @@ pub struct WebsocketConfig {
 pub struct Handshake {
     /// The socket's session handle, with `websocket.refresh_path` on.
     pub session: Option<String>,
+    /// The socket's first resume token, on a route with resume.
+    pub resume: Option<String>,
     /// It came with a ticket: the upstream must answer 101.
     pub by_ticket: bool,
     /// The login behind it, when it authenticated: the socket lives no longer.
@@ -67,6 +72,8 @@ pub struct Protocols {
 
 /// The answer header that gives a bearer upgrade's client its session handle.
 pub const SESSION_HEADER: &str = "Ticketgate-Session";
+/// The answer header that gives a bearer upgrade's client its first resume token.
+pub const RESUME_HEADER: &str = "Ticketgate-Resume";
 
 /// A fresh session handle for a bearer upgrade: 128 random bits, base64url (`None` when the
 /// system's generator fails: the socket opens, without refresh).
@@ -163,6 +170,9 @@ pub fn answered(response: &mut ResponseHeader, handshake: &Handshake) -> pingora
     }
     if let Some(session) = handshake.session.as_ref().filter(|_| !handshake.by_ticket) {
         response.insert_header(SESSION_HEADER, session.as_str())?;
+    }
+    if let Some(resume) = handshake.resume.as_ref().filter(|_| !handshake.by_ticket) {
+        response.insert_header(RESUME_HEADER, resume.as_str())?;
     }
     Ok(true)
 }

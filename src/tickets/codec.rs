@@ -52,6 +52,7 @@ const TAG_BYTES: usize = 16;
 const KEY_SALT: &[u8] = b"ticketgate tickets";
 const KEY_INFO: &[u8] = b"tg2 aes-256-gcm-siv";
 const SESSION_INFO: &[u8] = b"tg2 session handle";
+const RESUME_LABEL: &[u8] = b"resume";
 /// A session handle's bytes: 128 bits, 22 base64url characters.
 const SESSION_BYTES: usize = 16;
 
@@ -74,6 +75,8 @@ pub struct Ticket {
     pub id: TicketId,
     /// The handle of the socket it opens (`Codec::session_of`).
     pub session: String,
+    /// The socket's first resume token (`Codec::resume_of`).
+    pub resume: String,
     pub lifetime: Lifetime,
     pub run: RunId,
     pub identity: Identity,
@@ -100,6 +103,8 @@ pub struct Codec {
 pub struct Sealed {
     pub ticket: String,
     pub session: String,
+    /// The socket's first resume token (`Codec::resume_of`).
+    pub resume: String,
 }
 
 impl Codec {
@@ -135,6 +140,16 @@ impl Codec {
     pub fn session_of(&self, id: &TicketId) -> String {
         let tag = hmac::sign(&self.session_key, id);
         URL_SAFE_NO_PAD.encode(&tag.as_ref()[..SESSION_BYTES])
+    }
+
+    /// The first resume token of the socket a ticket with this `id` opens: derived as the
+    /// session handle is (the same key over the id and a label of its own), so the replica
+    /// that redeems the ticket knows the token the issuing replica answered with.
+    pub fn resume_of(&self, id: &TicketId) -> String {
+        let mut context = hmac::Context::with_key(&self.session_key);
+        context.update(id);
+        context.update(RESUME_LABEL);
+        URL_SAFE_NO_PAD.encode(&context.sign().as_ref()[..SESSION_BYTES])
     }
 
     pub fn seal(
@@ -181,6 +196,7 @@ impl Codec {
         Ok(Sealed {
             ticket,
             session: self.session_of(&id),
+            resume: self.resume_of(&id),
         })
     }
 
@@ -240,6 +256,7 @@ impl Codec {
         };
         Ok(Ticket {
             session: self.session_of(id),
+            resume: self.resume_of(id),
             id: *id,
             lifetime,
             run: *run,

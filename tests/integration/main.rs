@@ -18,6 +18,7 @@ mod redis_store;
 mod refresh;
 mod relay;
 mod reload;
+mod resume;
 mod routing;
 mod stalled;
 mod subprotocol;

@@ -118,6 +118,8 @@ pub struct TicketOptions {
     pub idle_timeout_seconds: u64,
     /// `websocket.refresh_path`.
     pub refresh_path: Option<String>,
+    /// `websocket.resume_window_seconds`.
+    pub resume_window_seconds: Option<u64>,
 }
 
 impl Default for TicketOptions {
@@ -129,6 +131,7 @@ impl Default for TicketOptions {
             websocket_origins: Vec::new(),
             idle_timeout_seconds: 3600,
             refresh_path: None,
+            resume_window_seconds: None,
         }
     }
 }
@@ -159,6 +162,8 @@ pub fn tickets(upstream: SocketAddr, options: &TicketOptions) -> File {
             idle_timeout_seconds: Some(options.idle_timeout_seconds),
             close_at_login_expiry: None,
             refresh_path: options.refresh_path.clone(),
+            resume_window_seconds: options.resume_window_seconds,
+            resume_buffer_bytes: None,
         },
         ..base(upstream, issuer(Keys::HsAndRs))
     }
