@@ -632,6 +632,28 @@ mod tests {
     }
 
     #[test]
+    fn resume_needs_refresh_and_bounded_settings() {
+        refused(
+            &(GOOD.to_string() + "websocket:\n  resume_window_seconds: 30\n"),
+            "websocket.resume_window_seconds",
+            "needs `websocket.refresh_path`",
+        );
+        let refresh = "websocket:\n  refresh_path: /r\n";
+        refused(
+            &(GOOD.to_string() + refresh + "  resume_window_seconds: 3601\n"),
+            "websocket.resume_window_seconds",
+            "at most 3600",
+        );
+        refused(
+            &(GOOD.to_string()
+                + refresh
+                + "  resume_window_seconds: 5\n  resume_buffer_bytes: 10\n"),
+            "websocket.resume_buffer_bytes",
+            "between 256 and",
+        );
+    }
+
+    #[test]
     fn origins_must_be_exact() {
         for origin in ["https://app.test/", "app.test", "https://app.test/x"] {
             refused(

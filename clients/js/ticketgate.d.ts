@@ -23,7 +23,11 @@ export type Step =
   | "session:refused"
   | "socket:connecting"
   | "socket:open"
-  | "socket:closed";
+  | "socket:closed"
+  | "socket:resuming"
+  | "socket:resumed"
+  | "resume:token"
+  | "resume:refused";
 
 export interface TicketOptions {
   /** The login JWT, sync or async. */
@@ -63,7 +67,7 @@ export function connect(url: string, options: ConnectOptions): TicketgateSocket;
 export function fetchTicket(options: TicketOptions & { ticketUrl: string }): Promise<string>;
 export function fetchTicketDetails(
   options: TicketOptions & { ticketUrl: string },
-): Promise<{ ticket: string; session?: string; token: string; connectAfterMs: number }>;
+): Promise<{ ticket: string; session?: string; resume?: string; token: string; connectAfterMs: number }>;
 /** The `exp` of a login JWT (Unix seconds), read without verifying; null without one. */
 export function loginExpiry(token: string): number | null;
 /** Extends `session` before `expiresAt` (Unix seconds), again and again; returns stop(). */
@@ -74,8 +78,16 @@ export function keepSession(options: {
   getAccessToken: () => string | Promise<string>;
   refresh?: () => unknown | Promise<unknown>;
   onStep?: (step: Step, detail: Record<string, unknown>) => void;
+  /** Each 200's body; its `resume` is the socket's next resume token. */
+  onRefreshed?: (body: Record<string, unknown>) => void;
   marginMs?: number;
 }): () => void;
+/** `POST refreshUrl` for `session` with the current login. */
+export function postRefresh(options: {
+  session: string;
+  refreshUrl: string;
+  getAccessToken: () => string | Promise<string>;
+}): Promise<{ response: Response; body: Record<string, unknown> }>;
 export function ticketUrlFor(socketUrl: string, ticketPath?: string): string;
 export function withTicket(url: string, ticket: string, param?: string): string;
 export function ticketProtocols(ticket: string, appProtocols?: string | string[]): string[];

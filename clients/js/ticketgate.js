@@ -23,6 +23,15 @@
 // closes with code 4401 at its old expiry: the helper then refreshes the login and reconnects
 // with a fresh ticket, and the application sees one "reconnect" event (no "close"). A revoked
 // login closes with 4403: the helper stops and dispatches "revoked" after "close".
+//
+// With `websocket.resume_window_seconds` on as well, the ticket's answer carries a resume
+// token. The helper counts the messages it delivers; when the connection breaks without a
+// close frame (code 1006: a network change, a sleeping laptop) it reopens the socket with
+// `ticketgate.resume.<token>.<count>` instead of a ticket, ticketgate joins it to the
+// upstream connection it held, and the messages the client missed arrive, once and in order.
+// The application sees one "resume" event, no "close". The helper then asks the refresh
+// endpoint for the next token (a token works once). Only a refused resume reconnects afresh
+// (one "reconnect" event).
 
 /** Close codes ticketgate uses. */
 export const LOGIN_EXPIRED = 4401;
@@ -72,9 +81,10 @@ export async function fetchTicket(options) {
 }
 
 /**
- * As `fetchTicket`, resolving to `{ ticket, session, token, connectAfterMs }`: the socket's
- * session handle when ticketgate has refresh on (else undefined), the login the ticket was
- * bought with, and how long to wait before using it (admission's pacing; 0 otherwise).
+ * As `fetchTicket`, resolving to `{ ticket, session, resume, token, connectAfterMs }`: the
+ * socket's session handle when ticketgate has refresh on (else undefined), its first resume
+ * token when resume is on (else undefined), the login the ticket was bought with, and how
+ * long to wait before using it (admission's pacing; 0 otherwise).
  */
 export async function fetchTicketDetails({ ticketUrl, getAccessToken, refresh, onStep = () => {} }) {
   for (let attempt = 0; ; attempt++) {
@@ -88,7 +98,9 @@ export async function fetchTicketDetails({ ticketUrl, getAccessToken, refresh, o
     const body = await response.json().catch(() => ({}));
     if (response.ok && typeof body.ticket === "string") {
       onStep("ticket:received", { expiresIn: body.expires_in, connectAfterMs: body.connect_after_ms ?? 0 });
-      return { ticket: body.ticket, session: body.session, token, connectAfterMs: body.connect_after_ms ?? 0 };
+      return {
+        ticket: body.ticket, session: body.session, resume: body.resume, token, connectAfterMs: body.connect_after_ms ?? 0,
+      };
     }
     const expired = response.status === 401 && body.error_description === "token expired";
     if (expired && attempt === 0 && refresh) {
@@ -111,13 +123,28 @@ export function loginExpiry(token) {
   }
 }
 
+/** `POST refreshUrl` for `session` with the current login: the response and its JSON body. */
+export async function postRefresh({ session, refreshUrl, getAccessToken }) {
+  const token = await getAccessToken();
+  const response = await fetch(refreshUrl, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ session }),
+    credentials: "omit",
+  });
+  return { response, body: await response.json().catch(() => ({})) };
+}
+
 /**
  * Keeps an open socket's login alive at ticketgate: shortly before `expiresAt` (Unix seconds)
  * it calls `refresh()` for a new login, then extends the socket's `session` with it
  * (`POST refreshUrl`), and again before each new expiry. A refusal stops it (the socket then
- * closes with 4401 at its old expiry); a 429 waits its Retry-After. Returns `stop()`.
+ * closes with 4401 at its old expiry); a 429 waits its Retry-After. Each 200 goes to
+ * `onRefreshed(body)` (its `resume` is the socket's next resume token). Returns `stop()`.
  */
-export function keepSession({ session, expiresAt, refreshUrl, getAccessToken, refresh, onStep = () => {}, marginMs = 30000 }) {
+export function keepSession({
+  session, expiresAt, refreshUrl, getAccessToken, refresh, onStep = () => {}, onRefreshed = () => {}, marginMs = 30000,
+}) {
   let timer = null;
   let stopped = false;
   const schedule = (closesAtMs) => {
@@ -132,17 +159,11 @@ export function keepSession({ session, expiresAt, refreshUrl, getAccessToken, re
         onStep("login:refresh", {});
         await refresh();
       }
-      const token = await getAccessToken();
       onStep("session:refresh", {});
-      const response = await fetch(refreshUrl, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ session }),
-        credentials: "omit",
-      });
-      const body = await response.json().catch(() => ({}));
+      const { response, body } = await postRefresh({ session, refreshUrl, getAccessToken });
       if (stopped) return;
       if (response.ok) {
+        onRefreshed(body);
         onStep("session:extended", { expiresAt: body.expires_at });
         return schedule(body.expires_at * 1000);
       }
@@ -179,10 +200,11 @@ export function withTicket(url, ticket, param = "ticket") {
  * ("ticket"), protocols (the application's), reconnect (true), maxBackoffMs (10000),
  * onStep(step, detail) to watch the flow ("ticket:request", "ticket:received",
  * "login:refresh", "session:refresh", "session:extended", "session:refused",
- * "socket:connecting", "socket:open", "socket:closed").
+ * "socket:connecting", "socket:open", "socket:closed", "socket:resuming", "socket:resumed",
+ * "resume:token", "resume:refused").
  *
  * The returned object is an EventTarget with "open", "message", "close", "reconnect",
- * "revoked" and "error" events, `send(data)`, `close()`, `reconnect()`, `readyState` and
+ * "resume", "revoked" and "error" events, `send(data)`, `close()`, `reconnect()`, `readyState` and
  * `protocol` (the application protocol the server chose, "" for none).
  */
 export function connect(url, options) {
@@ -206,6 +228,12 @@ export function connect(url, options) {
   let revoked = false;
   let failures = 0;
   let timer = null;
+  // The socket's session and resume token (single use), and the messages delivered on it.
+  let session;
+  let resumeToken;
+  let received = 0;
+  let chosenProtocol = "";
+  let stopKeeping = () => {};
 
   const emit = (type, init) => events.dispatchEvent(Object.assign(new Event(type), init));
 
@@ -218,38 +246,96 @@ export function connect(url, options) {
       emit("error", { error });
       return scheduleReconnect(error);
     }
-    const { ticket, session, token, connectAfterMs } = details;
+    const { ticket, token, connectAfterMs } = details;
     // ticketgate paces upgrades to its budget: the ticket says when this one fits.
     if (connectAfterMs > 0) await new Promise((resolve) => { timer = setTimeout(resolve, connectAfterMs); });
     if (closedByUser) return;
+    stopKeeping();
+    ({ session } = details);
+    resumeToken = details.resume;
+    received = 0;
     const inProtocol = settings.ticketIn === "protocol";
     const socketUrl = inProtocol ? url : withTicket(url, ticket, settings.ticketParam);
     settings.onStep("socket:connecting", { url: socketUrl, ticketIn: settings.ticketIn });
     const current = inProtocol
       ? new WebSocket(socketUrl, ticketProtocols(ticket, settings.protocols ?? []))
       : new WebSocket(socketUrl, settings.protocols);
-    socket = current;
-    let stopKeeping = () => {};
-    current.addEventListener("open", () => {
-      failures = 0;
+    watch(current, () => {
+      chosenProtocol = current.protocol === "ticketgate" ? "" : current.protocol;
       settings.onStep("socket:open", {});
       if (session && settings.keepSessions) {
-        stopKeeping = keepSession({ ...settings, session, expiresAt: loginExpiry(token) });
+        stopKeeping = keepSession({
+          ...settings, session, expiresAt: loginExpiry(token), onRefreshed: takeToken,
+        });
       }
       emit("open");
     });
-    current.addEventListener("message", (e) => emit("message", { data: e.data }));
-    current.addEventListener("close", (e) => {
-      stopKeeping();
-      if (socket !== current) return;
-      settings.onStep("socket:closed", { code: e.code });
-      if (e.code === LOGIN_EXPIRED && settings.refresh && !closedByUser) return renew();
-      emit("close", { code: e.code, reason: e.reason });
-      if (e.code === REVOKED) {
-        revoked = true;
-        return emit("revoked", { reason: e.reason });
+  }
+
+  /** A refresh's answer names the socket's next resume token. */
+  function takeToken(body) {
+    if (typeof body.resume === "string") resumeToken = body.resume;
+  }
+
+  /** Follows `current` (the socket from now on): `opened` runs at its open. */
+  function watch(current, opened) {
+    socket = current;
+    let open = false;
+    current.addEventListener("open", () => {
+      open = true;
+      failures = 0;
+      opened();
+    });
+    current.addEventListener("message", (e) => {
+      received += 1;
+      emit("message", { data: e.data });
+    });
+    current.addEventListener("close", (e) => closed(current, e, open));
+  }
+
+  function closed(current, e, wasOpen) {
+    if (socket !== current) return;
+    settings.onStep("socket:closed", { code: e.code });
+    // 1006: the connection broke without a close frame; ticketgate holds the upstream.
+    if (e.code === 1006 && wasOpen && resumeToken && !closedByUser) return resume();
+    stopKeeping();
+    if (e.code === LOGIN_EXPIRED && settings.refresh && !closedByUser) return renew();
+    emit("close", { code: e.code, reason: e.reason });
+    if (e.code === REVOKED) {
+      revoked = true;
+      return emit("revoked", { reason: e.reason });
+    }
+    scheduleReconnect();
+  }
+
+  /** Reopens the broken socket where it was; a refused resume reconnects afresh. */
+  function resume() {
+    const offer = ["ticketgate", `ticketgate.resume.${resumeToken}.${received}`];
+    resumeToken = undefined;
+    settings.onStep("socket:resuming", { received });
+    const current = new WebSocket(url, offer);
+    watch(current, async () => {
+      settings.onStep("socket:resumed", {});
+      emit("resume");
+      try {
+        const { response, body } = await postRefresh({ ...settings, session });
+        if (response.ok) {
+          takeToken(body);
+          settings.onStep("resume:token", {});
+        }
+      } catch {
+        // No next token: a later drop reconnects afresh.
       }
-      scheduleReconnect();
+    });
+    // A refused handshake errors before it would open (then closes with 1006).
+    current.addEventListener("error", () => {
+      if (socket === current && current.readyState !== WebSocket.OPEN && !closedByUser) {
+        settings.onStep("resume:refused", {});
+        socket = null;
+        stopKeeping();
+        emit("reconnect", { reason: "resume refused" });
+        open();
+      }
     });
   }
 
@@ -305,11 +391,6 @@ export function connect(url, options) {
     },
     readyState: { get: () => (socket ? socket.readyState : WebSocket.CONNECTING) },
     /** The application protocol the server chose ("" for none, or only ticketgate's marker). */
-    protocol: {
-      get: () => {
-        const chosen = socket?.protocol ?? "";
-        return chosen === "ticketgate" ? "" : chosen;
-      },
-    },
+    protocol: { get: () => chosenProtocol },
   });
 }

@@ -85,6 +85,47 @@ function stomp(socket) {
   });
 }
 
+/** Sends "0", "1", ... every 5 ms until the connection ends. */
+function numbers(socket) {
+  let next = 0;
+  const timer = setInterval(() => socket.send(String(next++)), 5);
+  socket.on("close", () => clearInterval(timer));
+}
+
+/**
+ * A stand-in for the network between the client and ticketgate: a TCP forwarder whose
+ * `cut()` resets every connection through it (no close frame either way), and which can
+ * drop the next connection at once (`dropNext`).
+ */
+async function network(gatePort) {
+  const pairs = new Set();
+  const net_ = { dropNext: false, port: 0 };
+  const server = net.createServer((client) => {
+    if (net_.dropNext) {
+      net_.dropNext = false;
+      return client.resetAndDestroy();
+    }
+    const gateSide = net.connect(gatePort, "127.0.0.1");
+    const pair = [client, gateSide];
+    pairs.add(pair);
+    client.pipe(gateSide);
+    gateSide.pipe(client);
+    const end = () => { pairs.delete(pair); client.destroy(); gateSide.destroy(); };
+    client.on("error", end).on("close", end);
+    gateSide.on("error", end).on("close", end);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  net_.port = server.address().port;
+  net_.cut = () => {
+    for (const [client, gateSide] of pairs) {
+      client.resetAndDestroy();
+      gateSide.resetAndDestroy();
+    }
+  };
+  net_.close = () => server.close();
+  return net_;
+}
+
 before(async () => {
   upstream = new WebSocketServer({ host: "127.0.0.1", port: 0, handleProtocols: (offered) => [...offered][0] ?? false });
   upstream.on("connection", (socket, request) => {
@@ -92,6 +133,7 @@ before(async () => {
       subject: request.headers["x-auth-subject"] };
     seenByUpstream.push(saw);
     if (request.url.startsWith("/ws/stomp")) return stomp(socket);
+    if (request.url.startsWith("/ws/numbers")) return numbers(socket);
     socket.send(JSON.stringify(saw));
     socket.on("message", (data, binary) => socket.send(data, { binary }));
   });
@@ -125,6 +167,7 @@ forward:
   subject_header: X-Auth-Subject
 websocket:
   refresh_path: /ws-refresh
+  resume_window_seconds: 10
 `);
   gate = spawn(binary, ["run", "--config", path.join(dir, "ticketgate.yaml")]);
   gate.stdout.on("data", (d) => (output += d));
@@ -141,9 +184,9 @@ after(() => {
 });
 
 /** Opens `path` through the helper and resolves with the socket and its first message. */
-function open(pathAndQuery, options) {
+function open(pathAndQuery, options, host = base) {
   const events = { open: 0, close: [], reconnect: 0, revoked: 0, messages: [] };
-  const socket = connect(`ws://${base}${pathAndQuery}`, options);
+  const socket = connect(`ws://${host}${pathAndQuery}`, options);
   for (const type of ["open", "reconnect", "revoked"]) socket.addEventListener(type, () => (events[type] += 1));
   socket.addEventListener("close", (e) => events.close.push(e.code));
   socket.addEventListener("message", (e) => events.messages.push(String(e.data)));
@@ -288,4 +331,59 @@ test("the STOMP adapter keeps its session through login expiries: one CONNECT, n
   assert.deepEqual(received, Array.from({ length: sent }, (_, i) => `message ${i}`));
   assert.equal(connects, 1, "no reconnect across three login expiries");
   await client.deactivate();
+});
+
+/** Opens `/ws/numbers` through `through` (the network stand-in) with the helper; its ticket
+ * and refresh requests go to ticketgate directly. */
+function openNumbers(through, query, steps) {
+  const token = login("alice", 600);
+  return open(`/ws/numbers?${query}`, {
+    getAccessToken: () => token,
+    onStep: (step) => steps.push(step),
+    ticketUrl: `http://${base}/ws-ticket`,
+    refreshUrl: `http://${base}/ws-refresh`,
+  }, `127.0.0.1:${through.port}`);
+}
+
+function assertNumbered(messages) {
+  messages.forEach((message, i) => assert.equal(message, String(i), `message ${i}`));
+}
+
+test("a connection cut under the helper resumes: every message once, in order, one upstream connection", async () => {
+  const through = await network(Number(base.split(":")[1]));
+  const steps = [];
+  const { socket, events } = openNumbers(through, "cut=1", steps);
+  let resumes = 0;
+  socket.addEventListener("resume", () => (resumes += 1));
+  await until("the first messages", () => events.messages.length >= 20);
+  through.cut();
+  await until("the resume", () => resumes === 1);
+  await until("the next token", () => steps.includes("resume:token"));
+  await until("more messages", () => events.messages.length >= 60);
+  through.cut();
+  await until("the second resume", () => resumes === 2);
+  await until("more messages", () => events.messages.length >= 100);
+  assert.equal(events.open, 1);
+  assert.equal(events.reconnect, 0);
+  assert.deepEqual(events.close, []);
+  assertNumbered(events.messages);
+  assert.equal(seenByUpstream.filter((saw) => saw.url === "/ws/numbers?cut=1").length, 1);
+  socket.close();
+  through.close();
+});
+
+test("a refused resume reconnects afresh: one reconnect event, no close", async () => {
+  const through = await network(Number(base.split(":")[1]));
+  const steps = [];
+  const { socket, events } = openNumbers(through, "refused=1", steps);
+  await until("the first messages", () => events.messages.length >= 10);
+  through.dropNext = true;
+  through.cut();
+  await until("the fresh socket", () => events.open === 2);
+  assert.equal(events.reconnect, 1);
+  assert.deepEqual(events.close, []);
+  assert.ok(steps.includes("resume:refused"));
+  assert.equal(seenByUpstream.filter((saw) => saw.url === "/ws/numbers?refused=1").length, 2);
+  socket.close();
+  through.close();
 });
