@@ -234,7 +234,35 @@ pub fn refresh_body(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
-pub const TARGETS: [(&str, Target); 11] = [
+/// The resume ring (`resume::ring::Ring`) and the client-frame follower
+/// (`live::Outgoing::frames`) on any byte stream, read in pieces of any size: the pieces
+/// change nothing (same message count, same replay for every count it can resume), a replay
+/// is never offered for more messages than were sent, and nothing panics.
+pub fn resume_ring(data: &[u8]) {
+    let [cut, cap, bytes @ ..] = data else {
+        return;
+    };
+    let cap = 16 + usize::from(*cap) * 4;
+    let mut whole = crate::resume::ring::Ring::new(cap);
+    whole.record(bytes);
+    let mut pieces = crate::resume::ring::Ring::new(cap);
+    let mut client = crate::live::Outgoing::frames();
+    for piece in bytes.chunks(usize::from(*cut).max(1)) {
+        pieces.record(piece);
+        client.advance(piece);
+    }
+    assert_eq!(whole.messages(), pieces.messages());
+    let range = whole.resumable();
+    assert_eq!(range, pieces.resumable());
+    assert!(whole.replay_after(whole.messages() + 1).is_none());
+    for n in (*range.start()..=*range.end()).take(64) {
+        let replay = whole.replay_after(n);
+        assert!(replay.is_some(), "{n} in {range:?}");
+        assert_eq!(replay, pieces.replay_after(n));
+    }
+}
+
+pub const TARGETS: [(&str, Target); 12] = [
     ("boundary_read", boundary_read),
     ("query_without", query_without),
     ("redact_target", redact_target),
@@ -246,6 +274,7 @@ pub const TARGETS: [(&str, Target); 11] = [
     ("h2_headers", h2_headers),
     ("refresh_body", refresh_body),
     ("upstream_head", upstream_head),
+    ("resume_ring", resume_ring),
 ];
 
 #[cfg(test)]
