@@ -219,7 +219,9 @@ http {{
     return ["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(path)], port
 
 
-def ticketgate_config(work, name, upstream_port, store):
+def ticketgate_config(work, name, upstream_port, store, resume=False):
+    """With `resume`, a 2 s window: the memory waves drop their sockets without a close frame,
+    so a resume-on gate holds each for its window; a short one lets them go before RSS settles."""
     port, admin = free_port(), free_port()
     issuers = "\n".join(
         f"    - issuer: \"bench-{alg}\"\n      audiences: [\"bench\"]\n      algorithms: [{alg}]\n      "
@@ -251,7 +253,10 @@ tickets:
   store: "{store}"
 access_log:
   path: "{work}/{name}-access.log"
-""")
+""" + ("""websocket:
+  refresh_path: /ws-refresh
+  resume_window_seconds: 2
+""" if resume else ""))
     return path, port
 
 
@@ -277,6 +282,10 @@ class Bench:
         self.passthrough = self.start_passthrough("passthrough", self.passthrough_port)
         config, self.tg_port = ticketgate_config(self.work, "ticketgate", self.upstream_port, "memory")
         self.tg = self.procs.start("ticketgate", [str(s.bin / "ticketgate"), "run", "-c", str(config)], self.tg_port)
+        config, self.tg_resume_port = ticketgate_config(self.work, "ticketgate-resume", self.upstream_port, "memory",
+                                                        resume=True)
+        self.tg_resume = self.procs.start("ticketgate-resume", [str(s.bin / "ticketgate"), "run", "-c", str(config)],
+                                          self.tg_resume_port)
         config, self.tg_redis_port = ticketgate_config(self.work, "ticketgate-redis", self.upstream_port,
                                                        f"redis://127.0.0.1:{self.redis_port}/0")
         self.tg_redis = self.procs.start("ticketgate-redis", [str(s.bin / "ticketgate"), "run", "-c", str(config)],
@@ -429,6 +438,9 @@ class Bench:
              lambda: s.wsload(s.passthrough_port, "/ws", "echo", p, extra=["--connections", "64"])),
             ("WS echo ticketgate (ticket)", "ws-echo", tg,
              lambda: s.wsload(s.tg_port, "/ws", "echo", tg, ticket_port=s.tg_port, extra=["--connections", "64"])),
+            ("WS echo ticketgate (ticket, resume on)", "ws-echo", s.tg_resume,
+             lambda: s.wsload(s.tg_resume_port, "/ws", "echo", s.tg_resume, ticket_port=s.tg_resume_port,
+                              extra=["--connections", "64"])),
         ]
         for label, (proc, port) in self.ws_peers.items():
             out.append((f"WS echo {label} (WebSocket proxy)", "ws-echo", proc,
@@ -478,11 +490,19 @@ class Bench:
     def memory(self):
         """Fresh processes, so the HTTP scenarios' high-water marks do not blur the figures."""
         out = {}
-        makers = [("Pingora passthrough", self.fresh_passthrough), ("ticketgate", self.fresh_ticketgate)]
+        makers = [("Pingora passthrough", self.fresh_passthrough), ("ticketgate", self.fresh_ticketgate),
+                  ("ticketgate, resume on", lambda: self.fresh_ticketgate(resume=True))]
         for label, config in [("HAProxy", haproxy_ws_config), ("nginx", nginx_config)]:
             if label in self.ws_peers:
                 makers.append((label, lambda label=label, config=config: self.fresh_peer(label, config)))
+        shared_upstream = self.upstream_port
         for label, make in makers:
+            # An upstream of its own on a port of its own: the earlier scenarios' closed
+            # connections sit in TIME_WAIT towards the shared one, and with the sockets a
+            # resume-on gate holds, connects to it ran out of ephemeral ports.
+            self.upstream_port = free_port()
+            upstream = self.procs.start(f"upstream-{len(out)}", [str(self.s.bin / "upstream"), "--listen",
+                                                                 f"127.0.0.1:{self.upstream_port}"], self.upstream_port)
             proc, port, path, ticket_port = make()
             base = self.settled_rss(proc.pid)
             holder = self.hold_idle(port, path, self.s.idle_connections, ticket_port)
@@ -497,8 +517,10 @@ class Bench:
                 waves.append(self.settled_rss(proc.pid))
             out[label] = {"base": base, "per_connection": (loaded - base) / self.s.idle_connections, "waves": waves}
             self.procs.stop(proc)
+            self.procs.stop(upstream)
             print(f"  memory {label}: {out[label]['per_connection'] / 1024:.1f} KiB per idle WebSocket, "
                   f"after waves {[round(w / 2**20, 1) for w in waves]} MiB", flush=True)
+        self.upstream_port = shared_upstream
         return out
 
     def fresh_passthrough(self):
@@ -509,8 +531,8 @@ class Bench:
         argv, port = config(self.work, f"{label.lower()}-memory", self.upstream_port)
         return self.procs.start(f"{label.lower()}-memory", argv, port), port, "/ws", None
 
-    def fresh_ticketgate(self):
-        config, port = ticketgate_config(self.work, "ticketgate-memory", self.upstream_port, "memory")
+    def fresh_ticketgate(self, resume=False):
+        config, port = ticketgate_config(self.work, "ticketgate-memory", self.upstream_port, "memory", resume)
         proc = self.procs.start("ticketgate-memory", [str(self.s.bin / "ticketgate"), "run", "-c", str(config)], port)
         return proc, port, "/ws", port
 
@@ -620,6 +642,9 @@ def targets(results, memory, bare, cache_hits):
         ("echo ≥ 0.97× passthrough", ratio(results, "WS echo ticketgate (ticket)", "WS echo Pingora passthrough"), 0.97),
     ]
     echo = "WS echo ticketgate (ticket)"
+    if "WS echo ticketgate (ticket, resume on)" in results:
+        checks.append(("echo, resume on, ≥ 1.0× passthrough",
+                       ratio(results, "WS echo ticketgate (ticket, resume on)", "WS echo Pingora passthrough"), 1.0))
     if "WS echo nginx (WebSocket proxy)" in results:
         checks.append(("echo ≥ 0.9× nginx", ratio(results, echo, "WS echo nginx (WebSocket proxy)"), 0.9))
     if memory:
@@ -627,6 +652,9 @@ def targets(results, memory, bare, cache_hits):
                        memory["ticketgate"]["per_connection"] / memory["Pingora passthrough"]["per_connection"], None))
         kib = memory["ticketgate"]["per_connection"] / 1024
         checks.append(("idle relayed WebSocket ≤ 20 KiB (KiB)", kib, -20.0))
+        if "ticketgate, resume on" in memory:
+            kib = memory["ticketgate, resume on"]["per_connection"] / 1024
+            checks.append(("idle relayed WebSocket, resume on, ≤ 24 KiB (KiB)", kib, -24.0))
         for peer in ("HAProxy", "nginx"):
             if peer in memory:
                 checks.append((f"idle WebSocket memory below {peer}'s (ticketgate / {peer})",

@@ -324,6 +324,13 @@ impl Watched {
         &self.ending
     }
 
+    /// The client's connection broke and the socket is held for a resume: its descriptor and
+    /// buffers are given back now (a held socket keeps only its upstream connection); a close
+    /// decided meanwhile finds nothing to write to and ends the socket at once.
+    pub fn let_go(&mut self) {
+        self.inner = crate::handover::gone();
+    }
+
     /// A resumed client's connection (`other`, its 101 written) takes the place of the one
     /// that broke: the socket's live session (its login expiry, revocation, idle timeout) goes
     /// on, on the new connection, from a frame boundary.

@@ -5,6 +5,7 @@
 
 pub mod echo;
 mod idp;
+mod network;
 mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
@@ -18,6 +19,7 @@ use crate::config::{self, ConfigError};
 use crate::lifecycle::OnceIdle;
 use crate::server::{self, StartError};
 use idp::DevIdp;
+use network::Network;
 use upstream::{AdminClient, DemoUpstream};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,10 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr, tls: bool) -> Result<()
     write_secret(&dir.join("admin.token"), &admin_token).map_err(files)?;
 
     let upstream_listener = TcpListener::bind("127.0.0.1:0").map_err(DemoError::Upstream)?;
+    let network_listener = TcpListener::bind("127.0.0.1:0").map_err(DemoError::Upstream)?;
+    let network = Arc::new(Network::new(
+        network_listener.local_addr().map_err(DemoError::Upstream)?,
+    ));
     let upstream_addr = upstream_listener
         .local_addr()
         .map_err(DemoError::Upstream)?;
@@ -73,8 +79,14 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr, tls: bool) -> Result<()
             token: String::from_utf8_lossy(&admin_token).into_owned(),
             http: reqwest::Client::new(),
         },
+        network: network.clone(),
+        sockets: Arc::default(),
     });
-    start_upstream(upstream, upstream_listener)?;
+    start_upstream(
+        upstream,
+        upstream_listener,
+        (network, network_listener, listen),
+    )?;
     let (scheme, certificate) = if tls {
         (
             "https",
@@ -95,17 +107,30 @@ pub fn run(listen: SocketAddr, admin_listen: SocketAddr, tls: bool) -> Result<()
     Ok(())
 }
 
-/// The stand-in service runs on its own thread and runtime, beside Pingora's.
-fn start_upstream(upstream: Arc<DemoUpstream>, listener: TcpListener) -> Result<(), DemoError> {
-    listener
-        .set_nonblocking(true)
-        .map_err(DemoError::Upstream)?;
+/// The stand-in service and the network stand-in (forwarding to `gate`) run on their own
+/// thread and runtime, beside Pingora's.
+fn start_upstream(
+    upstream: Arc<DemoUpstream>,
+    listener: TcpListener,
+    (network, network_listener, gate): (Arc<Network>, TcpListener, SocketAddr),
+) -> Result<(), DemoError> {
+    for listener in [&listener, &network_listener] {
+        listener
+            .set_nonblocking(true)
+            .map_err(DemoError::Upstream)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(DemoError::Upstream)?;
     std::thread::spawn(move || {
         runtime.block_on(async move {
+            match tokio::net::TcpListener::from_std(network_listener) {
+                Ok(network_listener) => {
+                    tokio::spawn(network.serve(network_listener, gate));
+                }
+                Err(e) => log::error!("demo network stand-in cannot listen: {e}"),
+            }
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(listener) => upstream.serve(listener).await,
                 Err(e) => log::error!("demo upstream cannot listen: {e}"),

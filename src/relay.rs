@@ -174,6 +174,7 @@ impl Relay {
         let Some(resume) = resume.as_mut() else {
             return Held::Gone;
         };
+        client.let_go();
         let mut window = pin!(tokio::time::sleep_until(clock::now() + resume.window));
         let mut buf: Option<Box<[u8]>> = None;
         poll_fn(|cx| {

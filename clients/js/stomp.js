@@ -19,10 +19,15 @@
 // request finds the login stale, refreshes it and goes on. A revoked login (4403), or a login the ticket endpoint refuses, deactivates
 // the client instead of retrying forever. A refused ticket request (429, 503) waits its
 // Retry-After before stompjs tries again, and a ticket paced by the upgrade budget is used
-// after its connect_after_ms.
+// after its connect_after_ms. With resume on at ticketgate, the socket stompjs gets is a
+// `ResumingSocket`: a connection that breaks without a close frame is resumed under stompjs,
+// which never sees it, so the STOMP session and its subscriptions go on (no CONNECT, no
+// SUBSCRIBE again) and no message is missed; only a refused resume reaches stompjs as a close,
+// and it reconnects as before.
 
 import {
-  REVOKED, TicketError, fetchTicketDetails, keepSession, loginExpiry, ticketProtocols, ticketUrlFor, withTicket,
+  REVOKED, ResumingSocket, TicketError, fetchTicketDetails, keepSession, loginExpiry, ticketProtocols, ticketUrlFor,
+  withTicket,
 } from "./ticketgate.js";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -62,7 +67,7 @@ export function withTicketgate(client, options) {
       if (error instanceof TicketError && error.retryAfter) await sleep(error.retryAfter * 1000);
       throw error;
     }
-    const { ticket, session, token, connectAfterMs } = details;
+    const { ticket, session, resume, token, connectAfterMs } = details;
     // ticketgate paces upgrades to its budget: the ticket says when this one fits.
     if (connectAfterMs > 0) await sleep(connectAfterMs);
     const stompProtocols = client.stompVersions.protocolVersions();
@@ -70,13 +75,16 @@ export function withTicketgate(client, options) {
     // The adapter opens the socket itself (in both modes) so that it sees its close code
     // whatever handlers the application sets on the client.
     client.webSocketFactory = () => {
-      const socket = inProtocol
+      const first = inProtocol
         ? new WebSocket(settings.url, ticketProtocols(ticket, stompProtocols))
         : new WebSocket(withTicket(settings.url, ticket, settings.ticketParam), stompProtocols);
+      const socket = new ResumingSocket(first, { ...settings, session, resume });
       let stopKeeping = () => {};
       socket.addEventListener("open", () => {
         if (session && settings.keepSessions) {
-          stopKeeping = keepSession({ ...settings, session, expiresAt: loginExpiry(token) });
+          stopKeeping = keepSession({
+            ...settings, session, expiresAt: loginExpiry(token), onRefreshed: (body) => socket.takeToken(body),
+          });
         }
       });
       socket.addEventListener("close", (event) => {

@@ -64,6 +64,39 @@ export interface TicketgateSocket extends EventTarget {
 }
 
 export function connect(url: string, options: ConnectOptions): TicketgateSocket;
+
+/**
+ * A WebSocket-shaped wrapper around a socket opened with a ticket that resumes it after a
+ * 1006 close while it holds a resume token ("resume" event, no "close"); a refused resume ends
+ * it with a "close" whose `resumeRefused` is true.
+ */
+export class ResumingSocket extends EventTarget {
+  constructor(
+    first: WebSocket,
+    options: {
+      /** The socket's URL without a ticket (resumes reopen it). */
+      url: string;
+      session?: string;
+      /** The first resume token (the ticket answer's `resume`). */
+      resume?: string;
+      refreshUrl: string;
+      getAccessToken: () => string | Promise<string>;
+      onStep?: (step: Step, detail: Record<string, unknown>) => void;
+    },
+  );
+  readonly url: string;
+  readonly readyState: number;
+  readonly protocol: string;
+  binaryType: BinaryType;
+  onopen: ((event: Event) => void) | null;
+  onmessage: ((event: MessageEvent) => void) | null;
+  onclose: ((event: CloseEvent) => void) | null;
+  onerror: ((event: Event) => void) | null;
+  send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void;
+  close(code?: number, reason?: string): void;
+  /** A refresh's answer: its `resume` becomes the next token. */
+  takeToken(body: Record<string, unknown>): void;
+}
 export function fetchTicket(options: TicketOptions & { ticketUrl: string }): Promise<string>;
 export function fetchTicketDetails(
   options: TicketOptions & { ticketUrl: string },

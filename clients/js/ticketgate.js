@@ -192,6 +192,127 @@ export function withTicket(url, ticket, param = "ticket") {
 }
 
 /**
+ * A WebSocket that survives a broken connection: wraps `first` (a WebSocket just opened with
+ * a ticket) and, when its connection ends with 1006 (no close frame) while a resume token is
+ * held, reopens it with `ticketgate.resume.<token>.<messages delivered>`, without a "close".
+ * It counts the messages it delivers, queues what is sent while it resumes, dispatches
+ * "resume" when resumed and asks the refresh endpoint for the next token. A refused resume
+ * ends it with a "close" (code 1006) whose `resumeRefused` is true.
+ *
+ * It has the WebSocket interface (`readyState`, `protocol`, `binaryType`, `url`, `send`,
+ * `close`, `on*` handlers and listeners), so stompjs can take it from a `webSocketFactory`.
+ * Options: url (the socket's URL without a ticket), session, resume (the first token),
+ * refreshUrl, getAccessToken, onStep.
+ */
+export class ResumingSocket extends EventTarget {
+  constructor(first, options) {
+    super();
+    this.url = options.url;
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._options = options;
+    this._token = options.resume;
+    this._received = 0;
+    this._binaryType = first.binaryType;
+    this._queue = [];
+    this._resuming = false;
+    this._closedByUser = false;
+    this._protocol = "";
+    this._attach(first, false);
+  }
+
+  get readyState() {
+    return this._resuming ? WebSocket.OPEN : this._socket.readyState;
+  }
+
+  /** The protocol the first handshake chose (a resume's 101 names only ticketgate's). */
+  get protocol() {
+    return this._protocol;
+  }
+
+  get binaryType() {
+    return this._binaryType;
+  }
+
+  set binaryType(type) {
+    this._binaryType = type;
+    this._socket.binaryType = type;
+  }
+
+  send(data) {
+    if (this._resuming) this._queue.push(data);
+    else this._socket.send(data);
+  }
+
+  close(code, reason) {
+    this._closedByUser = true;
+    this._socket.close(code, reason);
+  }
+
+  /** A refresh's answer names the socket's next resume token. */
+  takeToken(body) {
+    if (typeof body?.resume === "string") this._token = body.resume;
+  }
+
+  _fire(type, init) {
+    const event = Object.assign(new Event(type), init);
+    this[`on${type}`]?.(event);
+    this.dispatchEvent(event);
+  }
+
+  _attach(socket, resumed) {
+    this._socket = socket;
+    socket.binaryType = this._binaryType;
+    let opened = false;
+    socket.addEventListener("open", () => {
+      opened = true;
+      if (resumed) return this._resumed();
+      this._protocol = socket.protocol;
+      this._fire("open");
+    });
+    socket.addEventListener("message", (e) => {
+      this._received += 1;
+      this._fire("message", { data: e.data });
+    });
+    // A refused resume errors before it would open: its "close" says so instead.
+    socket.addEventListener("error", () => {
+      if (socket === this._socket && (opened || !resumed)) this._fire("error");
+    });
+    socket.addEventListener("close", (e) => {
+      if (socket !== this._socket) return;
+      if (e.code === 1006 && opened && this._token && !this._closedByUser) return this._resume();
+      this._resuming = false;
+      const resumeRefused = resumed && !opened;
+      if (resumeRefused) this._options.onStep?.("resume:refused", {});
+      this._fire("close", { code: e.code, reason: e.reason, wasClean: e.wasClean, resumeRefused });
+    });
+  }
+
+  _resume() {
+    const offer = ["ticketgate", `ticketgate.resume.${this._token}.${this._received}`];
+    this._token = undefined;
+    this._resuming = true;
+    this._options.onStep?.("socket:resuming", { received: this._received });
+    this._attach(new WebSocket(this.url, offer), true);
+  }
+
+  async _resumed() {
+    this._resuming = false;
+    this._options.onStep?.("socket:resumed", {});
+    for (const data of this._queue.splice(0)) this._socket.send(data);
+    this._fire("resume");
+    try {
+      const { response, body } = await postRefresh(this._options);
+      if (response.ok) {
+        this.takeToken(body);
+        this._options.onStep?.("resume:token", {});
+      }
+    } catch {
+      // No next token: a later drop ends the socket as one without resume.
+    }
+  }
+}
+
+/**
  * A WebSocket that authenticates through ticketgate and reconnects with a fresh ticket.
  *
  * Options: getAccessToken (required), refresh, ticketUrl (default: /ws-ticket on the socket's
@@ -228,12 +349,6 @@ export function connect(url, options) {
   let revoked = false;
   let failures = 0;
   let timer = null;
-  // The socket's session and resume token (single use), and the messages delivered on it.
-  let session;
-  let resumeToken;
-  let received = 0;
-  let chosenProtocol = "";
-  let stopKeeping = () => {};
 
   const emit = (type, init) => events.dispatchEvent(Object.assign(new Event(type), init));
 
@@ -246,96 +361,46 @@ export function connect(url, options) {
       emit("error", { error });
       return scheduleReconnect(error);
     }
-    const { ticket, token, connectAfterMs } = details;
+    const { ticket, session, token, connectAfterMs } = details;
     // ticketgate paces upgrades to its budget: the ticket says when this one fits.
     if (connectAfterMs > 0) await new Promise((resolve) => { timer = setTimeout(resolve, connectAfterMs); });
     if (closedByUser) return;
-    stopKeeping();
-    ({ session } = details);
-    resumeToken = details.resume;
-    received = 0;
     const inProtocol = settings.ticketIn === "protocol";
     const socketUrl = inProtocol ? url : withTicket(url, ticket, settings.ticketParam);
     settings.onStep("socket:connecting", { url: socketUrl, ticketIn: settings.ticketIn });
-    const current = inProtocol
+    const first = inProtocol
       ? new WebSocket(socketUrl, ticketProtocols(ticket, settings.protocols ?? []))
       : new WebSocket(socketUrl, settings.protocols);
-    watch(current, () => {
-      chosenProtocol = current.protocol === "ticketgate" ? "" : current.protocol;
+    const current = new ResumingSocket(first, { ...settings, url, session, resume: details.resume });
+    socket = current;
+    let stopKeeping = () => {};
+    current.addEventListener("open", () => {
+      failures = 0;
       settings.onStep("socket:open", {});
       if (session && settings.keepSessions) {
         stopKeeping = keepSession({
-          ...settings, session, expiresAt: loginExpiry(token), onRefreshed: takeToken,
+          ...settings, session, expiresAt: loginExpiry(token), onRefreshed: (body) => current.takeToken(body),
         });
       }
       emit("open");
     });
-  }
-
-  /** A refresh's answer names the socket's next resume token. */
-  function takeToken(body) {
-    if (typeof body.resume === "string") resumeToken = body.resume;
-  }
-
-  /** Follows `current` (the socket from now on): `opened` runs at its open. */
-  function watch(current, opened) {
-    socket = current;
-    let open = false;
-    current.addEventListener("open", () => {
-      open = true;
-      failures = 0;
-      opened();
-    });
-    current.addEventListener("message", (e) => {
-      received += 1;
-      emit("message", { data: e.data });
-    });
-    current.addEventListener("close", (e) => closed(current, e, open));
-  }
-
-  function closed(current, e, wasOpen) {
-    if (socket !== current) return;
-    settings.onStep("socket:closed", { code: e.code });
-    // 1006: the connection broke without a close frame; ticketgate holds the upstream.
-    if (e.code === 1006 && wasOpen && resumeToken && !closedByUser) return resume();
-    stopKeeping();
-    if (e.code === LOGIN_EXPIRED && settings.refresh && !closedByUser) return renew();
-    emit("close", { code: e.code, reason: e.reason });
-    if (e.code === REVOKED) {
-      revoked = true;
-      return emit("revoked", { reason: e.reason });
-    }
-    scheduleReconnect();
-  }
-
-  /** Reopens the broken socket where it was; a refused resume reconnects afresh. */
-  function resume() {
-    const offer = ["ticketgate", `ticketgate.resume.${resumeToken}.${received}`];
-    resumeToken = undefined;
-    settings.onStep("socket:resuming", { received });
-    const current = new WebSocket(url, offer);
-    watch(current, async () => {
-      settings.onStep("socket:resumed", {});
-      emit("resume");
-      try {
-        const { response, body } = await postRefresh({ ...settings, session });
-        if (response.ok) {
-          takeToken(body);
-          settings.onStep("resume:token", {});
-        }
-      } catch {
-        // No next token: a later drop reconnects afresh.
-      }
-    });
-    // A refused handshake errors before it would open (then closes with 1006).
-    current.addEventListener("error", () => {
-      if (socket === current && current.readyState !== WebSocket.OPEN && !closedByUser) {
-        settings.onStep("resume:refused", {});
-        socket = null;
-        stopKeeping();
+    current.addEventListener("message", (e) => emit("message", { data: e.data }));
+    current.addEventListener("resume", () => emit("resume"));
+    current.addEventListener("close", (e) => {
+      stopKeeping();
+      if (socket !== current) return;
+      settings.onStep("socket:closed", { code: e.code });
+      if (e.resumeRefused && !closedByUser) {
         emit("reconnect", { reason: "resume refused" });
-        open();
+        return open();
       }
+      if (e.code === LOGIN_EXPIRED && settings.refresh && !closedByUser) return renew();
+      emit("close", { code: e.code, reason: e.reason });
+      if (e.code === REVOKED) {
+        revoked = true;
+        return emit("revoked", { reason: e.reason });
+      }
+      scheduleReconnect();
     });
   }
 
@@ -391,6 +456,11 @@ export function connect(url, options) {
     },
     readyState: { get: () => (socket ? socket.readyState : WebSocket.CONNECTING) },
     /** The application protocol the server chose ("" for none, or only ticketgate's marker). */
-    protocol: { get: () => chosenProtocol },
+    protocol: {
+      get: () => {
+        const chosen = socket?.protocol ?? "";
+        return chosen === "ticketgate" ? "" : chosen;
+      },
+    },
   });
 }

@@ -16,9 +16,15 @@ use tokio_tungstenite::tungstenite::protocol::{Message, Role};
 
 /// The 101 answer to a WebSocket handshake, with the echo running on the upgraded
 /// connection; `None` when `req` is not a handshake (no `Sec-WebSocket-Key`).
-pub fn accept(
+pub fn accept(req: Request<Incoming>, greeting: Option<String>) -> Option<Response<Full<Bytes>>> {
+    accept_until(req, greeting, ())
+}
+
+/// As `accept`, holding `guard` until the echo ends (its drop says the connection ended).
+pub fn accept_until(
     mut req: Request<Incoming>,
     greeting: Option<String>,
+    guard: impl Send + 'static,
 ) -> Option<Response<Full<Bytes>>> {
     let accept = req
         .headers()
@@ -36,6 +42,7 @@ pub fn accept(
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         echo(socket, greeting).await;
+        drop(guard);
     });
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::idp::DevIdp;
+use super::network::Network;
 
 const PAGE: &str = include_str!("page.html");
 const CLIENT: &str = include_str!("../../clients/js/ticketgate.js");
@@ -29,6 +31,27 @@ pub struct DemoUpstream {
     pub access_log: PathBuf,
     pub subject_header: String,
     pub admin: AdminClient,
+    /// The network stand-in the page's "cut my connection" button cuts.
+    pub network: Arc<Network>,
+    /// WebSocket connections this service accepted, and how many of them ended: what the
+    /// page shows to prove a resume never reached it.
+    pub sockets: Arc<SocketCount>,
+}
+
+/// WebSocket connections accepted and ended.
+#[derive(Default)]
+pub struct SocketCount {
+    accepted: AtomicUsize,
+    ended: AtomicUsize,
+}
+
+/// Counts its connection as ended when the echo drops it.
+struct Ends(Arc<SocketCount>);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// ticketgate's admin listener as the page reaches it through this service: the page's
@@ -75,6 +98,11 @@ impl DemoUpstream {
             }
             (Method::POST, "/demo/revoke") => self.revoke(req).await,
             (Method::GET, "/demo/metrics") => self.metrics().await,
+            (Method::GET, "/demo/network") => self.network_state(),
+            (Method::POST, "/demo/cut") => {
+                let cut = self.network.cut();
+                json_reply(StatusCode::OK, &json!({ "cut": cut }))
+            }
             (Method::POST, "/idp/login") => self.login(req).await,
             (Method::POST, "/idp/refresh") => self.refresh(req).await,
             (Method::POST, "/idp/expired-token") => {
@@ -194,10 +222,25 @@ impl DemoUpstream {
         Value::Array(lines[start..].to_vec())
     }
 
+    /// Where the page's sockets go through the network stand-in, and what this service saw.
+    fn network_state(&self) -> Response<Full<Bytes>> {
+        let body = json!({
+            "port": self.network.listen.port(),
+            "upstream_sockets_accepted": self.sockets.accepted.load(Ordering::SeqCst),
+            "upstream_sockets_ended": self.sockets.ended.load(Ordering::SeqCst),
+        });
+        json_reply(StatusCode::OK, &body)
+    }
+
     /// Accepts the upgrade ticketgate forwarded, greets with what it received, then echoes.
     fn websocket(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let hello = json!({ "hello": self.identity(&req) }).to_string();
-        super::echo::accept(req, Some(hello)).unwrap_or_else(|| {
+        let ends = Ends(self.sockets.clone());
+        let accepted = super::echo::accept_until(req, Some(hello), ends);
+        if accepted.is_some() {
+            self.sockets.accepted.fetch_add(1, Ordering::SeqCst);
+        }
+        accepted.unwrap_or_else(|| {
             json_reply(
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "not a WebSocket handshake"}),

@@ -138,6 +138,32 @@ test("logs in, gets a ticket, opens the WebSocket through ticketgate and receive
   await page.close();
 });
 
+test("cutting the connection resumes the socket: the upstream never sees a disconnect", async () => {
+  const { page, sockets } = await openDemo();
+  await logInAndConnect(page);
+  await echo(page, "before the cut");
+  await page.waitForFunction(() => window.demo.upstreamSockets, null, { timeout: DEADLINE_MS });
+  const before = await page.evaluate(() => window.demo.upstreamSockets);
+  for (let cut = 1; cut <= 2; cut++) {
+    await page.click("#cut");
+    await page.waitForFunction((n) => window.demo.resumes === n, cut, { timeout: DEADLINE_MS });
+    await echo(page, `after cut ${cut}`);
+  }
+  // In the page: no close, no reconnect, the resume shown.
+  const steps = await page.textContent("#steps");
+  assert.match(steps, /resuming with ticketgate\.resume/);
+  assert.doesNotMatch(steps, /Socket closed/);
+  // At the upstream: the same one connection, never ended.
+  const after = await page.evaluate(async () => (await fetch("/demo/network")).json());
+  assert.equal(after.upstream_sockets_accepted, before.upstream_sockets_accepted);
+  assert.equal(after.upstream_sockets_ended, before.upstream_sockets_ended);
+  // On the wire: the ticket once, then two resumes without one.
+  assert.equal(sockets.length, 3);
+  assert.match(sockets[0], /ticket=tg2\./);
+  assert.ok(sockets.slice(1).every((url) => !url.includes("ticket=")));
+  await page.close();
+});
+
 test("a socket opened without a ticket is refused", async () => {
   const { page, sockets } = await openDemo();
   await page.click("#no-ticket");

@@ -447,3 +447,60 @@ async fn a_resume_route_offers_the_upstream_no_extension() {
     let head = seen.heads.lock().expect("heads")[0].to_ascii_lowercase();
     assert!(!head.contains("sec-websocket-extensions"), "{head}");
 }
+
+/// Opens a socket for `subject` whose login ends in `seconds`, reads a message, cuts it.
+async fn open_and_cut(gate: &Gate, subject: &str, seconds: i64) -> String {
+    let mut claims = valid_claims();
+    claims["sub"] = json!(subject);
+    claims["exp"] = json!(tokens::now() + seconds);
+    let jwt = mint(Algorithm::HS256, &claims);
+    let (status, _, body) = request_ticket(&gate.url("/ws-ticket"), &jwt).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["resume"].as_str().expect("token").to_string();
+    secrets::remember(&token);
+    let ticket = body["ticket"].as_str().expect("ticket");
+    let (mut socket, _) = open(gate, &format!("/ws?ticket={ticket}"), None)
+        .await
+        .expect("101");
+    read_numbered(&mut socket, &mut 0, 1).await;
+    drop(socket);
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_session_whose_login_expires_while_away_ends_and_cannot_resume() {
+    let (upstream, seen) = numbered(Duration::from_millis(50)).await;
+    let options = TicketOptions {
+        refresh_path: Some(REFRESH.into()),
+        resume_window_seconds: Some(30),
+        ..Default::default()
+    };
+    let mut file = config::tickets(upstream, &options);
+    file.jwt.as_mut().expect("jwt").leeway_seconds = Some(0);
+    let gate = Gate::start(&file).await;
+    let token = open_and_cut(&gate, "grace", 2).await;
+    upstream_told(&seen).await;
+    refused_as_invalid_ticket(resume(&gate, "/ws", &token, 1).await);
+    wait_for("the socket's line", Duration::from_secs(5), || async {
+        gate.access_log()
+            .iter()
+            .any(|l| l["reason"] == "login_expired" && l["status"] == 101)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_closes_held_sessions_and_logs_them() {
+    let (upstream, seen) = numbered(Duration::from_millis(50)).await;
+    let mut gate = resuming_gate(upstream, 30, None).await;
+    open_and_cut(&gate, "heidi", 600).await;
+    gate.signal("TERM");
+    assert!(gate.exit_within(Duration::from_secs(10)).await.is_some());
+    upstream_told(&seen).await;
+    let log = gate.access_log();
+    assert!(
+        log.iter()
+            .any(|l| l["reason"] == "shutdown" && l["status"] == 101),
+        "{log:?}"
+    );
+}

@@ -387,3 +387,38 @@ test("a refused resume reconnects afresh: one reconnect event, no close", async 
   socket.close();
   through.close();
 });
+
+test("the STOMP adapter keeps its subscription across cut connections: one CONNECT, nothing missed", async () => {
+  const through = await network(Number(base.split(":")[1]));
+  const token = login("alice", 600);
+  const before = seenByUpstream.length;
+  const steps = [];
+  const client = withTicketgate(new Client({ reconnectDelay: 50, heartbeatIncoming: 0, heartbeatOutgoing: 0 }), {
+    url: `ws://127.0.0.1:${through.port}/ws/stomp`,
+    ticketUrl: `http://${base}/ws-ticket`,
+    refreshUrl: `http://${base}/ws-refresh`,
+    getAccessToken: () => token,
+    onStep: (step) => steps.push(step),
+  });
+  const received = [];
+  let connects = 0;
+  client.onConnect = () => {
+    connects += 1;
+    client.subscribe("/topic/room", (message) => received.push(message.body));
+  };
+  client.activate();
+  await until("the connection", () => connects === 1);
+  for (let i = 0; i < 30; i++) {
+    if (i % 10 === 0 && i > 0) {
+      through.cut();
+      await until("the resume and its next token", () => steps.filter((s) => s === "resume:token").length === i / 10);
+    }
+    client.publish({ destination: "/topic/room", body: `message ${i}` });
+    await until(`message ${i}`, () => received.length === i + 1);
+  }
+  assert.deepEqual(received, Array.from({ length: 30 }, (_, i) => `message ${i}`));
+  assert.equal(connects, 1, "no CONNECT again: stompjs never saw the cuts");
+  assert.equal(seenByUpstream.length - before, 1, "one upstream connection");
+  await client.deactivate();
+  through.close();
+});
