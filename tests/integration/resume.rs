@@ -141,11 +141,12 @@ async fn resuming_gate(upstream: SocketAddr, window: u64, buffer: Option<u64>) -
     Gate::start(&file).await
 }
 
-/// A login, its ticket answer (ticket, session, first resume token), remembered as secrets.
-async fn ticket_answer(gate: &Gate, subject: &str) -> (String, Value) {
+/// A login of `subject` for `seconds`, its ticket answer (ticket, session, first resume
+/// token), remembered as secrets.
+async fn ticket_answer(gate: &Gate, subject: &str, seconds: i64) -> (String, Value) {
     let mut claims = valid_claims();
     claims["sub"] = json!(subject);
-    claims["exp"] = json!(tokens::now() + 600);
+    claims["exp"] = json!(tokens::now() + seconds);
     let jwt = mint(Algorithm::HS256, &claims);
     let (status, _, body) = request_ticket(&gate.url("/ws-ticket"), &jwt).await;
     assert_eq!(status, 200, "{body}");
@@ -153,6 +154,21 @@ async fn ticket_answer(gate: &Gate, subject: &str) -> (String, Value) {
     assert_eq!(resume.len(), 22, "128 bits, base64url");
     secrets::remember(resume);
     (jwt, body)
+}
+
+/// A fresh socket on `/ws` for a ten-minute login of `subject`: the socket, its ticket answer
+/// and the login.
+async fn opened(gate: &Gate, subject: &str) -> (Socket, Value, String) {
+    opened_for(gate, subject, 600).await
+}
+
+async fn opened_for(gate: &Gate, subject: &str, seconds: i64) -> (Socket, Value, String) {
+    let (jwt, answer) = ticket_answer(gate, subject, seconds).await;
+    let ticket = answer["ticket"].as_str().expect("ticket");
+    let (socket, _) = open(gate, &format!("/ws?ticket={ticket}"), None)
+        .await
+        .expect("101");
+    (socket, answer, jwt)
 }
 
 /// Opens `path` offering `protocols`: the socket and the 101's `Ticketgate-Resume`, or the
@@ -228,11 +244,7 @@ fn refused_as_invalid_ticket(refusal: Result<(Socket, Option<String>), (u16, Str
 async fn a_hundred_cuts_reach_neither_the_upstream_nor_the_message_order() {
     let (upstream, seen) = numbered(Duration::from_millis(1)).await;
     let gate = resuming_gate(upstream, 10, None).await;
-    let (jwt, answer) = ticket_answer(&gate, "alice").await;
-    let ticket = answer["ticket"].as_str().expect("ticket");
-    let (mut socket, _) = open(&gate, &format!("/ws?ticket={ticket}"), None)
-        .await
-        .expect("101");
+    let (mut socket, answer, jwt) = opened(&gate, "alice").await;
     let mut token = answer["resume"].as_str().expect("token").to_string();
     let mut received = 0;
     let mut tokens = vec![token.clone()];
@@ -266,7 +278,7 @@ async fn a_hundred_cuts_reach_neither_the_upstream_nor_the_message_order() {
     let head = seen.heads.lock().expect("heads")[0].clone();
     assert!(!head.to_ascii_lowercase().contains("resume"), "{head}");
     let mut all: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    all.extend([jwt.as_str(), ticket]);
+    all.extend([jwt.as_str(), answer["ticket"].as_str().expect("ticket")]);
     gate.assert_never_printed(&all);
 }
 
@@ -274,13 +286,9 @@ async fn a_hundred_cuts_reach_neither_the_upstream_nor_the_message_order() {
 async fn every_refusal_is_401_invalid_ticket_and_spends_the_token() {
     let (upstream, seen) = numbered(Duration::from_millis(20)).await;
     let gate = resuming_gate(upstream, 10, None).await;
-    let (jwt, answer) = ticket_answer(&gate, "bob").await;
-    let ticket = answer["ticket"].as_str().expect("ticket");
+    let (mut socket, answer, jwt) = opened(&gate, "bob").await;
     let session = answer["session"].as_str().expect("session");
     let first = answer["resume"].as_str().expect("token");
-    let (mut socket, _) = open(&gate, &format!("/ws?ticket={ticket}"), None)
-        .await
-        .expect("101");
     let mut received = 0;
     read_numbered(&mut socket, &mut received, 2).await;
     refused_as_invalid_ticket(resume(&gate, "/ws", "AAAAAAAAAAAAAAAAAAAAAA", received).await);
@@ -354,12 +362,8 @@ async fn upstream_told(seen: &Seen) -> Option<u16> {
 async fn when_the_window_passes_the_upstream_is_told_1001_and_the_line_says_client_gone() {
     let (upstream, seen) = numbered(Duration::from_millis(50)).await;
     let gate = resuming_gate(upstream, 1, None).await;
-    let (_, answer) = ticket_answer(&gate, "carol").await;
-    let ticket = answer["ticket"].as_str().expect("ticket");
+    let (mut socket, answer, _) = opened(&gate, "carol").await;
     let token = answer["resume"].as_str().expect("token");
-    let (mut socket, _) = open(&gate, &format!("/ws?ticket={ticket}"), None)
-        .await
-        .expect("101");
     let mut received = 0;
     read_numbered(&mut socket, &mut received, 1).await;
     drop(socket);
@@ -379,12 +383,8 @@ async fn when_the_window_passes_the_upstream_is_told_1001_and_the_line_says_clie
 async fn a_resume_asking_for_messages_no_longer_kept_ends_the_socket() {
     let (upstream, seen) = numbered(Duration::from_millis(1)).await;
     let gate = resuming_gate(upstream, 10, Some(256)).await;
-    let (_, answer) = ticket_answer(&gate, "dave").await;
-    let ticket = answer["ticket"].as_str().expect("ticket");
+    let (mut socket, answer, _) = opened(&gate, "dave").await;
     let token = answer["resume"].as_str().expect("token");
-    let (mut socket, _) = open(&gate, &format!("/ws?ticket={ticket}"), None)
-        .await
-        .expect("101");
     let mut received = 0;
     // 256 bytes hold fewer than 100 of these messages.
     read_numbered(&mut socket, &mut received, 150).await;
@@ -403,12 +403,8 @@ async fn a_resume_asking_for_messages_no_longer_kept_ends_the_socket() {
 async fn a_held_session_revoked_while_away_ends_and_cannot_resume() {
     let (upstream, seen) = numbered(Duration::from_millis(50)).await;
     let gate = resuming_gate(upstream, 30, None).await;
-    let (_, answer) = ticket_answer(&gate, "erin").await;
-    let ticket = answer["ticket"].as_str().expect("ticket");
+    let (mut socket, answer, _) = opened(&gate, "erin").await;
     let token = answer["resume"].as_str().expect("token");
-    let (mut socket, _) = open(&gate, &format!("/ws?ticket={ticket}"), None)
-        .await
-        .expect("101");
     let mut received = 0;
     read_numbered(&mut socket, &mut received, 1).await;
     drop(socket);
@@ -429,7 +425,7 @@ async fn a_held_session_revoked_while_away_ends_and_cannot_resume() {
 async fn a_resume_route_offers_the_upstream_no_extension() {
     let (upstream, seen) = numbered(Duration::from_millis(50)).await;
     let gate = resuming_gate(upstream, 10, None).await;
-    let (_, answer) = ticket_answer(&gate, "frank").await;
+    let (_, answer) = ticket_answer(&gate, "frank", 600).await;
     let ticket = answer["ticket"].as_str().expect("ticket");
     let mut request = format!("ws://127.0.0.1:{}/ws?ticket={ticket}", gate.port)
         .into_client_request()
@@ -450,21 +446,10 @@ async fn a_resume_route_offers_the_upstream_no_extension() {
 
 /// Opens a socket for `subject` whose login ends in `seconds`, reads a message, cuts it.
 async fn open_and_cut(gate: &Gate, subject: &str, seconds: i64) -> String {
-    let mut claims = valid_claims();
-    claims["sub"] = json!(subject);
-    claims["exp"] = json!(tokens::now() + seconds);
-    let jwt = mint(Algorithm::HS256, &claims);
-    let (status, _, body) = request_ticket(&gate.url("/ws-ticket"), &jwt).await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["resume"].as_str().expect("token").to_string();
-    secrets::remember(&token);
-    let ticket = body["ticket"].as_str().expect("ticket");
-    let (mut socket, _) = open(gate, &format!("/ws?ticket={ticket}"), None)
-        .await
-        .expect("101");
+    let (mut socket, answer, _) = opened_for(gate, subject, seconds).await;
     read_numbered(&mut socket, &mut 0, 1).await;
     drop(socket);
-    token
+    answer["resume"].as_str().expect("token").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,6 +183,17 @@ after(() => {
   }
 });
 
+/** A stompjs client through the adapter that subscribes to /topic/room at every CONNECT. */
+function roomClient(options) {
+  const state = { received: [], connects: 0 };
+  const client = withTicketgate(new Client({ reconnectDelay: 50, heartbeatIncoming: 0, heartbeatOutgoing: 0 }), options);
+  client.onConnect = () => {
+    state.connects += 1;
+    client.subscribe("/topic/room", (message) => state.received.push(message.body));
+  };
+  return { client, state };
+}
+
 /** Opens `path` through the helper and resolves with the socket and its first message. */
 function open(pathAndQuery, options, host = base) {
   const events = { open: 0, close: [], reconnect: 0, revoked: 0, messages: [] };
@@ -307,20 +318,15 @@ for (const ticketIn of ["url", "protocol"]) {
 test("the STOMP adapter keeps its session through login expiries: one CONNECT, nothing lost", async () => {
   let token = login("alice", 2);
   let extended = 0;
-  const client = withTicketgate(new Client({ reconnectDelay: 50, heartbeatIncoming: 0, heartbeatOutgoing: 0 }), {
+  const { client, state } = roomClient({
     url: `ws://${base}/ws/stomp`,
     getAccessToken: () => token,
     refresh: async () => { token = login("alice", 2); },
     onStep: (step) => { if (step === "session:extended") extended += 1; },
   });
-  const received = [];
-  let connects = 0;
-  client.onConnect = () => {
-    connects += 1;
-    client.subscribe("/topic/room", (message) => received.push(message.body));
-  };
+  const { received } = state;
   client.activate();
-  await until("the connection", () => connects === 1);
+  await until("the connection", () => state.connects === 1);
   let sent = 0;
   while (extended < 3) {
     client.publish({ destination: "/topic/room", body: `message ${sent}` });
@@ -329,7 +335,7 @@ test("the STOMP adapter keeps its session through login expiries: one CONNECT, n
   }
   await until("every message", () => received.length === sent);
   assert.deepEqual(received, Array.from({ length: sent }, (_, i) => `message ${i}`));
-  assert.equal(connects, 1, "no reconnect across three login expiries");
+  assert.equal(state.connects, 1, "no reconnect across three login expiries");
   await client.deactivate();
 });
 
@@ -393,21 +399,16 @@ test("the STOMP adapter keeps its subscription across cut connections: one CONNE
   const token = login("alice", 600);
   const before = seenByUpstream.length;
   const steps = [];
-  const client = withTicketgate(new Client({ reconnectDelay: 50, heartbeatIncoming: 0, heartbeatOutgoing: 0 }), {
+  const { client, state } = roomClient({
     url: `ws://127.0.0.1:${through.port}/ws/stomp`,
     ticketUrl: `http://${base}/ws-ticket`,
     refreshUrl: `http://${base}/ws-refresh`,
     getAccessToken: () => token,
     onStep: (step) => steps.push(step),
   });
-  const received = [];
-  let connects = 0;
-  client.onConnect = () => {
-    connects += 1;
-    client.subscribe("/topic/room", (message) => received.push(message.body));
-  };
+  const { received } = state;
   client.activate();
-  await until("the connection", () => connects === 1);
+  await until("the connection", () => state.connects === 1);
   for (let i = 0; i < 30; i++) {
     if (i % 10 === 0 && i > 0) {
       through.cut();
@@ -417,7 +418,7 @@ test("the STOMP adapter keeps its subscription across cut connections: one CONNE
     await until(`message ${i}`, () => received.length === i + 1);
   }
   assert.deepEqual(received, Array.from({ length: 30 }, (_, i) => `message ${i}`));
-  assert.equal(connects, 1, "no CONNECT again: stompjs never saw the cuts");
+  assert.equal(state.connects, 1, "no CONNECT again: stompjs never saw the cuts");
   assert.equal(seenByUpstream.length - before, 1, "one upstream connection");
   await client.deactivate();
   through.close();
