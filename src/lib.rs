@@ -84,6 +84,7 @@ pub mod resume;
 pub mod revocations;
 pub mod server;
 pub mod shared_redis;
+pub mod stomp;
 pub mod subjects;
 pub mod subprotocol;
 pub mod tickets;
