@@ -262,7 +262,36 @@ pub fn resume_ring(data: &[u8]) {
     }
 }
 
-pub const TARGETS: [(&str, Target); 12] = [
+/// The STOMP guard (`stomp::guard`) on any client bytes, in pieces the first byte sizes: it
+/// never panics, what it releases is always a prefix of what came, and when it refuses
+/// nothing, the pieces change nothing.
+pub fn stomp_guard(data: &[u8]) {
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
+    let mut judge = |_: &'static str, destination: &str| destination.starts_with("/topic/");
+    let run = |pieces: &mut dyn Iterator<Item = &[u8]>, judge: &mut crate::stomp::guard::Judge| {
+        let mut guard = crate::stomp::guard::Guard::default();
+        let mut out = Vec::new();
+        for piece in pieces {
+            let pushed = guard.push(piece, judge);
+            out.extend_from_slice(guard.ready());
+            guard.sent(guard.ready().len());
+            if pushed.is_err() {
+                return (out, false);
+            }
+        }
+        (out, true)
+    };
+    let (whole, whole_ok) = run(&mut std::iter::once(bytes), &mut judge);
+    let (pieces, pieces_ok) = run(&mut bytes.chunks(usize::from(cut).max(1)), &mut judge);
+    assert!(bytes.starts_with(&whole) && bytes.starts_with(&pieces));
+    if whole_ok && pieces_ok {
+        assert_eq!(whole, pieces);
+    }
+}
+
+pub const TARGETS: [(&str, Target); 13] = [
     ("boundary_read", boundary_read),
     ("query_without", query_without),
     ("redact_target", redact_target),
@@ -275,6 +304,7 @@ pub const TARGETS: [(&str, Target); 12] = [
     ("refresh_body", refresh_body),
     ("upstream_head", upstream_head),
     ("resume_ring", resume_ring),
+    ("stomp_guard", stomp_guard),
 ];
 
 #[cfg(test)]

@@ -2,4 +2,5 @@
 //! frames are judged by the caller's claims before any byte of them reaches the broker.
 //! `pattern` says which destinations a caller may use.
 
+pub mod guard;
 pub mod pattern;
