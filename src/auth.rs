@@ -26,6 +26,9 @@ pub struct Identity {
     pub subject: String,
     /// Configured claim name -> its value as a header-ready string.
     pub claims: BTreeMap<String, String>,
+    /// Claims STOMP destination patterns name -> their strings (a ticket carries them too, so
+    /// they must stay few and short).
+    pub lists: BTreeMap<String, Vec<String>>,
 }
 
 impl Identity {
@@ -166,6 +169,7 @@ mod tests {
             issuer: IssuerTag::of(issuer),
             subject: subject.to_string(),
             claims: claims.iter().cloned().collect(),
+            lists: Default::default(),
         }
     }
 

@@ -116,6 +116,15 @@ pub struct Watched {
     closed: bool,
     /// Where this connection goes once its 101 is written, when the relay is to carry it.
     handover: std::sync::OnceLock<Arc<Handover>>,
+    /// On a `stomp:` route: ticketgate's close frame follows a STOMP `ERROR` frame naming the
+    /// reason (with the refused frame's receipt, when it asked for one).
+    stomp: Option<Farewell>,
+}
+
+/// What the STOMP `ERROR` frame before a close says besides the reason.
+#[derive(Debug, Default)]
+struct Farewell {
+    receipt: Option<String>,
 }
 
 /// A client connection on its way from Pingora to the relay (`crate::relay`): asked for by
@@ -289,6 +298,7 @@ impl Watched {
             close: None,
             closed: false,
             handover: std::sync::OnceLock::new(),
+            stomp: None,
         }
     }
 
@@ -322,6 +332,19 @@ impl Watched {
     /// The live session of this connection (the relay reads why it ended).
     pub fn ending(&self) -> &Arc<Ending> {
         &self.ending
+    }
+
+    /// The socket speaks STOMP (a `stomp:` route): ticketgate's closes say why in an `ERROR`
+    /// frame first.
+    pub fn speaks_stomp(&mut self) {
+        self.stomp.get_or_insert_with(Farewell::default);
+    }
+
+    /// A refused STOMP frame asked for a receipt: the `ERROR` frame names it.
+    pub fn stomp_receipt(&mut self, receipt: Option<String>) {
+        if let Some(farewell) = &mut self.stomp {
+            farewell.receipt = receipt;
+        }
     }
 
     /// The client's connection broke and the socket is held for a resume: its descriptor and
@@ -456,7 +479,13 @@ impl Watched {
                 // The write path finishes the message; the close wait bounds it.
                 return Poll::Pending;
             }
-            self.close = Some((live::close_frame(reason), 0));
+            let mut frames = Vec::new();
+            if let Some(farewell) = &self.stomp {
+                let (_, text) = reason.code_and_text();
+                frames = crate::stomp::error_frame(text, farewell.receipt.as_deref());
+            }
+            frames.extend(live::close_frame(reason));
+            self.close = Some((frames, 0));
         }
         if let Some((frame, written)) = &mut self.close {
             while *written < frame.len() {

@@ -194,6 +194,7 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> F
     let route = |prefix: &str, auth: &str| file::Route {
         prefix: prefix.into(),
         auth: auth.into(),
+        stomp: None,
     };
     File {
         listen: listen.to_string(),

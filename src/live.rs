@@ -30,15 +30,21 @@ pub enum CloseReason {
     /// A resumable socket's client broke away and did not resume in time (the upstream is
     /// told 1001).
     ClientGone,
+    /// On a `stomp:` route: a SUBSCRIBE or SEND to a destination the caller may not use.
+    ForbiddenDestination,
+    /// On a `stomp:` route: a frame that cannot be read.
+    MalformedFrame,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 7] = [
         CloseReason::LoginExpired,
         CloseReason::Revoked,
         CloseReason::Shutdown,
         CloseReason::Idle,
         CloseReason::ClientGone,
+        CloseReason::ForbiddenDestination,
+        CloseReason::MalformedFrame,
     ];
 
     /// The close code (RFC 6455 §7.4.2: 4000-4999 are for applications) and reason text.
@@ -49,6 +55,9 @@ impl CloseReason {
             // RFC 6455 §7.4.1: "going away", as a server going down says; clients reconnect.
             CloseReason::Shutdown | CloseReason::ClientGone => (1001, "going away"),
             CloseReason::Idle => (1000, "idle timeout"),
+            // RFC 6455 §7.4.1: "policy violation".
+            CloseReason::ForbiddenDestination => (1008, "forbidden destination"),
+            CloseReason::MalformedFrame => (1008, "malformed frame"),
         }
     }
 
@@ -60,6 +69,8 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Idle => "idle",
             CloseReason::ClientGone => "client_gone",
+            CloseReason::ForbiddenDestination => "forbidden_destination",
+            CloseReason::MalformedFrame => "malformed_frame",
         }
     }
 
@@ -70,6 +81,8 @@ impl CloseReason {
             CloseReason::Shutdown => 3,
             CloseReason::Idle => 4,
             CloseReason::ClientGone => 5,
+            CloseReason::ForbiddenDestination => 6,
+            CloseReason::MalformedFrame => 7,
         }
     }
 
@@ -80,6 +93,8 @@ impl CloseReason {
             3 => Some(CloseReason::Shutdown),
             4 => Some(CloseReason::Idle),
             5 => Some(CloseReason::ClientGone),
+            6 => Some(CloseReason::ForbiddenDestination),
+            7 => Some(CloseReason::MalformedFrame),
             _ => None,
         }
     }
@@ -97,13 +112,15 @@ pub enum SocketEnd {
 
 impl SocketEnd {
     /// Every value, for the metric's series.
-    pub const ALL: [SocketEnd; 7] = [
+    pub const ALL: [SocketEnd; 9] = [
         SocketEnd::Normal,
         SocketEnd::ClosedBy(CloseReason::LoginExpired),
         SocketEnd::ClosedBy(CloseReason::Revoked),
         SocketEnd::ClosedBy(CloseReason::Idle),
         SocketEnd::ClosedBy(CloseReason::Shutdown),
         SocketEnd::ClosedBy(CloseReason::ClientGone),
+        SocketEnd::ClosedBy(CloseReason::ForbiddenDestination),
+        SocketEnd::ClosedBy(CloseReason::MalformedFrame),
         SocketEnd::Error,
     ];
 

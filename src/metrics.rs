@@ -26,6 +26,7 @@ pub struct Metrics {
     websockets_closed: IntCounterVec,
     session_refreshes: IntCounterVec,
     admission_refusals: IntCounterVec,
+    stomp_refusals: IntCounterVec,
     revocations: IntCounter,
     ready: IntGauge,
     reloads: IntCounterVec,
@@ -47,6 +48,8 @@ pub enum Family {
     SessionRefreshes,
     /// `ticketgate_admission_refused_total`: `admission::Refusal`.
     AdmissionRefusals,
+    /// `ticketgate_stomp_frames_refused_total`: `stomp::guard::COMMANDS` and `unknown`.
+    StompRefusals,
 }
 
 /// The `result`s of `ticketgate_config_reloads_total`: success first.
@@ -154,6 +157,13 @@ impl Metrics {
                 ),
                 &["reason"],
             )),
+            stomp_refusals: must(IntCounterVec::new(
+                Opts::new(
+                    "ticketgate_stomp_frames_refused_total",
+                    "STOMP frames refused on stomp routes (a forbidden destination or a malformed frame), by command; the socket closed with 1008.",
+                ),
+                &["command"],
+            )),
             revocations: must(IntCounter::new(
                 "ticketgate_revocations_total",
                 "POST /revoke calls that revoked a subject's logins; a burst may mean an incident.",
@@ -212,6 +222,7 @@ impl Metrics {
             Family::TlsRefusals => &self.tls_handshake_failures,
             Family::SessionRefreshes => &self.session_refreshes,
             Family::AdmissionRefusals => &self.admission_refusals,
+            Family::StompRefusals => &self.stomp_refusals,
         };
         for label in labels {
             family.with_label_values(&[label]);
@@ -221,6 +232,11 @@ impl Metrics {
     /// `reason`: `admission::Refusal::label`.
     pub fn admission_refused(&self, reason: &str) {
         self.admission_refusals.with_label_values(&[reason]).inc();
+    }
+
+    /// `command`: the refused frame's command, `stomp::guard::Refused::label`.
+    pub fn stomp_frame_refused(&self, command: &str) {
+        self.stomp_refusals.with_label_values(&[command]).inc();
     }
 
     /// `result`: `refusal::RefreshResult::label`.
@@ -236,7 +252,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload_successful.clone()),
             Box::new(self.ready.clone()),
@@ -253,6 +269,7 @@ impl Metrics {
             Box::new(self.websockets_closed.clone()),
             Box::new(self.session_refreshes.clone()),
             Box::new(self.admission_refusals.clone()),
+            Box::new(self.stomp_refusals.clone()),
             Box::new(self.revocations.clone()),
             Box::new(self.tls_handshake_failures.clone()),
         ];

@@ -270,8 +270,21 @@ impl ProxyHttp for TicketGate {
                     .policy
                     .liveness(&self.sessions, self.shared_sessions.as_ref());
                 upgrade::opened(session, handshake, caller, &held_to);
-                if let Some(slots) = ctx.slots.as_mut() {
-                    relayed::ask_for_client(session, slots);
+                let relayed = ctx
+                    .slots
+                    .as_mut()
+                    .is_some_and(|slots| relayed::ask_for_client(session, slots));
+                let judged = ctx
+                    .policy
+                    .route(ctx.seen.destination)
+                    .is_some_and(|r| r.stomp.is_some());
+                if judged && !relayed {
+                    // Fail closed: only the relay judges STOMP frames.
+                    ctx.rejection = Some(Rejection::UpgradeRefused);
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(502),
+                        "a stomp route's socket cannot be carried by the relay",
+                    ));
                 }
                 Ok(())
             }
@@ -364,6 +377,7 @@ impl ProxyHttp for TicketGate {
                     let route = ctx.policy.route_label(ctx.seen.destination);
                     (config, route.to_owned())
                 }),
+                judging: relayed::judging(&ctx.policy, &ctx.seen),
             };
             relayed::start(handed, self.books(), leftovers);
             return;

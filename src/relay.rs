@@ -27,6 +27,9 @@ use crate::handover::{self, Upstream};
 use crate::live::{self, CloseReason, Outgoing};
 use crate::resume::ring::Ring;
 use crate::resume::{Door, Joining, Knock};
+use crate::stomp::StompRules;
+use crate::stomp::guard::{Guard, Refused, Why};
+use crate::stomp::pattern::ClaimLists;
 
 /// The buffer a read fills while bytes move; allocated per burst, not per socket.
 const BURST: usize = 8 * 1024;
@@ -38,6 +41,22 @@ pub struct Ended {
     pub closed_by_us: Option<CloseReason>,
     /// The failure that ended it, if one did (a reset, a write that timed out).
     pub error: Option<io::Error>,
+    /// On a `stomp:` route: the frame whose refusal closed it.
+    pub stomp_refused: Option<Refused>,
+}
+
+/// What a relay is held to besides its streams.
+pub struct Terms {
+    /// A write to the upstream that makes no progress this long fails.
+    pub write_timeout: Duration,
+    pub resumable: Option<Resumable>,
+    pub judging: Option<Judging>,
+}
+
+/// A `stomp:` route's rules and the caller's claims: the client's frames are judged by them.
+pub struct Judging {
+    pub rules: Arc<StompRules>,
+    pub claims: ClaimLists,
 }
 
 /// What a resumable socket's relay holds besides its streams: its door (where a resume
@@ -61,13 +80,16 @@ struct Resume {
 /// progress for `write_timeout` fails (the client's writes are timed by `Watched`). A
 /// resumable socket whose client breaks away is held for its window and goes on with the
 /// client that resumes it.
-pub async fn run(
-    client: Watched,
-    upstream: Upstream,
-    write_timeout: Duration,
-    resumable: Option<Resumable>,
-) -> Ended {
+pub async fn run(mut client: Watched, upstream: Upstream, terms: Terms) -> Ended {
+    let Terms {
+        write_timeout,
+        resumable,
+        judging,
+    } = terms;
     let Upstream { stream, early } = upstream;
+    if judging.is_some() {
+        client.speaks_stomp();
+    }
     let mut resume = resumable.map(|r| {
         Box::new(Resume {
             door: r.door,
@@ -90,6 +112,16 @@ pub async fn run(
         // have come with it.
         to_client: Way::holding(early),
         to_upstream: Way::default(),
+        judged: judging.map(|judging| {
+            Box::new(Judged {
+                judging,
+                guard: Guard::default(),
+                buf: None,
+                unflushed: false,
+                ended: false,
+                refused: None,
+            })
+        }),
         resume,
     };
     let error = loop {
@@ -110,6 +142,7 @@ pub async fn run(
     Ended {
         closed_by_us,
         error: error.filter(|_| closed_by_us.is_none()),
+        stomp_refused: relay.judged.and_then(|j| j.refused),
     }
 }
 
@@ -117,8 +150,90 @@ struct Relay {
     client: Watched,
     upstream: Timed,
     to_client: Way,
+    /// Client to upstream, unless the frames are judged (`judged`).
     to_upstream: Way,
+    judged: Option<Box<Judged>>,
     resume: Option<Box<Resume>>,
+}
+
+/// Client to upstream on a `stomp:` route: what is read goes through the guard, and what the
+/// guard releases goes on.
+struct Judged {
+    judging: Judging,
+    guard: Guard,
+    /// The read buffer, while bytes move.
+    buf: Option<Box<[u8]>>,
+    unflushed: bool,
+    ended: bool,
+    /// Set once a frame was refused: nothing more is read from the client.
+    refused: Option<Refused>,
+}
+
+impl Judged {
+    /// As `Way::poll_move`, through the guard; a refused frame is `Broke::Refused`.
+    fn poll_move<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        mut read: impl FnMut(&[u8]),
+    ) -> Poll<Result<(), Broke>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            let ready = self.guard.ready();
+            if !ready.is_empty() {
+                match Pin::new(&mut *to).poll_write(cx, ready) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Broke::Writing(io::ErrorKind::WriteZero.into())));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.guard.sent(n);
+                        self.unflushed = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Broke::Writing(e))),
+                    Poll::Pending => return Poll::Pending,
+                }
+                continue;
+            }
+            if self.unflushed {
+                ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(Broke::Writing)?;
+                self.unflushed = false;
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            if self.refused.is_some() {
+                // The close is under way (`Watched`); nothing more goes to the upstream.
+                return Poll::Pending;
+            }
+            let buf = self
+                .buf
+                .get_or_insert_with(|| vec![0; BURST].into_boxed_slice());
+            let mut filled = ReadBuf::new(buf);
+            match Pin::new(&mut *from).poll_read(cx, &mut filled) {
+                Poll::Ready(Ok(())) if filled.filled().is_empty() => self.ended = true,
+                Poll::Ready(Ok(())) => {
+                    read(filled.filled());
+                    let Judging { rules, claims } = &self.judging;
+                    let mut judge = |command: &'static str, destination: &str| {
+                        rules.allows(command, destination, claims)
+                    };
+                    if let Err(refused) = self.guard.push(filled.filled(), &mut judge) {
+                        self.refused = Some(refused.clone());
+                        return Poll::Ready(Err(Broke::Refused(refused)));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Broke::Reading(e))),
+                Poll::Pending => {
+                    self.buf = None;
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
 }
 
 /// How a turn of the relay ended.
@@ -148,6 +263,17 @@ impl Resume {
 }
 
 impl Relay {
+    /// A STOMP frame was refused: the client is told why (an `ERROR` frame, with its receipt)
+    /// and the socket closes with 1008, the upstream connection with it.
+    fn refuse(&mut self, refused: &Refused) {
+        let reason = match refused.why {
+            Why::Forbidden => CloseReason::ForbiddenDestination,
+            Why::Malformed => CloseReason::MalformedFrame,
+        };
+        self.client.stomp_receipt(refused.receipt.clone());
+        self.client.ending().close(reason);
+    }
+
     /// The client's connection broke: a resumable socket is held if it can be resumed.
     fn lost(&self, error: io::Error) -> Turn {
         let holdable =
@@ -211,7 +337,14 @@ impl Relay {
         let Some(resume) = self.resume.as_mut() else {
             return false;
         };
-        if !resume.from_client.at_message_boundary() || self.client.ending().closing().is_some() {
+        let judged_between = self
+            .judged
+            .as_ref()
+            .is_none_or(|j| j.guard.between_frames());
+        if !resume.from_client.at_message_boundary()
+            || !judged_between
+            || self.client.ending().closing().is_some()
+        {
             return false;
         }
         let Some(replay) = resume.ring.replay_after(received) else {
@@ -221,6 +354,9 @@ impl Relay {
         resume.from_client = Outgoing::frames();
         self.to_client = Way::holding(replay);
         self.to_upstream.ended = false;
+        if let Some(judged) = &mut self.judged {
+            judged.ended = false;
+        }
         true
     }
 
@@ -235,6 +371,7 @@ impl Relay {
         Ended {
             closed_by_us: Some(CloseReason::ClientGone),
             error: sent.await.err(),
+            stomp_refused: None,
         }
     }
 }
@@ -295,6 +432,8 @@ struct Way {
 enum Broke {
     Reading(io::Error),
     Writing(io::Error),
+    /// The guard refused one of the client's STOMP frames.
+    Refused(Refused),
 }
 
 impl Way {
@@ -399,6 +538,12 @@ impl Future for &mut Relay {
         match moved {
             Poll::Ready(Err(Broke::Reading(e))) => return Poll::Ready(Turn::Ended(Err(e))),
             Poll::Ready(Err(Broke::Writing(e))) => return Poll::Ready(relay.lost(e)),
+            // Only the client's frames are judged; a refusal from this way would close alike.
+            Poll::Ready(Err(Broke::Refused(refused))) => {
+                relay.refuse(&refused);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             Poll::Ready(Ok(())) => {
                 return Pin::new(&mut relay.client)
                     .poll_shutdown(cx)
@@ -411,18 +556,29 @@ impl Future for &mut Relay {
                 client,
                 upstream,
                 to_upstream,
+                judged,
                 resume,
                 ..
             } = &mut *relay;
-            to_upstream.poll_move(cx, client, upstream, |bytes| {
+            let read = |bytes: &[u8]| {
                 if let Some(resume) = resume {
                     resume.from_client.advance(bytes);
                 }
-            })
+            };
+            match judged {
+                Some(judged) => judged.poll_move(cx, client, upstream, read),
+                None => to_upstream.poll_move(cx, client, upstream, read),
+            }
         };
         match moved {
             Poll::Ready(Err(Broke::Reading(e))) => Poll::Ready(relay.lost(e)),
             Poll::Ready(Err(Broke::Writing(e))) => Poll::Ready(Turn::Ended(Err(e))),
+            Poll::Ready(Err(Broke::Refused(refused))) => {
+                relay.refuse(&refused);
+                // The close frame goes out from the next turn's `poll_live_close`.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Poll::Ready(Ok(())) => match relay.lost(io::ErrorKind::UnexpectedEof.into()) {
                 Turn::Lost => Poll::Ready(Turn::Lost),
                 _ => Pin::new(&mut relay.upstream)
@@ -506,8 +662,11 @@ mod tests {
                 stream: upstream_end,
                 early: head,
             },
-            Duration::from_secs(5),
-            None,
+            Terms {
+                write_timeout: Duration::from_secs(5),
+                resumable: None,
+                judging: None,
+            },
         ));
         let upstream_side = async {
             write_in_pieces(&mut upstream, &to_client, &up_cuts).await;

@@ -68,6 +68,7 @@ pub fn run(mut config: Config, path: PathBuf, once_idle: OnceIdle) -> Result<(),
         Family::AdmissionRefusals,
         &admission::Refusal::ALL.map(admission::Refusal::label),
     );
+    metrics.start_at_zero_for(Family::StompRefusals, &crate::stomp::guard::Refused::LABELS);
     let access_log = Arc::new(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
     let revocations = Arc::new(Revocations::new(shared_revocations(&config, &metrics)?));
     let shared_sessions = shared_sessions(&config, &metrics)?;

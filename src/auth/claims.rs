@@ -22,6 +22,9 @@ pub struct Claims<'a> {
     iat: Option<f64>,
     /// `(claim, header text)` for each forwarded claim the token has.
     pub kept: Vec<(String, String)>,
+    /// `(claim, its strings)` for each listed claim the token has (STOMP destination
+    /// patterns name them): a string is a list of one, an array gives its strings.
+    pub lists: Vec<(String, Vec<String>)>,
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
@@ -51,8 +54,17 @@ impl<'a> Claims<'a> {
     /// claim of the wrong type, or any claim this reads given twice, is malformed: two
     /// readings of one token must not exist.
     pub fn read(payload: &'a [u8], kept: &[String]) -> Result<Self, TokenProblem> {
+        Claims::read_listing(payload, kept, &[])
+    }
+
+    /// As `read`, also keeping the claims named in `listed` as lists of strings.
+    pub fn read_listing(
+        payload: &'a [u8],
+        kept: &[String],
+        listed: &[String],
+    ) -> Result<Self, TokenProblem> {
         let mut reader = serde_json::Deserializer::from_slice(payload);
-        let claims = Reader { kept }
+        let claims = Reader { kept, listed }
             .deserialize(&mut reader)
             .map_err(|_| TokenProblem::Malformed)?;
         reader.end().map_err(|_| TokenProblem::Malformed)?;
@@ -115,8 +127,21 @@ fn header_text(value: Value) -> String {
     }
 }
 
+/// A claim's strings: itself when it is one, the strings among it when it is an array.
+fn strings_of(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|item| item.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 struct Reader<'k> {
     kept: &'k [String],
+    listed: &'k [String],
 }
 
 impl<'de> DeserializeSeed<'de> for Reader<'_> {
@@ -137,13 +162,21 @@ impl<'de> Visitor<'de> for Reader<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims<'de>, A::Error> {
         let mut claims = Claims::default();
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            if self.kept.iter().any(|k| *k == *name) {
-                if claims.kept.iter().any(|(k, _)| *k == *name) {
+            let kept = self.kept.iter().any(|k| *k == *name);
+            let listed = self.listed.iter().any(|k| *k == *name);
+            if kept || listed {
+                let seen_kept = claims.kept.iter().any(|(k, _)| *k == *name);
+                if seen_kept || claims.lists.iter().any(|(k, _)| *k == *name) {
                     return Err(de::Error::custom("claim given twice"));
                 }
                 let value: Value = map.next_value()?;
                 claims.registered(&name, Some(&value), &mut map)?;
-                claims.kept.push((name.into_owned(), header_text(value)));
+                if listed {
+                    claims.lists.push((name.to_string(), strings_of(&value)));
+                }
+                if kept {
+                    claims.kept.push((name.into_owned(), header_text(value)));
+                }
             } else {
                 claims.registered(&name, None, &mut map)?;
             }
@@ -197,6 +230,28 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::{ClaimRules, Claims, TokenProblem};
+
+    #[test]
+    fn listed_claims_are_kept_as_their_strings() {
+        let payload = br#"{"sub":"a","rooms":["r1",7,"r2"],"tenant":"t","email":"e@x","n":5}"#;
+        let kept = ["email".to_string(), "tenant".to_string()];
+        let listed = ["rooms".to_string(), "tenant".to_string(), "n".to_string()];
+        let claims = Claims::read_listing(payload, &kept, &listed).expect("read");
+        assert_eq!(
+            claims.lists,
+            [
+                (
+                    "rooms".to_string(),
+                    vec!["r1".to_string(), "r2".to_string()]
+                ),
+                ("tenant".to_string(), vec!["t".to_string()]),
+                ("n".to_string(), vec![]),
+            ]
+        );
+        assert_eq!(claims.kept.len(), 2);
+        let twice = br#"{"rooms":["r1"],"rooms":["r2"]}"#;
+        assert!(Claims::read_listing(twice, &[], &listed).is_err());
+    }
 
     const LEEWAY: u64 = 60;
     const SECRET: &[u8] = b"a secret of thirty-two bytes ...";

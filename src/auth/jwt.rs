@@ -37,6 +37,8 @@ pub struct JwtVerifier {
     issuers: Vec<Issuer>,
     /// The claims an `Identity` keeps (those the forward headers carry); the rest are dropped.
     kept_claims: Vec<String>,
+    /// The claims an `Identity` keeps as lists of strings (those STOMP patterns name).
+    listed_claims: Vec<String>,
 }
 
 /// A token that passed every check: who it names, the login it stands for, and the key set
@@ -70,7 +72,12 @@ struct Issuer {
 }
 
 impl JwtVerifier {
-    pub fn new(config: &JwtConfig, kept_claims: Vec<String>, metrics: &Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &JwtConfig,
+        kept_claims: Vec<String>,
+        listed_claims: Vec<String>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
         let issuers = config
             .issuers
             .iter()
@@ -94,6 +101,7 @@ impl JwtVerifier {
         JwtVerifier {
             issuers,
             kept_claims,
+            listed_claims,
         }
     }
 
@@ -128,7 +136,7 @@ impl JwtVerifier {
         };
         let early_claims = early_payload
             .as_deref()
-            .map(|payload| Claims::read(payload, &self.kept_claims))
+            .map(|payload| Claims::read_listing(payload, &self.kept_claims, &self.listed_claims))
             .transpose()?;
         let index = self.issuer_for(early_claims.as_ref())?;
         let issuer = &self.issuers[index];
@@ -159,7 +167,7 @@ impl JwtVerifier {
             Some(claims) => claims,
             None => {
                 late_payload = compact.payload()?;
-                Claims::read(&late_payload, &self.kept_claims)?
+                Claims::read_listing(&late_payload, &self.kept_claims, &self.listed_claims)?
             }
         };
         issuer.rules.check(&claims, now)?;
@@ -193,6 +201,7 @@ fn verified(claims: Claims, issuer: IssuerTag, keys: KeySetVersion) -> Verified 
             issuer,
             subject: claims.sub.unwrap_or_default().into_owned(),
             claims: claims.kept.into_iter().collect(),
+            lists: claims.lists.into_iter().collect(),
         },
         login,
         keys,

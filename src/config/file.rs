@@ -98,6 +98,20 @@ pub struct Issuer {
 pub struct Route {
     pub prefix: String,
     pub auth: String,
+    /// The STOMP destinations callers of this route may subscribe and send to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stomp: Option<Stomp>,
+}
+
+/// A route's `stomp:` patterns: literal text, `*` (one segment), `**` (the rest, last only),
+/// `{claim}` (the caller's claim).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stomp {
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    #[serde(default)]
+    pub send: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

@@ -1,10 +1,13 @@
 //! The `routes:` section: prefixes, in order, each with its `auth`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::{AuthMode, Problems, Route, file};
 use crate::auth::jwt::JwtConfig;
 use crate::boundary;
+use crate::stomp::StompRules;
+use crate::stomp::pattern::Pattern;
 
 pub(super) fn routes(
     raw: Vec<file::Route>,
@@ -64,12 +67,47 @@ pub(super) fn routes(
                     "`auth: ticket` needs a `tickets` section",
                 );
             }
+            let stomp = route
+                .stomp
+                .map(|raw| stomp_rules(raw, auth, &key, problems));
             Some(Route {
                 prefix: route.prefix,
                 auth,
+                stomp,
             })
         })
         .collect()
+}
+
+/// A route's `stomp:` patterns, each bad one named with why.
+fn stomp_rules(
+    raw: file::Stomp,
+    auth: AuthMode,
+    key: &str,
+    problems: &mut Problems,
+) -> Arc<StompRules> {
+    if auth == AuthMode::None {
+        problems.add(
+            format!("{key}.stomp"),
+            "judges destinations by the caller's claims: needs `auth: ticket` or `auth: jwt`",
+        );
+    }
+    let mut patterns = |list: Vec<String>, name: &str| -> Vec<Pattern> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(j, text)| match Pattern::parse(text) {
+                Ok(pattern) => Some(pattern),
+                Err(e) => {
+                    problems.add(format!("{key}.stomp.{name}[{j}]"), format!("{text:?} {e}"));
+                    None
+                }
+            })
+            .collect()
+    };
+    Arc::new(StompRules {
+        subscribe: patterns(raw.subscribe, "subscribe"),
+        send: patterns(raw.send, "send"),
+    })
 }
 
 /// Whether requests can match `prefix`: routes compare canonical route paths.
@@ -125,6 +163,38 @@ mod tests {
             &GOOD.replace("routes:\n  - prefix: /\n    auth: jwt\n", "routes: []\n"),
             "routes",
             "at least one route",
+        );
+    }
+
+    #[test]
+    fn stomp_patterns_are_checked_one_by_one() {
+        let with = |stomp: &str| {
+            GOOD.replace(
+                "    auth: jwt\n",
+                &format!("    auth: jwt\n    stomp:\n{stomp}"),
+            )
+        };
+        refused(
+            &with("      subscribe: [\"/topic/*\", \"/a/**/b\"]\n"),
+            "routes[0].stomp.subscribe[1]",
+            "\"/a/**/b\" `**` must be the pattern's last element",
+        );
+        refused(
+            &with("      send: [\"/user/{sub\"]\n"),
+            "routes[0].stomp.send[0]",
+            "without its",
+        );
+        refused(
+            &GOOD.replace(
+                "    auth: jwt\n",
+                "    auth: none\n    stomp:\n      send: [\"/a\"]\n",
+            ),
+            "routes[0].stomp",
+            "needs `auth: ticket` or `auth: jwt`",
+        );
+        assert!(
+            crate::config::testing::problems(&with("      subscribe: [\"/user/{sub}/**\"]\n"))
+                .is_empty()
         );
     }
 }

@@ -106,6 +106,7 @@ mod tests {
                 issuer: Default::default(),
                 subject: "alice".into(),
                 claims: Default::default(),
+                lists: Default::default(),
             },
             headers: Vec::new(),
         })

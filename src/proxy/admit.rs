@@ -45,8 +45,8 @@ pub struct Passage {
     pub upstream_target: Option<String>,
     /// A WebSocket request: the terms it was admitted with.
     pub handshake: Option<Handshake>,
-    /// The relay reads this socket's frames (resume): no extension may change them, so the
-    /// upstream is offered none.
+    /// The relay reads this socket's frames (resume, STOMP): no extension may change them, so
+    /// the upstream is offered none.
     pub frames_read: bool,
 }
 
@@ -153,7 +153,7 @@ pub async fn decide(
             let resumable = policy.resume_on(route).is_some();
             handshake(&offered, authenticated.as_ref(), refreshable, resumable)
         }),
-        frames_read: websocket && policy.resume_on(route).is_some(),
+        frames_read: websocket && (policy.resume_on(route).is_some() || route.stomp.is_some()),
     };
     (seen, Decision::Forward(passage))
 }

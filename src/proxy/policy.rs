@@ -99,6 +99,7 @@ impl Policy {
         let verifier = Arc::new(JwtVerifier::new(
             &settings.jwt,
             settings.forward.claim_names(),
+            route::listed_claims(&settings.routes),
             metrics,
         ));
         let carried = running.and_then(|policy| policy.tickets.as_ref());
@@ -157,6 +158,14 @@ impl Policy {
             revocations: &self.revocations,
             sessions,
             shared,
+        }
+    }
+
+    /// The route a request was routed to, if any.
+    pub fn route(&self, destination: Destination) -> Option<&Route> {
+        match destination {
+            Destination::Route(i) => self.routes.get(i),
+            _ => None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! once Pingora let go of the request both go to a relay task of their own, which writes the
 //! socket's access-log line and updates its metrics when it ends.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,7 +12,9 @@ use std::time::Duration;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 
+use super::admit::Seen;
 use super::log::Relayed;
+use super::policy::Policy;
 use super::upgrade::{self, Handshake};
 use crate::access_log::AccessLog;
 use crate::admission::Admission;
@@ -21,9 +24,11 @@ use crate::lifecycle::InFlightGuard;
 use crate::live::{CloseReason, SocketEnd};
 use crate::metrics::Metrics;
 use crate::refreshes::SharedSessions;
-use crate::relay::{self, Resumable};
+use crate::relay::{self, Judging, Resumable, Terms};
 use crate::resume::ring::Ring;
 use crate::resume::{ResumeConfig, Resumes};
+use crate::stomp::SUBJECT_CLAIM;
+use crate::stomp::pattern::ClaimLists;
 use crate::subjects::Counted;
 
 /// Where a handshake's two connections are taken from.
@@ -47,9 +52,11 @@ pub fn connect_through(peer: &mut HttpPeer, slots: &Slots) {
 }
 
 /// The upstream answered 101: the client's connection is to be handed over once the 101 is
-/// written.
-pub fn ask_for_client(session: &Session, slots: &mut Slots) {
+/// written. False when it cannot be (a connection not accepted through `connection::Watch`):
+/// Pingora then carries the socket, which a route that judges frames must not allow.
+pub fn ask_for_client(session: &Session, slots: &mut Slots) -> bool {
     slots.client = connection::hand_over(session);
+    slots.client.is_some()
 }
 
 /// What a socket's end updates, wherever the socket was carried.
@@ -92,6 +99,8 @@ pub struct Leftovers {
     pub upstream_write_timeout: Duration,
     /// With resume on the socket's route, the settings and the route's label.
     pub resume: Option<(ResumeConfig, String)>,
+    /// On a `stomp:` route: its rules and the caller's claims.
+    pub judging: Option<Judging>,
 }
 
 /// Both connections, once both were handed over (not when the 101 never reached the client).
@@ -102,6 +111,19 @@ impl Slots {
         let client = self.client.as_ref()?.take()?;
         Some(Handed(client, self.upstream.take()?))
     }
+}
+
+/// On a `stomp:` route: its rules, and the caller's claims they may name (its subject as
+/// `sub`, and the lists its identity kept).
+pub fn judging(policy: &Policy, seen: &Seen) -> Option<Judging> {
+    let rules = policy.route(seen.destination)?.stomp.clone()?;
+    let mut claims: ClaimLists = BTreeMap::new();
+    if let Some(caller) = &seen.caller {
+        let identity = &caller.identity;
+        claims.extend(identity.lists.clone());
+        claims.insert(SUBJECT_CLAIM.to_owned(), vec![identity.subject.clone()]);
+    }
+    Some(Judging { rules, claims })
 }
 
 /// A socket opened with a resume token becomes resumable here: a door in this replica's
@@ -118,14 +140,21 @@ fn resumable(resumes: &Resumes, leftovers: &Leftovers) -> Option<Resumable> {
 }
 
 /// Relays the socket in a task of its own, which finishes its books when it ends.
-pub fn start(Handed(client, upstream): Handed, books: Books, leftovers: Leftovers) {
+pub fn start(Handed(client, upstream): Handed, books: Books, mut leftovers: Leftovers) {
     let resumable = resumable(&books.resumes, &leftovers);
     let door = resumable.as_ref().map(|r| r.door.clone());
+    let terms = Terms {
+        write_timeout: leftovers.upstream_write_timeout,
+        resumable,
+        judging: leftovers.judging.take(),
+    };
     tokio::spawn(async move {
-        let timeout = leftovers.upstream_write_timeout;
-        let ended = relay::run(client, upstream, timeout, resumable).await;
+        let ended = relay::run(client, upstream, terms).await;
         if let Some(door) = door {
             books.resumes.closed(&door);
+        }
+        if let Some(refused) = &ended.stomp_refused {
+            books.metrics.stomp_frame_refused(refused.label());
         }
         let end = match (ended.closed_by_us, &ended.error) {
             (Some(reason), _) => SocketEnd::ClosedBy(reason),

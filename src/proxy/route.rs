@@ -1,6 +1,10 @@
 //! The one routing decision: where a request goes, before anything else looks at it. It is
 //! made on the route path of `boundary::Target`, the canonical reading the upstream shares.
 
+use std::sync::Arc;
+
+use crate::stomp::StompRules;
+
 /// A route's `auth` rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -27,6 +31,18 @@ pub struct Route {
     /// As configured; also the `route` label of metrics.
     pub prefix: String,
     pub auth: AuthMode,
+    /// The STOMP destinations its callers may use (`stomp:`), when it judges them.
+    pub stomp: Option<Arc<StompRules>>,
+}
+
+/// The claims the routes' STOMP patterns name (besides the subject): identities keep them.
+pub fn listed_claims(routes: &[Route]) -> Vec<String> {
+    let names: std::collections::BTreeSet<String> = routes
+        .iter()
+        .filter_map(|r| r.stomp.as_ref())
+        .flat_map(|rules| rules.listed_claims())
+        .collect();
+    names.into_iter().collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,20 +17,38 @@ pub const MAX_HEADER: usize = 8 * 1024;
 /// a header block cut into one-byte fragments carries six bytes of framing per byte).
 const MAX_HELD: usize = 8 * MAX_HEADER;
 
-/// The client commands of STOMP 1.0-1.2.
-const COMMANDS: [&str; 11] = [
-    "CONNECT",
-    "STOMP",
-    "SEND",
-    "SUBSCRIBE",
-    "UNSUBSCRIBE",
-    "BEGIN",
-    "COMMIT",
-    "ABORT",
-    "ACK",
-    "NACK",
-    "DISCONNECT",
-];
+/// The client commands of STOMP 1.0-1.2 (the metric's labels, less `unknown`).
+fn commands() -> impl Iterator<Item = &'static str> {
+    Refused::LABELS
+        .into_iter()
+        .filter(|c| *c != UNKNOWN_COMMAND)
+}
+
+impl Refused {
+    /// The `command` label of `ticketgate_stomp_frames_refused_total`: every value.
+    pub const LABELS: [&'static str; 12] = [
+        "CONNECT",
+        "STOMP",
+        "SEND",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "BEGIN",
+        "COMMIT",
+        "ABORT",
+        "ACK",
+        "NACK",
+        "DISCONNECT",
+        UNKNOWN_COMMAND,
+    ];
+
+    /// The refused frame's command, or `unknown` when it had none of STOMP's.
+    pub fn label(&self) -> &'static str {
+        self.command.unwrap_or(UNKNOWN_COMMAND)
+    }
+}
+
+/// The label of a refused frame without a STOMP command.
+const UNKNOWN_COMMAND: &str = "unknown";
 
 /// A frame the guard refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +152,11 @@ impl Guard {
             }
         }
         Ok(())
+    }
+
+    /// Between STOMP frames, nothing held: a resumed client may start afresh.
+    pub fn between_frames(&self) -> bool {
+        matches!(self.stomp, Stomp::Between) && self.held.is_empty()
     }
 
     /// The bytes that may go to the broker now.
@@ -289,8 +312,7 @@ fn read_header(block: &[u8], judge: &mut Judge) -> Result<Option<u64>, Refused> 
     let text = std::str::from_utf8(block).map_err(|_| malformed(None, None))?;
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let first = lines.next().unwrap_or_default();
-    let command = COMMANDS
-        .into_iter()
+    let command = commands()
         .find(|c| *c == first)
         .ok_or_else(|| malformed(None, None))?;
     // STOMP 1.2 §Value Encoding: every frame but CONNECT and CONNECTED escapes its headers.

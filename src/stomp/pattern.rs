@@ -293,7 +293,7 @@ mod tests {
                 .any(|n| reference(rest, &destination[n..], claims));
         }
         if let Some(rest) = pattern.strip_prefix('{') {
-            let (name, after) = rest.split_once('}').expect("closed");
+            let (name, after) = rest.split_once('}').expect("a brace that closes");
             return claims.get(name).into_iter().flatten().any(|value| {
                 usable_claim_value(value)
                     && destination

@@ -40,6 +40,9 @@ struct Carried {
     subject: String,
     #[serde(rename = "c", default, skip_serializing_if = "BTreeMap::is_empty")]
     claims: BTreeMap<String, String>,
+    /// The claims STOMP patterns name, as lists.
+    #[serde(rename = "l", default, skip_serializing_if = "BTreeMap::is_empty")]
+    lists: BTreeMap<String, Vec<String>>,
 }
 
 pub const PREFIX: &str = "tg2.";
@@ -175,6 +178,7 @@ impl Codec {
             issuer: URL_SAFE_NO_PAD.encode(identity.issuer.0),
             subject: identity.subject.clone(),
             claims: identity.claims.clone(),
+            lists: identity.lists.clone(),
         };
         serde_json::to_writer(&mut sealed, &carried).map_err(|_| SealError::TooLarge)?;
         let (_, payload) = sealed.split_at_mut(NONCE_LEN);
@@ -253,6 +257,7 @@ impl Codec {
             issuer,
             subject: carried.subject,
             claims: carried.claims,
+            lists: carried.lists,
         };
         Ok(Ticket {
             session: self.session_of(id),
@@ -284,6 +289,7 @@ mod tests {
             issuer: IssuerTag::of("https://auth.example.com/"),
             subject: "alice".into(),
             claims: [("email".to_string(), "alice@example.com".to_string())].into(),
+            lists: Default::default(),
         }
     }
 
@@ -319,6 +325,22 @@ mod tests {
             assert!(!bytes.windows(needle.len()).any(|w| w == needle));
         }
         assert_eq!(codec.open(&ticket, 999).expect("open").run, RUN);
+    }
+
+    #[test]
+    fn a_ticket_carries_the_claim_lists_stomp_patterns_name() {
+        let codec = Codec::new(&[7; 32]);
+        let mut identity = alice();
+        identity.lists = [(
+            "rooms".to_string(),
+            vec!["r1".to_string(), "r2".to_string()],
+        )]
+        .into();
+        let sealed = codec.seal(&identity, until(1_000), &RUN).expect("seal");
+        assert_eq!(
+            codec.open(&sealed.ticket, 999).expect("open").identity,
+            identity
+        );
     }
 
     #[test]
@@ -390,6 +412,7 @@ mod tests {
             issuer: IssuerTag::default(),
             subject: "x".repeat(300),
             claims: Default::default(),
+            lists: Default::default(),
         };
         assert!(matches!(
             codec.seal(&huge, until(1_000), &RUN),

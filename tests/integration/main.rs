@@ -21,6 +21,7 @@ mod reload;
 mod resume;
 mod routing;
 mod stalled;
+mod stomp;
 mod subprotocol;
 mod tickets;
 mod tls;

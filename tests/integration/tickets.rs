@@ -158,6 +158,7 @@ fn sealed(secret: &[u8], expires_at: u64) -> String {
         issuer: Default::default(),
         subject: "alice".into(),
         claims: Default::default(),
+        lists: Default::default(),
     };
     let lifetime = ticketgate::tickets::codec::Lifetime {
         minted_at_ms: (expires_at - 30) * 1000,

@@ -73,6 +73,7 @@ pub fn route(prefix: &str, auth: &str) -> Route {
     Route {
         prefix: prefix.into(),
         auth: auth.into(),
+        stomp: None,
     }
 }
 
