@@ -36,6 +36,7 @@ const work = mkdtempSync(path.join(os.tmpdir(), "ticketgate-stomp-"));
 const secret = randomBytes(32).toString("hex");
 const credentials = new Set();
 let rabbit;
+let rabbitEnv;
 let epmdPort;
 let gate;
 let output = "";
@@ -79,22 +80,20 @@ async function startRabbit() {
   ].join("\n"));
   writeFileSync(path.join(work, "enabled_plugins"), "[rabbitmq_web_stomp].\n");
   let log = "";
-  rabbit = spawn(rabbitmqServer, [], {
-    detached: true,
-    env: {
-      ...process.env,
-      HOME: work,
-      RABBITMQ_NODENAME: `tg${webStomp}@localhost`,
-      RABBITMQ_CONFIG_FILE: path.join(work, "rabbitmq.conf"),
-      RABBITMQ_ENABLED_PLUGINS_FILE: path.join(work, "enabled_plugins"),
-      RABBITMQ_MNESIA_BASE: path.join(work, "mnesia"),
-      RABBITMQ_LOG_BASE: path.join(work, "log"),
-      RABBITMQ_DIST_PORT: String(dist),
-      ERL_EPMD_ADDRESS: "127.0.0.1",
-      ERL_EPMD_PORT: String(epmdPort),
-      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: "-kernel inet_dist_use_interface {127,0,0,1}",
-    },
-  });
+  rabbitEnv = {
+    ...process.env,
+    HOME: work,
+    RABBITMQ_NODENAME: `tg${webStomp}@localhost`,
+    RABBITMQ_CONFIG_FILE: path.join(work, "rabbitmq.conf"),
+    RABBITMQ_ENABLED_PLUGINS_FILE: path.join(work, "enabled_plugins"),
+    RABBITMQ_MNESIA_BASE: path.join(work, "mnesia"),
+    RABBITMQ_LOG_BASE: path.join(work, "log"),
+    RABBITMQ_DIST_PORT: String(dist),
+    ERL_EPMD_ADDRESS: "127.0.0.1",
+    ERL_EPMD_PORT: String(epmdPort),
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: "-kernel inet_dist_use_interface {127,0,0,1}",
+  };
+  rabbit = spawn(rabbitmqServer, [], { detached: true, env: rabbitEnv });
   rabbit.stdout.on("data", (d) => (log += d));
   rabbit.stderr.on("data", (d) => (log += d));
   await until("rabbitmq_web_stomp to listen", () => listening(webStomp), () => log);
@@ -122,6 +121,9 @@ jwt:
 routes:
   - prefix: /ws
     auth: ticket
+    stomp:
+      subscribe: ["/topic/room", "/topic/private.{sub}"]
+      send: ["/topic/room", "/topic/private.{sub}"]
 tickets:
   secret_file: ticket.secret
 websocket:
@@ -235,5 +237,44 @@ test("STOMP over ticketgate to RabbitMQ: one session through three login expirie
   assert.ok(app.sent > 20, `${app.sent} messages`);
   assert.deepEqual(app.received, Array.from({ length: app.sent }, (_, i) => `message ${i}`));
   assert.equal(sockets.length, 1);
+  await page.close();
+});
+
+/** The routing keys RabbitMQ has bindings for (each STOMP subscription to a topic is one). */
+function rabbitBindings() {
+  const listed = spawnSync("/usr/lib/rabbitmq/bin/rabbitmqctl", ["list_bindings", "routing_key", "--quiet"],
+    { env: rabbitEnv, encoding: "utf8" });
+  assert.equal(listed.status, 0, listed.stderr);
+  return listed.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+test("STOMP destinations by claim at RabbitMQ: the caller's own topic delivers, another's never reaches the broker", async () => {
+  const page = await appPage();
+  await page.evaluate(async () => {
+    const { withTicketgate } = await import("/client/stomp.js");
+    const app = (window.app = { token: await window.freshLogin(600), own: [], errors: [], closes: [] });
+    const client = (name) => withTicketgate(
+      new StompJs.Client({ reconnectDelay: 0, heartbeatIncoming: 0, heartbeatOutgoing: 0 }),
+      { url: `ws://${location.host}/ws`, getAccessToken: () => app.token, ticketIn: "protocol" });
+    const own = client("own");
+    own.onConnect = () => {
+      own.subscribe("/topic/private.alice", (message) => app.own.push(message.body), { receipt: "own-sub" });
+      own.publish({ destination: "/topic/private.alice", body: "to myself" });
+    };
+    own.activate();
+    const other = client("other");
+    other.onStompError = (frame) => app.errors.push(frame.headers.message);
+    other.onWebSocketClose = (e) => app.closes.push(e.code);
+    other.onConnect = () => other.subscribe("/topic/private.bob", () => app.own.push("leaked"));
+    other.activate();
+  });
+  await page.waitForFunction(() => window.app.own.includes("to myself"), null, { timeout: DEADLINE_MS });
+  await page.waitForFunction(() => window.app.closes.includes(1008), null, { timeout: DEADLINE_MS });
+  const app = await page.evaluate(() => window.app);
+  assert.deepEqual(app.errors, ["forbidden destination"]);
+  assert.deepEqual(app.own, ["to myself"]);
+  const keys = rabbitBindings();
+  assert.ok(keys.includes("private.alice"), `bindings: ${keys}`);
+  assert.ok(!keys.includes("private.bob"), `a forbidden subscription reached RabbitMQ: ${keys}`);
   await page.close();
 });
