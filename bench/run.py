@@ -244,6 +244,11 @@ routes:
     auth: none
   - prefix: /ws
     auth: ticket
+  - prefix: /stomp
+    auth: ticket
+    stomp:
+      subscribe: ["/topic/**", "/user/{{sub}}/**"]
+      send: ["/app/**", "/user/{{sub}}/**"]
   - prefix: /
     auth: jwt
 tickets:
@@ -340,7 +345,8 @@ class Bench:
                 "errors": figures["errors"] + figures["non2xx"], "p50_us": figures["p50_us"],
                 "p99_us": figures["p99_us"]}
 
-    def wsload(self, port, path, mode, proc, ticket_port=None, extra=(), storm_tokens=None, in_protocol=False):
+    def wsload(self, port, path, mode, proc, ticket_port=None, extra=(), storm_tokens=None, in_protocol=False,
+               stomp=False):
         """Runs the WebSocket load tool; the serving process's CPU is counted from its `start`."""
         argv = self.s.pin_load + [str(self.s.bin / "wsload"), "--url", f"ws://127.0.0.1:{port}{path}"]
         if ticket_port:
@@ -349,7 +355,7 @@ class Bench:
         if mode == "handshakes":
             argv += ["--seconds", str(self.s.seconds), "--tickets", str(self.s.tickets)]
         if mode == "echo":
-            argv += ["--seconds", str(self.s.seconds), "--size", "128"]
+            argv += ["--seconds", str(self.s.seconds), "--size", "128"] + (["--stomp"] if stomp else [])
         if mode == "storm":
             argv += ["--seconds", str(self.s.seconds), "--tokens-file", str(storm_tokens)]
             if in_protocol:
@@ -438,6 +444,12 @@ class Bench:
              lambda: s.wsload(s.passthrough_port, "/ws", "echo", p, extra=["--connections", "64"])),
             ("WS echo ticketgate (ticket)", "ws-echo", tg,
              lambda: s.wsload(s.tg_port, "/ws", "echo", tg, ticket_port=s.tg_port, extra=["--connections", "64"])),
+            ("WS echo STOMP frames, ticket route", "ws-echo", tg,
+             lambda: s.wsload(s.tg_port, "/ws", "echo", tg, ticket_port=s.tg_port, extra=["--connections", "64"],
+                              stomp=True)),
+            ("WS echo STOMP frames, stomp route", "ws-echo", tg,
+             lambda: s.wsload(s.tg_port, "/stomp", "echo", tg, ticket_port=s.tg_port, extra=["--connections", "64"],
+                              stomp=True)),
             ("WS echo ticketgate (ticket, resume on)", "ws-echo", s.tg_resume,
              lambda: s.wsload(s.tg_resume_port, "/ws", "echo", s.tg_resume, ticket_port=s.tg_resume_port,
                               extra=["--connections", "64"])),
@@ -642,6 +654,10 @@ def targets(results, memory, bare, cache_hits):
         ("echo ≥ 0.97× passthrough", ratio(results, "WS echo ticketgate (ticket)", "WS echo Pingora passthrough"), 0.97),
     ]
     echo = "WS echo ticketgate (ticket)"
+    if "WS echo STOMP frames, stomp route" in results:
+        checks.append(("STOMP echo: CPU per message ≤ 1.05× the ticket route's",
+                       median(results["WS echo STOMP frames, stomp route"]["rounds"], "cpu_us")
+                       / median(results["WS echo STOMP frames, ticket route"]["rounds"], "cpu_us"), -1.05))
     if "WS echo ticketgate (ticket, resume on)" in results:
         checks.append(("echo, resume on, ≥ 1.0× passthrough",
                        ratio(results, "WS echo ticketgate (ticket, resume on)", "WS echo Pingora passthrough"), 1.0))

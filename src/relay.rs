@@ -229,6 +229,7 @@ impl Judged {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Broke::Reading(e))),
                 Poll::Pending => {
                     self.buf = None;
+                    self.guard.rest();
                     return Poll::Pending;
                 }
             }

@@ -11,6 +11,8 @@
 //! the socket, so the broker may see the framing of a WebSocket frame cut short, never a byte
 //! of the refused STOMP frame.
 
+use std::borrow::Cow;
+
 /// The most a STOMP header block may hold.
 pub const MAX_HEADER: usize = 8 * 1024;
 /// The most raw bytes held while a header block is judged (its WebSocket framing included:
@@ -81,6 +83,8 @@ pub struct Guard {
     read: usize,
     ws: Websocket,
     stomp: Stomp,
+    /// The header block in judgement, unmasked (its buffer reused while frames flow).
+    header: Vec<u8>,
 }
 
 /// Where the raw stream is within a WebSocket frame.
@@ -113,8 +117,8 @@ enum Stomp {
     /// Between frames (heart-beat EOLs pass).
     #[default]
     Between,
-    /// In a header block: its bytes so far, and the raw offset (in `held`) of its first byte.
-    Header { bytes: Vec<u8>, from: usize },
+    /// In a header block (its bytes in `Guard::header`), from this raw offset in `held`.
+    Header { from: usize },
     /// In a body: how much of it is left, when `content-length` said; else up to its NUL.
     Body { left: Option<u64> },
     /// The body ended: its NUL is next.
@@ -144,6 +148,9 @@ impl Guard {
 
     fn read_held(&mut self, judge: &mut Judge) -> Result<(), Refused> {
         while self.read < self.held.len() {
+            if self.skip_body() {
+                continue;
+            }
             let byte = self.held[self.read];
             let at = self.read;
             self.read += 1;
@@ -172,31 +179,68 @@ impl Guard {
         if let Stomp::Header { from, .. } = &mut self.stomp {
             *from -= n;
         }
+    }
+
+    /// The client is quiet: nothing held is given back (an idle socket keeps no buffer).
+    pub fn rest(&mut self) {
         if self.held.is_empty() {
-            // Idle: no buffer is kept.
             self.held = Vec::new();
         }
+        if !matches!(self.stomp, Stomp::Header { .. }) {
+            self.header = Vec::new();
+        }
+    }
+
+    /// Inside a data frame's payload and a body whose length `content-length` gave, the
+    /// bytes need no reading: skipped at once. False when not there.
+    fn skip_body(&mut self) -> bool {
+        let Stomp::Body {
+            left: Some(body_left),
+        } = &mut self.stomp
+        else {
+            return false;
+        };
+        let Websocket::Payload {
+            left: frame_left,
+            at,
+            data: true,
+            ..
+        } = &mut self.ws
+        else {
+            return false;
+        };
+        let available = (self.held.len() - self.read) as u64;
+        let n = available.min(*frame_left).min(*body_left);
+        if n == 0 {
+            return false;
+        }
+        *frame_left -= n;
+        *body_left -= n;
+        *at = ((u64::from(*at) + n) % 4) as u8;
+        self.read += n as usize;
+        self.ws.end_empty();
+        self.end_empty_body();
+        true
     }
 
     fn stomp_byte(&mut self, byte: u8, at: usize, judge: &mut Judge) -> Result<(), Refused> {
         match &mut self.stomp {
             Stomp::Between => {
                 if !matches!(byte, b'\n' | b'\r') {
-                    self.stomp = Stomp::Header {
-                        bytes: vec![byte],
-                        from: at,
-                    };
+                    self.header.clear();
+                    self.header.push(byte);
+                    self.stomp = Stomp::Header { from: at };
                 }
             }
-            Stomp::Header { bytes, .. } => {
-                bytes.push(byte);
-                if bytes.len() > MAX_HEADER {
+            Stomp::Header { .. } => {
+                let header = &mut self.header;
+                header.push(byte);
+                if header.len() > MAX_HEADER {
                     return Err(malformed(None, None));
                 }
-                if bytes.ends_with(b"\n\n") || bytes.ends_with(b"\n\r\n") {
-                    let header = std::mem::take(bytes);
+                if byte == b'\n' && (header.ends_with(b"\n\n") || header.ends_with(b"\n\r\n")) {
                     self.stomp = Stomp::Body {
-                        left: read_header(&header, judge)?,
+                        left: read_header(header, judge)?,
                     };
                     self.end_empty_body();
                 }
@@ -322,18 +366,18 @@ fn read_header(block: &[u8], judge: &mut Judge) -> Result<Option<u64>, Refused> 
         let (name, value) = line
             .split_once(':')
             .ok_or_else(|| malformed(Some(command), receipt.clone()))?;
-        let unescape = |text: &str| match escaped {
+        let unescape = |text| match escaped {
             true => unescaped(text).ok_or_else(|| malformed(Some(command), None)),
-            false => Ok(text.to_owned()),
+            false => Ok(Cow::Borrowed(text)),
         };
         let (name, value) = (unescape(name)?, unescape(value)?);
-        match name.as_str() {
+        match &*name {
             "destination" if destination.is_some() => {
                 return Err(malformed(Some(command), receipt));
             }
             "destination" => destination = Some(value),
             // STOMP 1.2: of a repeated header, the first counts.
-            "receipt" if receipt.is_none() => receipt = Some(value),
+            "receipt" if receipt.is_none() => receipt = Some(value.into_owned()),
             "content-length" if length.is_none() => {
                 length = Some(
                     value
@@ -361,7 +405,10 @@ fn read_header(block: &[u8], judge: &mut Judge) -> Result<Option<u64>, Refused> 
 
 /// A header name or value with STOMP 1.2's escapes undone (`\r`, `\n`, `\c`, `\\`); `None`
 /// for any other backslash.
-fn unescaped(text: &str) -> Option<String> {
+fn unescaped(text: &str) -> Option<Cow<'_, str>> {
+    if !text.contains('\\') {
+        return Some(Cow::Borrowed(text));
+    }
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -377,7 +424,7 @@ fn unescaped(text: &str) -> Option<String> {
             _ => return None,
         });
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 #[cfg(test)]

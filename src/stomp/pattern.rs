@@ -136,6 +136,9 @@ impl Pattern {
 
     /// Whether `destination` matches, for a caller with `claims`.
     pub fn matches(&self, destination: &str, claims: &ClaimLists) -> bool {
+        if let Some(matched) = self.matches_plainly(destination) {
+            return matched;
+        }
         let dest = destination.as_bytes();
         // reachable[i]: the elements so far can end exactly at byte `i` of the destination.
         let mut reachable = vec![false; dest.len() + 1];
@@ -148,6 +151,27 @@ impl Pattern {
             reachable = next;
         }
         reachable[dest.len()]
+    }
+}
+
+impl Pattern {
+    /// A pattern of literal text, perhaps ending in `**` (the common shape: `/app/**`,
+    /// `/topic/public`), matched without the table; `None` for any other shape.
+    fn matches_plainly(&self, destination: &str) -> Option<bool> {
+        let mut rest = destination;
+        for (i, element) in self.elements.iter().enumerate() {
+            match element {
+                Element::Literal(text) => match rest.strip_prefix(text.as_str()) {
+                    Some(after) => rest = after,
+                    None => return Some(false),
+                },
+                Element::Rest if i + 1 == self.elements.len() => {
+                    return Some(!rest.is_empty() && !rest.chars().any(wild_forbidden));
+                }
+                _ => return None,
+            }
+        }
+        Some(rest.is_empty())
     }
 }
 

@@ -291,6 +291,7 @@ fn main() {
     let verifier = JwtVerifier::new(
         &config.policy.jwt,
         config.policy.forward.claim_names(),
+        Vec::new(),
         &Arc::new(Metrics::new()),
     );
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -55,6 +55,9 @@ enum Mode {
         seconds: f64,
         #[arg(long, default_value_t = 128)]
         size: usize,
+        /// Each message a STOMP SEND frame of `size` bytes (to /app/echo), as a STOMP client's.
+        #[arg(long)]
+        stomp: bool,
     },
     Idle,
     Storm {
@@ -91,10 +94,19 @@ async fn run(args: Args) -> Result<(), Error> {
             timed_phase_starts();
             handshakes(&args, tickets, Duration::from_secs_f64(seconds)).await
         }
-        Mode::Echo { seconds, size } => {
+        Mode::Echo {
+            seconds,
+            size,
+            stomp,
+        } => {
             let sockets = open_many(&args, args.connections).await?;
+            let payload = if stomp {
+                stomp_send(size)
+            } else {
+                Bytes::from(vec![b'x'; size])
+            };
             timed_phase_starts();
-            echo(sockets, size, Duration::from_secs_f64(seconds)).await
+            echo(sockets, payload, Duration::from_secs_f64(seconds)).await
         }
         Mode::Idle => idle(&args).await,
         Mode::Storm {
@@ -304,8 +316,20 @@ async fn open_many(args: &Args, count: usize) -> Result<Vec<Socket>, Error> {
     Ok(sockets)
 }
 
-async fn echo(sockets: Vec<Socket>, size: usize, limit: Duration) -> Result<(), Error> {
-    let payload = Bytes::from(vec![b'x'; size]);
+/// A STOMP SEND frame of `size` bytes in all (at least its header's), its body `x`s.
+fn stomp_send(size: usize) -> Bytes {
+    let header = |body: usize| format!("SEND\ndestination:/app/echo\ncontent-length:{body}\n\n");
+    let mut body = size.saturating_sub(header(0).len() + 1);
+    while body > 0 && header(body).len() + body + 1 > size {
+        body -= 1;
+    }
+    let mut frame = header(body).into_bytes();
+    frame.resize(frame.len() + body, b'x');
+    frame.push(0);
+    Bytes::from(frame)
+}
+
+async fn echo(sockets: Vec<Socket>, payload: Bytes, limit: Duration) -> Result<(), Error> {
     let start = Instant::now();
     let mut workers = Vec::new();
     for mut socket in sockets {
