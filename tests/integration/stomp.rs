@@ -293,23 +293,31 @@ async fn a_subject_holding_a_separator_never_matches_its_own_pattern() {
 async fn a_malformed_frame_is_refused_alike() {
     let (upstream, recorded) = recording().await;
     let gate = stomp_gate(upstream, None).await;
+    let oversized = format!("SEND\ndestination:/app/x\nx:{}\n\n\0", "a".repeat(9000));
     for (frame, command) in [
         (
             "SUBSCRIBE\nid:0\ndestination:/topic/public\ndestination:/topic/secret\n\n\0",
             "SUBSCRIBE",
         ),
         ("HELLO\n\n\0", "unknown"),
+        // A header block over 8 KiB is refused before its end is read.
+        (oversized.as_str(), "unknown"),
     ] {
         let mut socket = stomp_socket(&gate, "alice", 600).await;
         socket.send(Message::text(frame)).await.expect("send");
         let (error, code) = refused_with(&mut socket).await;
         assert_eq!(code, 1008);
         assert!(error.contains("\nmessage:malformed frame\n"), "{error}");
-        gate.assert_metrics(&[&format!(
-            r#"ticketgate_stomp_frames_refused_total{{command="{command}"}} 1"#
-        )])
-        .await;
+        let metrics = gate.metrics().await;
+        assert!(
+            metrics.contains(&format!(
+                r#"ticketgate_stomp_frames_refused_total{{command="{command}"}} "#
+            )),
+            "{metrics}"
+        );
     }
+    gate.assert_metrics(&[r#"ticketgate_stomp_frames_refused_total{command="unknown"} 2"#])
+        .await;
     let seen: Vec<u8> = payloads(&recorded.bytes.lock().expect("bytes")).concat();
     assert!(!seen.windows(6).any(|w| w == b"secret"));
 }
@@ -322,4 +330,39 @@ async fn ticketgates_own_close_on_a_stomp_route_says_why_in_an_error_frame() {
     let (error, code) = refused_with(&mut socket).await;
     assert_eq!(code, 4401);
     assert!(error.contains("\nmessage:login expired\n"), "{error}");
+}
+
+/// `payload` as one text message cut into one-byte fragments, each its own frame.
+async fn send_fragmented(socket: &mut Socket, payload: &[u8]) {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    for (i, byte) in payload.iter().enumerate() {
+        let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+        let frame = Frame::message(vec![*byte], opcode, i + 1 == payload.len());
+        socket.send(Message::Frame(frame)).await.expect("fragment");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_cut_into_one_byte_fragments_is_judged_whole() {
+    let (upstream, recorded) = recording().await;
+    let gate = stomp_gate(upstream, None).await;
+    let mut socket = stomp_socket(&gate, "alice", 600).await;
+    let allowed = b"SUBSCRIBE\nid:0\ndestination:/topic/public\n\n\0";
+    send_fragmented(&mut socket, allowed).await;
+    let got = upstream_got(&recorded, 1 + allowed.len()).await;
+    assert_eq!(got[1..].concat(), allowed.to_vec(), "every fragment passed");
+    assert_eq!(got.len(), 1 + allowed.len(), "as the client framed it");
+    send_fragmented(
+        &mut socket,
+        b"SUBSCRIBE\nid:1\ndestination:/topic/secret\n\n\0",
+    )
+    .await;
+    assert_eq!(refused_with(&mut socket).await.1, 1008);
+    let seen: Vec<u8> = payloads(&recorded.bytes.lock().expect("bytes")).concat();
+    assert_eq!(
+        seen,
+        [CONNECT.as_bytes(), allowed].concat(),
+        "no byte of the refused frame's payload"
+    );
 }
