@@ -270,23 +270,15 @@ impl ProxyHttp for TicketGate {
                     .policy
                     .liveness(&self.sessions, self.shared_sessions.as_ref());
                 upgrade::opened(session, handshake, caller, &held_to);
-                let relayed = ctx
-                    .slots
-                    .as_mut()
-                    .is_some_and(|slots| relayed::ask_for_client(session, slots));
                 let judged = ctx
                     .policy
                     .route(ctx.seen.destination)
                     .is_some_and(|r| r.stomp.is_some());
-                if judged && !relayed {
-                    // Fail closed: only the relay judges STOMP frames.
+                let asked = relayed::ask_for_client(session, ctx.slots.as_mut(), judged);
+                if asked.is_err() {
                     ctx.rejection = Some(Rejection::UpgradeRefused);
-                    return Err(Error::explain(
-                        ErrorType::HTTPStatus(502),
-                        "a stomp route's socket cannot be carried by the relay",
-                    ));
                 }
-                Ok(())
+                asked
             }
             Ok(false) => Ok(()),
             Err(refused) => {

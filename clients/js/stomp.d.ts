@@ -8,6 +8,9 @@ export interface StompOptions extends TicketOptions {
   ticketParam?: string;
   /** The login was revoked (close code 4403); the client is deactivated. */
   onRevoked?: (reason: string) => void;
+  /** ticketgate refused a frame (close code 1008): "forbidden destination" or "malformed
+   * frame"; the client is deactivated. */
+  onRefused?: (reason: string) => void;
   onTicketError?: (error: TicketError | Error) => void;
 }
 

@@ -23,7 +23,10 @@
 // `ResumingSocket`: a connection that breaks without a close frame is resumed under stompjs,
 // which never sees it, so the STOMP session and its subscriptions go on (no CONNECT, no
 // SUBSCRIBE again) and no message is missed; only a refused resume reaches stompjs as a close,
-// and it reconnects as before.
+// and it reconnects as before. On a route with `stomp:` ticketgate judges destinations: a
+// refused frame closes the socket with 1008 after an ERROR frame (stompjs's onStompError sees
+// it); the adapter then deactivates the client and calls onRefused, rather than reconnect to
+// send the frame again. ticketgate's own closes send an ERROR naming the reason first too.
 
 import {
   REVOKED, ResumingSocket, TicketError, fetchTicketDetails, keepSession, loginExpiry, ticketProtocols, ticketUrlFor,
@@ -31,12 +34,15 @@ import {
 } from "./ticketgate.js";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The close code of a socket ticketgate closed for a refused STOMP frame. */
+const POLICY_VIOLATION = 1008;
 
 /**
  * Sets `client` (a @stomp/stompjs Client) up to connect to `url` through ticketgate.
  * Options: url (required), getAccessToken (required), refresh, ticketUrl, refreshUrl,
  * keepSessions (true), ticketIn ("url" or "protocol"), ticketParam ("ticket"), onStep,
- * onRevoked(reason), onTicketError(error).
+ * onRevoked(reason), onRefused(reason) (a `stomp:` route refused a frame: "forbidden
+ * destination" or "malformed frame"; the client is deactivated), onTicketError(error).
  * Returns the client.
  */
 export function withTicketgate(client, options) {
@@ -51,6 +57,7 @@ export function withTicketgate(client, options) {
     ticketIn: "url",
     onStep: () => {},
     onRevoked: () => {},
+    onRefused: () => {},
     onTicketError: () => {},
     ...options,
   };
@@ -92,6 +99,12 @@ export function withTicketgate(client, options) {
         if (event.code === REVOKED) {
           client.deactivate();
           settings.onRevoked(event.reason);
+        }
+        // ticketgate refused a frame (a destination the login may not use, or a frame it
+        // cannot read): reconnecting would only send it again.
+        if (event.code === POLICY_VIOLATION) {
+          client.deactivate();
+          settings.onRefused(event.reason);
         }
       });
       return socket;

@@ -52,11 +52,25 @@ pub fn connect_through(peer: &mut HttpPeer, slots: &Slots) {
 }
 
 /// The upstream answered 101: the client's connection is to be handed over once the 101 is
-/// written. False when it cannot be (a connection not accepted through `connection::Watch`):
-/// Pingora then carries the socket, which a route that judges frames must not allow.
-pub fn ask_for_client(session: &Session, slots: &mut Slots) -> bool {
-    slots.client = connection::hand_over(session);
-    slots.client.is_some()
+/// written. When it cannot be (a connection not accepted through `connection::Watch`),
+/// Pingora carries the socket: a route whose frames are `judged` refuses it instead (fail
+/// closed: only the relay judges STOMP frames).
+pub fn ask_for_client(
+    session: &Session,
+    slots: Option<&mut Slots>,
+    judged: bool,
+) -> pingora::Result<()> {
+    let handed = slots.is_some_and(|slots| {
+        slots.client = connection::hand_over(session);
+        slots.client.is_some()
+    });
+    if judged && !handed {
+        return Err(pingora::Error::explain(
+            pingora::ErrorType::HTTPStatus(502),
+            "a stomp route's socket cannot be carried by the relay",
+        ));
+    }
+    Ok(())
 }
 
 /// What a socket's end updates, wherever the socket was carried.

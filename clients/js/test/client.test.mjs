@@ -132,7 +132,7 @@ before(async () => {
     const saw = { url: request.url, protocol: request.headers["sec-websocket-protocol"] ?? null,
       subject: request.headers["x-auth-subject"] };
     seenByUpstream.push(saw);
-    if (request.url.startsWith("/ws/stomp")) return stomp(socket);
+    if (request.url.startsWith("/ws/stomp") || request.url.startsWith("/ws/guarded")) return stomp(socket);
     if (request.url.startsWith("/ws/numbers")) return numbers(socket);
     socket.send(JSON.stringify(saw));
     socket.on("message", (data, binary) => socket.send(data, { binary }));
@@ -159,6 +159,11 @@ jwt:
       algorithms: [HS256]
       secret_file: idp.secret
 routes:
+  - prefix: /ws/guarded
+    auth: ticket
+    stomp:
+      subscribe: ["/topic/room"]
+      send: ["/topic/room"]
   - prefix: /ws
     auth: ticket
 tickets:
@@ -422,4 +427,33 @@ test("the STOMP adapter keeps its subscription across cut connections: one CONNE
   assert.equal(seenByUpstream.length - before, 1, "one upstream connection");
   await client.deactivate();
   through.close();
+});
+
+test("the STOMP adapter stops at a refused destination: onRefused, no reconnect", async () => {
+  const token = login("alice", 600);
+  let tickets = 0;
+  const refused = [];
+  const errors = [];
+  const { client, state } = roomClient({
+    url: `ws://${base}/ws/guarded`,
+    getAccessToken: () => token,
+    onRefused: (reason) => refused.push(reason),
+    onStep: (step) => { if (step === "ticket:received") tickets += 1; },
+  });
+  client.onStompError = (frame) => errors.push(frame.headers.message);
+  client.onConnect = () => {
+    state.connects += 1;
+    client.subscribe("/topic/room", (message) => state.received.push(message.body));
+    client.publish({ destination: "/topic/room", body: "allowed" });
+  };
+  client.activate();
+  await until("the allowed message", () => state.received.includes("allowed"));
+  client.subscribe("/topic/secret", () => state.received.push("leaked"));
+  await until("the refusal", () => refused.length === 1);
+  assert.deepEqual(refused, ["forbidden destination"]);
+  assert.deepEqual(errors, ["forbidden destination"]);
+  // A reconnection would start within its 50 ms delay.
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(tickets, 1);
+  assert.equal(client.active, false);
 });

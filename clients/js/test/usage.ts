@@ -21,6 +21,7 @@ const client: Client = withTicketgate(new Client({ reconnectDelay: 1000 }), {
   url: "wss://chat.example.com/ws/stomp",
   getAccessToken: () => "token",
   onRevoked: (reason: string) => console.log(reason),
+  onRefused: (reason: string) => console.log(reason),
   onTicketError: (error) => console.log(error instanceof TicketError ? error.status : error.message),
 });
 client.activate();
