@@ -536,7 +536,7 @@ impl Outgoing {
                 State::FrameHeader { seen, len } => {
                     seen[usize::from(*len)] = byte;
                     *len += 1;
-                    if let Some(payload) = payload_length(&seen[..usize::from(*len)]) {
+                    if let Some((payload, _)) = frame_header(&seen[..usize::from(*len)]) {
                         let (fin, opcode) = (seen[0] & 0x80 != 0, seen[0] & 0x0f);
                         if opcode < 0x8 {
                             self.in_message = !fin;
@@ -567,27 +567,33 @@ impl Outgoing {
     }
 }
 
-/// The payload length once `header` holds a whole frame header (§5.2: 2 bytes, then 2 or 8
-/// of extended length, then 4 of masking key when the mask bit is set), else `None`.
-fn payload_length(header: &[u8]) -> Option<u64> {
+/// The payload length and masking key (zeros when unmasked) once `header` holds a whole
+/// frame header (§5.2: 2 bytes, then 2 or 8 of extended length, then 4 of masking key when
+/// the mask bit is set), else `None`. Every follower of frames reads headers with this.
+pub fn frame_header(header: &[u8]) -> Option<(u64, [u8; 4])> {
     let [_, second, rest @ ..] = header else {
         return None;
     };
-    let masked = second & 0x80 != 0;
-    let (length, extended) = match second & 0x7f {
+    let (short, extended) = match second & 0x7f {
         126 => (None, 2),
         127 => (None, 8),
-        short => (Some(u64::from(short)), 0),
+        n => (Some(u64::from(n)), 0),
     };
-    let mask = if masked { 4 } else { 0 };
-    if rest.len() < extended + mask {
+    let masked = second & 0x80 != 0;
+    let need = extended + if masked { 4 } else { 0 };
+    if rest.len() < need {
         return None;
     }
-    Some(length.unwrap_or_else(|| {
+    let length = short.unwrap_or_else(|| {
         rest[..extended]
             .iter()
             .fold(0u64, |n, b| (n << 8) | u64::from(*b))
-    }))
+    });
+    let mut mask = [0u8; 4];
+    if masked {
+        mask.copy_from_slice(&rest[extended..extended + 4]);
+    }
+    Some((length, mask))
 }
 
 #[cfg(test)]

@@ -185,17 +185,9 @@ impl Judged {
         loop {
             let ready = self.guard.ready();
             if !ready.is_empty() {
-                match Pin::new(&mut *to).poll_write(cx, ready) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(Broke::Writing(io::ErrorKind::WriteZero.into())));
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.guard.sent(n);
-                        self.unflushed = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Broke::Writing(e))),
-                    Poll::Pending => return Poll::Pending,
-                }
+                let n = ready!(poll_write_some(cx, to, ready))?;
+                self.guard.sent(n);
+                self.unflushed = true;
                 continue;
             }
             if self.unflushed {
@@ -429,6 +421,19 @@ struct Way {
     ended: bool,
 }
 
+/// Writes some of `bytes` to `to`: how many; a write of none is a failure, the writing side's.
+fn poll_write_some<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    to: &mut W,
+    bytes: &[u8],
+) -> Poll<Result<usize, Broke>> {
+    match ready!(Pin::new(to).poll_write(cx, bytes)) {
+        Ok(0) => Poll::Ready(Err(Broke::Writing(io::ErrorKind::WriteZero.into()))),
+        Ok(n) => Poll::Ready(Ok(n)),
+        Err(e) => Poll::Ready(Err(Broke::Writing(e))),
+    }
+}
+
 /// Which side of a direction failed.
 enum Broke {
     Reading(io::Error),
@@ -465,17 +470,8 @@ impl Way {
         loop {
             if self.start < self.end {
                 let buf = self.buf.as_deref().unwrap_or_default();
-                match Pin::new(&mut *to).poll_write(cx, &buf[self.start..self.end]) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(Broke::Writing(io::ErrorKind::WriteZero.into())));
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.start += n;
-                        self.unflushed = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Broke::Writing(e))),
-                    Poll::Pending => return Poll::Pending,
-                }
+                self.start += ready!(poll_write_some(cx, to, &buf[self.start..self.end]))?;
+                self.unflushed = true;
                 continue;
             }
             if self.unflushed {

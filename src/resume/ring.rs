@@ -10,6 +10,8 @@
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 
+use crate::live::frame_header;
+
 /// The latest whole messages, the one in progress, and where the stream is.
 #[derive(Debug)]
 pub struct Ring {
@@ -111,8 +113,8 @@ impl Ring {
                     len += 1;
                     let control = seen[0] & 0x08 != 0;
                     self.keep(control, &[byte]);
-                    self.frame = match payload_length(&seen[..usize::from(len)]) {
-                        Some(left) => Frame::Payload {
+                    self.frame = match frame_header(&seen[..usize::from(len)]) {
+                        Some((left, _)) => Frame::Payload {
                             left,
                             control,
                             fin: seen[0] & 0x80 != 0,
@@ -186,29 +188,6 @@ impl Ring {
         self.kept_bytes = 0;
         self.first = self.ended;
     }
-}
-
-/// The payload length once `header` holds a whole server frame header (2 bytes, then 2 or
-/// 8 of extended length; a masked server frame is not RFC 6455, its key counted all the
-/// same), else `None`.
-fn payload_length(header: &[u8]) -> Option<u64> {
-    let [_, second, rest @ ..] = header else {
-        return None;
-    };
-    let (short, extended) = match second & 0x7f {
-        126 => (None, 2),
-        127 => (None, 8),
-        n => (Some(u64::from(n)), 0),
-    };
-    let mask = if second & 0x80 != 0 { 4 } else { 0 };
-    if rest.len() < extended + mask {
-        return None;
-    }
-    Some(short.unwrap_or_else(|| {
-        rest[..extended]
-            .iter()
-            .fold(0u64, |n, b| (n << 8) | u64::from(*b))
-    }))
 }
 
 #[cfg(test)]

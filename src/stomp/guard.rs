@@ -13,6 +13,8 @@
 
 use std::borrow::Cow;
 
+use crate::live::frame_header;
+
 /// The most a STOMP header block may hold.
 pub const MAX_HEADER: usize = 8 * 1024;
 /// The most raw bytes held while a header block is judged (its WebSocket framing included:
@@ -312,34 +314,6 @@ impl Websocket {
             *self = Websocket::default();
         }
     }
-}
-
-/// A complete frame header's payload length and masking key (zeros when unmasked), else
-/// `None`.
-fn frame_header(header: &[u8]) -> Option<(u64, [u8; 4])> {
-    let [_, second, rest @ ..] = header else {
-        return None;
-    };
-    let (short, extended) = match second & 0x7f {
-        126 => (None, 2),
-        127 => (None, 8),
-        n => (Some(u64::from(n)), 0),
-    };
-    let masked = second & 0x80 != 0;
-    let need = extended + if masked { 4 } else { 0 };
-    if rest.len() < need {
-        return None;
-    }
-    let length = short.unwrap_or_else(|| {
-        rest[..extended]
-            .iter()
-            .fold(0u64, |n, b| (n << 8) | u64::from(*b))
-    });
-    let mut mask = [0u8; 4];
-    if masked {
-        mask.copy_from_slice(&rest[extended..extended + 4]);
-    }
-    Some((length, mask))
 }
 
 fn malformed(command: Option<&'static str>, receipt: Option<String>) -> Refused {

@@ -15,13 +15,12 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 use crate::common::config::{self, TicketOptions, route};
 use crate::common::tokens::{self, mint, valid_claims};
 use crate::common::ws::{Socket, next_message, request_ticket};
-use crate::common::{Gate, secrets, wait_for};
+use crate::common::{Gate, secrets, upstream, wait_for};
 use crate::live::revoke;
 
 const REFRESH: &str = "/ws-refresh";
@@ -54,27 +53,10 @@ async fn numbered(every: Duration) -> (SocketAddr, Arc<Seen>) {
 
 async fn serve_numbered(mut stream: tokio::net::TcpStream, seen: Arc<Seen>, every: Duration) {
     seen.connections.fetch_add(1, Ordering::SeqCst);
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let key = head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
-        .map(|(_, value)| value.trim().to_string())
-        .unwrap_or_default();
+    let Some((head, answer)) = upstream::read_upgrade(&mut stream).await else {
+        return;
+    };
     seen.heads.lock().expect("heads").push(head);
-    let answer = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
-        derive_accept_key(key.as_bytes())
-    );
     let (mut reader, mut writer) = stream.into_split();
     if writer.write_all(answer.as_bytes()).await.is_err() {
         return;
@@ -90,6 +72,7 @@ async fn serve_numbered(mut stream: tokio::net::TcpStream, seen: Arc<Seen>, ever
             tokio::time::sleep(every).await;
         }
     });
+    let mut buf = [0u8; 4096];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,

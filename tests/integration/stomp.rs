@@ -10,13 +10,12 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 use crate::common::config::{self, TicketOptions};
 use crate::common::tokens::{self, mint, valid_claims};
 use crate::common::ws::{Socket, close_of, connect, next_message, request_ticket};
-use crate::common::{Gate, wait_for};
+use crate::common::{Gate, upstream, wait_for};
 use ticketgate::config::file::Stomp;
 
 /// What the recording upstream got after the handshake, and whether its connection ended.
@@ -36,26 +35,10 @@ async fn recording() -> (SocketAddr, Arc<Recorded>) {
         while let Ok((mut stream, _)) = listener.accept().await {
             let recorded = shared.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
+                let Some((_, answer)) = upstream::read_upgrade(&mut stream).await else {
+                    return;
+                };
                 let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).to_string();
-                let key = text
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
-                    .map(|(_, v)| v.trim().to_string())
-                    .unwrap_or_default();
-                let answer = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                     Sec-WebSocket-Accept: {}\r\n\r\n",
-                    derive_accept_key(key.as_bytes())
-                );
                 if stream.write_all(answer.as_bytes()).await.is_err() {
                     return;
                 }

@@ -285,6 +285,12 @@ pub async fn held_upgrade() -> HeldUpgrade {
 /// Reads a WebSocket handshake's head from `stream`; the 101 head that answers it (`None`
 /// when the connection ends first).
 pub async fn read_handshake(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    read_upgrade(stream).await.map(|(_, answer)| answer)
+}
+
+/// Reads a WebSocket handshake's head from `stream`: the head as received, and the 101 head
+/// that answers it (`None` when the connection ends first).
+pub async fn read_upgrade(stream: &mut tokio::net::TcpStream) -> Option<(String, String)> {
     use tokio::io::AsyncReadExt;
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
@@ -301,11 +307,12 @@ pub async fn read_handshake(stream: &mut tokio::net::TcpStream) -> Option<String
         .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
         .map(|(_, value)| value.trim().to_string())
         .unwrap_or_default();
-    Some(format!(
+    let answer = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         derive_accept_key(key.as_bytes())
-    ))
+    );
+    Some((text, answer))
 }
 
 /// An upstream that accepts connections and reads their requests but never answers.
