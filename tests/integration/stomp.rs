@@ -18,9 +18,11 @@ use crate::common::ws::{Socket, close_of, connect, next_message, request_ticket}
 use crate::common::{Gate, upstream, wait_for};
 use ticketgate::config::file::Stomp;
 
-/// What the recording upstream got after the handshake, and whether its connection ended.
+/// What the recording upstream got: each handshake's head, the bytes after, and whether a
+/// connection ended.
 #[derive(Default)]
 struct Recorded {
+    heads: Mutex<Vec<String>>,
     bytes: Mutex<Vec<u8>>,
     ended: Mutex<bool>,
 }
@@ -35,9 +37,10 @@ async fn recording() -> (SocketAddr, Arc<Recorded>) {
         while let Ok((mut stream, _)) = listener.accept().await {
             let recorded = shared.clone();
             tokio::spawn(async move {
-                let Some((_, answer)) = upstream::read_upgrade(&mut stream).await else {
+                let Some((head, answer)) = upstream::read_upgrade(&mut stream).await else {
                     return;
                 };
+                recorded.heads.lock().expect("heads").push(head);
                 let mut buf = [0u8; 4096];
                 if stream.write_all(answer.as_bytes()).await.is_err() {
                     return;
@@ -94,7 +97,15 @@ const ROUTE: &str = "/stomp";
 /// A gate with a ticket route `/stomp` judging STOMP frames: subscribe to `/topic/public`,
 /// the caller's own `/user/{sub}/**` and its rooms; send to `/app/**`.
 async fn stomp_gate(upstream: SocketAddr, leeway: Option<u64>) -> Gate {
-    let mut file = config::tickets(upstream, &TicketOptions::default());
+    stomp_gate_with(upstream, leeway, TicketOptions::default()).await
+}
+
+async fn stomp_gate_with(
+    upstream: SocketAddr,
+    leeway: Option<u64>,
+    options: TicketOptions,
+) -> Gate {
+    let mut file = config::tickets(upstream, &options);
     let mut route = config::route(ROUTE, "ticket");
     route.stomp = Some(Stomp {
         subscribe: vec![
@@ -113,6 +124,16 @@ async fn stomp_gate(upstream: SocketAddr, leeway: Option<u64>) -> Gate {
 
 /// A STOMP socket for `subject` (rooms r1 and r2), its login valid `seconds`, past CONNECT.
 async fn stomp_socket(gate: &Gate, subject: &str, seconds: i64) -> Socket {
+    stomp_socket_offering(gate, subject, seconds, &[]).await.0
+}
+
+/// As `stomp_socket`, with extra handshake headers; also the ticket answer.
+async fn stomp_socket_offering(
+    gate: &Gate,
+    subject: &str,
+    seconds: i64,
+    headers: &[(&str, &str)],
+) -> (Socket, serde_json::Value) {
     let mut claims = valid_claims();
     claims["sub"] = json!(subject);
     claims["rooms"] = json!(["r1", "r2", 7]);
@@ -121,11 +142,11 @@ async fn stomp_socket(gate: &Gate, subject: &str, seconds: i64) -> Socket {
     let (status, _, body) = request_ticket(&gate.url("/ws-ticket"), &jwt).await;
     assert_eq!(status, 200, "{body}");
     let ticket = body["ticket"].as_str().expect("ticket");
-    let mut socket = connect(gate.port, &format!("{ROUTE}?ticket={ticket}"), &[])
+    let mut socket = connect(gate.port, &format!("{ROUTE}?ticket={ticket}"), headers)
         .await
         .expect("101");
     socket.send(Message::text(CONNECT)).await.expect("CONNECT");
-    socket
+    (socket, body)
 }
 
 const CONNECT: &str = "CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0";
@@ -348,4 +369,59 @@ async fn a_subscribe_cut_into_one_byte_fragments_is_judged_whole() {
         [CONNECT.as_bytes(), allowed].concat(),
         "no byte of the refused frame's payload"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_route_offers_the_broker_no_extension() {
+    let (upstream, recorded) = recording().await;
+    let gate = stomp_gate(upstream, None).await;
+    let deflate = [("sec-websocket-extensions", "permessage-deflate")];
+    let (_socket, _) = stomp_socket_offering(&gate, "alice", 600, &deflate).await;
+    upstream_got(&recorded, 1).await;
+    let head = recorded.heads.lock().expect("heads")[0].to_ascii_lowercase();
+    assert!(!head.contains("sec-websocket-extensions"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_stomp_socket_is_still_judged() {
+    let (upstream, recorded) = recording().await;
+    let options = TicketOptions {
+        refresh_path: Some("/ws-refresh".into()),
+        resume_window_seconds: Some(10),
+        ..Default::default()
+    };
+    let gate = stomp_gate_with(upstream, None, options).await;
+    let (mut socket, answer) = stomp_socket_offering(&gate, "alice", 600, &[]).await;
+    let token = answer["resume"].as_str().expect("a resume token");
+    crate::common::secrets::remember(token);
+    let allowed = "SUBSCRIBE\nid:0\ndestination:/topic/public\n\n\0";
+    socket.send(Message::text(allowed)).await.expect("send");
+    upstream_got(&recorded, 2).await;
+    drop(socket);
+    // The upstream sent nothing: the client received 0 messages.
+    let offer = format!("ticketgate.resume.{token}.0, ticketgate");
+    let mut resumed = connect(gate.port, ROUTE, &[("sec-websocket-protocol", &offer)])
+        .await
+        .expect("resumed");
+    let own = "SUBSCRIBE\nid:1\ndestination:/user/alice/inbox\n\n\0";
+    resumed.send(Message::text(own)).await.expect("send");
+    let got = upstream_got(&recorded, 3).await;
+    assert_eq!(
+        got[1..],
+        [allowed.as_bytes().to_vec(), own.as_bytes().to_vec()]
+    );
+    resumed
+        .send(Message::text(
+            "SUBSCRIBE\nid:2\ndestination:/topic/secret\n\n\0",
+        ))
+        .await
+        .expect("send");
+    assert_eq!(refused_with(&mut resumed).await.1, 1008);
+    assert_eq!(
+        recorded.heads.lock().expect("heads").len(),
+        1,
+        "one upstream connection"
+    );
+    let seen: Vec<u8> = payloads(&recorded.bytes.lock().expect("bytes")).concat();
+    assert!(!seen.windows(6).any(|w| w == b"secret"));
 }
