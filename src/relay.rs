@@ -111,17 +111,16 @@ pub async fn run(mut client: Watched, upstream: Upstream, terms: Terms) -> Ended
         // The 101 may still sit in the client's write buffer; the upstream's first frames may
         // have come with it.
         to_client: Way::holding(early),
-        to_upstream: Way::default(),
-        judged: judging.map(|judging| {
-            Box::new(Judged {
-                judging,
-                guard: Guard::default(),
-                buf: None,
-                unflushed: false,
-                ended: false,
-                refused: None,
-            })
-        }),
+        to_upstream: Way {
+            judged: judging.map(|judging| {
+                Box::new(Judged {
+                    judging,
+                    guard: Guard::default(),
+                    refused: None,
+                })
+            }),
+            ..Way::default()
+        },
         resume,
     };
     let error = loop {
@@ -142,7 +141,7 @@ pub async fn run(mut client: Watched, upstream: Upstream, terms: Terms) -> Ended
     Ended {
         closed_by_us,
         error: error.filter(|_| closed_by_us.is_none()),
-        stomp_refused: relay.judged.and_then(|j| j.refused),
+        stomp_refused: relay.to_upstream.judged.and_then(|j| j.refused),
     }
 }
 
@@ -150,82 +149,28 @@ struct Relay {
     client: Watched,
     upstream: Timed,
     to_client: Way,
-    /// Client to upstream, unless the frames are judged (`judged`).
     to_upstream: Way,
-    judged: Option<Box<Judged>>,
     resume: Option<Box<Resume>>,
 }
 
-/// Client to upstream on a `stomp:` route: what is read goes through the guard, and what the
-/// guard releases goes on.
+/// On a `stomp:` route, the client-to-upstream way's judge: what is read goes through the
+/// guard, and only what it releases goes on.
 struct Judged {
     judging: Judging,
     guard: Guard,
-    /// The read buffer, while bytes move.
-    buf: Option<Box<[u8]>>,
-    unflushed: bool,
-    ended: bool,
     /// Set once a frame was refused: nothing more is read from the client.
     refused: Option<Refused>,
 }
 
 impl Judged {
-    /// As `Way::poll_move`, through the guard; a refused frame is `Broke::Refused`.
-    fn poll_move<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: &mut R,
-        to: &mut W,
-        mut read: impl FnMut(&[u8]),
-    ) -> Poll<Result<(), Broke>>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        loop {
-            let ready = self.guard.ready();
-            if !ready.is_empty() {
-                let n = ready!(poll_write_some(cx, to, ready))?;
-                self.guard.sent(n);
-                self.unflushed = true;
-                continue;
-            }
-            if self.unflushed {
-                ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(Broke::Writing)?;
-                self.unflushed = false;
-            }
-            if self.ended {
-                return Poll::Ready(Ok(()));
-            }
-            if self.refused.is_some() {
-                // The close is under way (`Watched`); nothing more goes to the upstream.
-                return Poll::Pending;
-            }
-            let buf = self
-                .buf
-                .get_or_insert_with(|| vec![0; BURST].into_boxed_slice());
-            let mut filled = ReadBuf::new(buf);
-            match Pin::new(&mut *from).poll_read(cx, &mut filled) {
-                Poll::Ready(Ok(())) if filled.filled().is_empty() => self.ended = true,
-                Poll::Ready(Ok(())) => {
-                    read(filled.filled());
-                    let Judging { rules, claims } = &self.judging;
-                    let mut judge = |command: &'static str, destination: &str| {
-                        rules.allows(command, destination, claims)
-                    };
-                    if let Err(refused) = self.guard.push(filled.filled(), &mut judge) {
-                        self.refused = Some(refused.clone());
-                        return Poll::Ready(Err(Broke::Refused(refused)));
-                    }
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Broke::Reading(e))),
-                Poll::Pending => {
-                    self.buf = None;
-                    self.guard.rest();
-                    return Poll::Pending;
-                }
-            }
-        }
+    /// Reads `bytes` through the guard; a refused frame stops the way.
+    fn judge(&mut self, bytes: &[u8]) -> Result<(), Refused> {
+        let Judging { rules, claims } = &self.judging;
+        let mut judge =
+            |command: &'static str, destination: &str| rules.allows(command, destination, claims);
+        self.guard.push(bytes, &mut judge).inspect_err(|refused| {
+            self.refused = Some(refused.clone());
+        })
     }
 }
 
@@ -331,6 +276,7 @@ impl Relay {
             return false;
         };
         let judged_between = self
+            .to_upstream
             .judged
             .as_ref()
             .is_none_or(|j| j.guard.between_frames());
@@ -347,9 +293,6 @@ impl Relay {
         resume.from_client = Outgoing::frames();
         self.to_client = Way::holding(replay);
         self.to_upstream.ended = false;
-        if let Some(judged) = &mut self.judged {
-            judged.ended = false;
-        }
         true
     }
 
@@ -419,6 +362,9 @@ struct Way {
     end: usize,
     unflushed: bool,
     ended: bool,
+    /// On a `stomp:` route's client-to-upstream way: the bytes read wait in the guard, not in
+    /// `buf`, until it releases them.
+    judged: Option<Box<Judged>>,
 }
 
 /// Writes some of `bytes` to `to`: how many; a write of none is a failure, the writing side's.
@@ -451,11 +397,13 @@ impl Way {
             end,
             unflushed: true,
             ended: false,
+            judged: None,
         }
     }
 
     /// Moves bytes from `from` to `to` until a side waits, showing `read` every byte read;
-    /// ready once `from` ended and everything read reached `to`, flushed.
+    /// ready once `from` ended and everything read reached `to`, flushed. A judged way moves
+    /// only what its guard releases; a refused frame is `Broke::Refused`.
     fn poll_move<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -468,9 +416,20 @@ impl Way {
         W: AsyncWrite + Unpin,
     {
         loop {
-            if self.start < self.end {
-                let buf = self.buf.as_deref().unwrap_or_default();
-                self.start += ready!(poll_write_some(cx, to, &buf[self.start..self.end]))?;
+            let waiting = match &self.judged {
+                Some(judged) => judged.guard.ready(),
+                // No buffer (an idle way gave it back): nothing waits.
+                None => self
+                    .buf
+                    .as_deref()
+                    .map_or(&[][..], |buf| &buf[self.start..self.end]),
+            };
+            if !waiting.is_empty() {
+                let n = ready!(poll_write_some(cx, to, waiting))?;
+                match &mut self.judged {
+                    Some(judged) => judged.guard.sent(n),
+                    None => self.start += n,
+                }
                 self.unflushed = true;
                 continue;
             }
@@ -481,21 +440,31 @@ impl Way {
             if self.ended {
                 return Poll::Ready(Ok(()));
             }
+            if self.judged.as_ref().is_some_and(|j| j.refused.is_some()) {
+                // The close is under way (`Watched`); nothing more goes to the upstream.
+                return Poll::Pending;
+            }
             let buf = self
                 .buf
                 .get_or_insert_with(|| vec![0; BURST].into_boxed_slice());
             let mut filled = ReadBuf::new(buf);
             match Pin::new(&mut *from).poll_read(cx, &mut filled) {
                 Poll::Ready(Ok(())) => {
-                    let n = filled.filled().len();
-                    read(filled.filled());
-                    (self.start, self.end) = (0, n);
-                    self.ended = n == 0;
+                    let bytes = filled.filled();
+                    read(bytes);
+                    self.ended = bytes.is_empty();
+                    match &mut self.judged {
+                        Some(judged) => judged.judge(bytes).map_err(Broke::Refused)?,
+                        None => (self.start, self.end) = (0, bytes.len()),
+                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Broke::Reading(e))),
                 Poll::Pending => {
                     // Idle: no buffer is kept while nothing moves.
                     self.buf = None;
+                    if let Some(judged) = &mut self.judged {
+                        judged.guard.rest();
+                    }
                     return Poll::Pending;
                 }
             }
@@ -553,19 +522,14 @@ impl Future for &mut Relay {
                 client,
                 upstream,
                 to_upstream,
-                judged,
                 resume,
                 ..
             } = &mut *relay;
-            let read = |bytes: &[u8]| {
+            to_upstream.poll_move(cx, client, upstream, |bytes| {
                 if let Some(resume) = resume {
                     resume.from_client.advance(bytes);
                 }
-            };
-            match judged {
-                Some(judged) => judged.poll_move(cx, client, upstream, read),
-                None => to_upstream.poll_move(cx, client, upstream, read),
-            }
+            })
         };
         match moved {
             Poll::Ready(Err(Broke::Reading(e))) => Poll::Ready(relay.lost(e)),
