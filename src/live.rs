@@ -401,6 +401,17 @@ impl Sessions {
     }
 }
 
+/// A fresh handle a client holds for its socket (a session handle, a resume token): 128 random
+/// bits, base64url; `None` when the system's generator fails (the socket opens without what
+/// the handle was for).
+pub fn new_handle() -> Option<String> {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    use base64::Engine;
+    let mut bytes = [0u8; 16];
+    SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// A server-to-client close frame: FIN + opcode 8, unmasked, the code and the reason.
 pub fn close_frame(reason: CloseReason) -> Vec<u8> {
     let (code, text) = reason.code_and_text();

@@ -365,10 +365,14 @@ impl ProxyHttp for TicketGate {
                 handshake: ctx.passage.as_mut().and_then(|p| p.handshake.take()),
                 in_flight: ctx.in_flight.take(),
                 upstream_write_timeout: ctx.upstream_write_timeout,
-                resume: ctx.policy.websocket.resume.map(|config| {
-                    let route = ctx.policy.route_label(ctx.seen.destination);
-                    (config, route.to_owned())
-                }),
+                resume: ctx
+                    .policy
+                    .route(ctx.seen.destination)
+                    .and_then(|route| ctx.policy.resume_on(route))
+                    .map(|config| {
+                        let route = ctx.policy.route_label(ctx.seen.destination);
+                        (config, route.to_owned())
+                    }),
                 judging: relayed::judging(&ctx.policy, &ctx.seen),
             };
             relayed::start(handed, self.books(), leftovers);

@@ -22,6 +22,7 @@ use aws_lc_rs::digest;
 use futures_util::task::AtomicWaker;
 
 use crate::connection::Watched;
+use crate::live::new_handle;
 
 /// `websocket.resume_window_seconds` and `websocket.resume_buffer_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,16 +65,6 @@ impl<'a> Asked<'a> {
             received: received.parse().ok()?,
         })
     }
-}
-
-/// A fresh token: 128 random bits, base64url (`None` when the system's generator fails: the
-/// socket opens, without resume).
-pub fn new_token() -> Option<String> {
-    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-    use base64::Engine;
-    let mut bytes = [0u8; 16];
-    SystemRandom::new().fill(&mut bytes).ok()?;
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// A masking key for a frame ticketgate sends the upstream as its client (RFC 6455 §5.3: from
@@ -176,7 +167,7 @@ impl Resumes {
     pub fn renew(&self, session: &str) -> Option<String> {
         let mut registry = self.registry();
         let door = registry.by_session.get(session)?.upgrade()?;
-        let token = new_token()?;
+        let token = new_handle()?;
         let digest = digest_of(&token);
         let old = std::mem::replace(&mut *door.token_digest(), digest);
         registry.by_token.remove(&old);
@@ -340,7 +331,7 @@ mod tests {
 
     #[test]
     fn tokens_are_128_bits_of_base64url() {
-        let (a, b) = (new_token().expect("token"), new_token().expect("token"));
+        let (a, b) = (new_handle().expect("token"), new_handle().expect("token"));
         assert_eq!(a.len(), 22);
         assert_ne!(a, b);
         assert!(Asked::read(&format!("{a}.0")).is_some());

@@ -19,7 +19,8 @@ use crate::admission::Admission;
 use crate::boundary::{self, Target};
 use crate::clock;
 use crate::identity::Caller;
-use crate::resume::{self, Asked, Door, NotResumable, Resumes};
+use crate::live;
+use crate::resume::{Asked, Door, NotResumable, Resumes};
 use crate::subprotocol::Offered;
 
 /// What was learnt of a request on the way to the decision: what the log reports.
@@ -105,12 +106,15 @@ pub async fn decide(
     if websocket && !upgrade::origin_allowed(&policy.websocket, req) {
         return (seen, answer(Rejection::OriginNotAllowed));
     }
-    if websocket && policy.resume_on(route).is_some() {
-        let offered = upgrade::offered(req, route);
-        if !offered.resumes.is_empty() {
-            let label = policy.route_label(seen.destination);
-            return (seen, resuming(req, &offered, resumes, label));
-        }
+    let offered = if websocket {
+        upgrade::offered(req, route)
+    } else {
+        Offered::default()
+    };
+    let resume_route = websocket && policy.resume_on(route).is_some();
+    if resume_route && !offered.resumes.is_empty() {
+        let label = policy.route_label(seen.destination);
+        return (seen, resuming(req, &offered, resumes, label));
     }
     let upgrade_budget = policy
         .admission
@@ -122,11 +126,6 @@ pub async fn decide(
         // Before the credentials are read: a refused upgrade consumes no ticket.
         return (seen, Decision::Answer(not_now(refusal, config)));
     }
-    let offered = if websocket {
-        upgrade::offered(req, route)
-    } else {
-        Offered::default()
-    };
     let authenticated = match authenticated(policy, req, &target, &offered, route.auth).await {
         Ok(authenticated) => authenticated,
         Err(rejection) => return (seen, answer(rejection)),
@@ -150,10 +149,9 @@ pub async fn decide(
         upstream_target: forward::upstream_target(&target, route.auth, policy.ticket_param()),
         handshake: websocket.then(|| {
             let refreshable = policy.websocket.refresh_path.is_some();
-            let resumable = policy.resume_on(route).is_some();
-            handshake(&offered, authenticated.as_ref(), refreshable, resumable)
+            handshake(&offered, authenticated.as_ref(), refreshable, resume_route)
         }),
-        frames_read: websocket && (policy.resume_on(route).is_some() || route.stomp.is_some()),
+        frames_read: resume_route || (websocket && route.stomp.is_some()),
     };
     (seen, Decision::Forward(passage))
 }
@@ -172,13 +170,13 @@ fn handshake(
         .filter(|_| refreshable)
         .and_then(|a| match &a.session {
             Some(ticket_session) => Some(ticket_session.clone()),
-            None => upgrade::new_session_handle(),
+            None => live::new_handle(),
         });
     let resume = authenticated
         .filter(|_| resumable && session.is_some())
         .and_then(|a| match &a.resume {
             Some(ticket_resume) => Some(ticket_resume.clone()),
-            None => resume::new_token(),
+            None => live::new_handle(),
         });
     Handshake {
         session,

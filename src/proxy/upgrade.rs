@@ -75,16 +75,6 @@ pub const SESSION_HEADER: &str = "Ticketgate-Session";
 /// The answer header that gives a bearer upgrade's client its first resume token.
 pub const RESUME_HEADER: &str = "Ticketgate-Resume";
 
-/// A fresh session handle for a bearer upgrade: 128 random bits, base64url (`None` when the
-/// system's generator fails: the socket opens, without refresh).
-pub fn new_session_handle() -> Option<String> {
-    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-    use base64::Engine;
-    let mut bytes = [0u8; 16];
-    SystemRandom::new().fill(&mut bytes).ok()?;
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
 /// Whether the request asks for a WebSocket at all (`Upgrade: websocket`): such a request
 /// is held to the Origin allowlist and the WebSocket idle timeout, complete or not.
 pub fn wants_websocket(req: &RequestHeader) -> bool {
