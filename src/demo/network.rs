@@ -3,8 +3,8 @@
 //! through it at once, as a phone changing networks would (no close frame either way).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -12,18 +12,17 @@ use tokio::sync::watch;
 /// The forwarder: where it listens, and the signal that cuts what goes through it.
 pub struct Network {
     pub listen: SocketAddr,
-    cuts: watch::Sender<u64>,
-    cut_count: AtomicU64,
-    live: Mutex<usize>,
+    /// Each send cuts the connections open then.
+    cuts: watch::Sender<()>,
+    live: AtomicUsize,
 }
 
 impl Network {
     pub fn new(listen: SocketAddr) -> Self {
         Network {
             listen,
-            cuts: watch::channel(0).0,
-            cut_count: AtomicU64::new(0),
-            live: Mutex::new(0),
+            cuts: watch::channel(()).0,
+            live: AtomicUsize::new(0),
         }
     }
 
@@ -36,9 +35,8 @@ impl Network {
 
     /// Resets every connection through the forwarder; how many there were.
     pub fn cut(&self) -> usize {
-        let live = *self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let n = self.cut_count.fetch_add(1, Ordering::SeqCst) + 1;
-        self.cuts.send_replace(n);
+        let live = self.live.load(Ordering::SeqCst);
+        self.cuts.send_replace(());
         live
     }
 
@@ -46,9 +44,9 @@ impl Network {
         let Ok(mut upstream) = TcpStream::connect(gate).await else {
             return;
         };
+        // A new receiver has seen the current value: only a later cut wakes it.
         let mut cuts = self.cuts.subscribe();
-        cuts.mark_unchanged();
-        *self.live.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.live.fetch_add(1, Ordering::SeqCst);
         tokio::select! {
             _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
             _ = cuts.changed() => {
@@ -57,6 +55,6 @@ impl Network {
                 let _ = upstream.set_zero_linger();
             }
         }
-        *self.live.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.live.fetch_sub(1, Ordering::SeqCst);
     }
 }
